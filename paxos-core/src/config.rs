@@ -1,0 +1,197 @@
+//! Configuration of one replica, validated once at construction.
+
+use crate::types::NodeId;
+use std::time::Duration;
+use thiserror::Error;
+
+/// The largest supported cluster (quorum sets are 64-bit masks).
+pub const MAX_SERVERS: usize = 64;
+
+/// What the core waits for before sending messages that carry a promise [spec §9].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// No stable storage at all: no batches are produced (the paper's memory experiments).
+    /// A crashed server must not rejoin with the same identity.
+    None,
+    /// Batches are produced but nothing waits for them (the paper's asynchronous-disk experiments).
+    Async,
+    /// Batches must be synced; dependent messages leave only after `handle_persisted`.
+    Sync,
+}
+
+/// Planted protocol bugs for proving that the simulator catches them. Test-only.
+#[cfg(feature = "planted-bugs")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlantedBug {
+    /// The new leader proposes without waiting for a majority of PrepareOks.
+    SkipPrepare,
+    /// Messages that depend on a write leave before the write is durable.
+    SendBeforeDurable,
+    /// Proposals from views lower than the installed one are accepted.
+    AcceptLowerView,
+    /// Updates already executed are executed again when re-ordered.
+    ExecuteDuplicate,
+}
+
+/// A replica's configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This server's id.
+    pub id: NodeId,
+    /// Number of servers `N`; ids are `0..N`.
+    pub servers: usize,
+    /// Durability mode.
+    pub durability: Durability,
+    /// Pack many updates per Proposal and many slots per Accept [TR §7.6].
+    pub aggregation: bool,
+    /// Upper bound on the encoded size of an aggregated Proposal, Accept list or reply.
+    pub max_message_bytes: usize,
+    /// Window W: the leader proposes slot i only once it has executed through i − W [LADIS §3].
+    pub window: u64,
+    /// A non-leader accepts proposals only up to `local_aru + accept_window` (≥ W).
+    pub accept_window: u64,
+    /// The leader sends its proposal before its own sync and then an explicit Accept, so its write
+    /// overlaps the others' (the TR's synchronous-disk variant, spec §9). Must be equal cluster-wide.
+    pub leader_accepts_separately: bool,
+    /// Resend interval for unordered proposals and for Prepare [spec §5 defaults: 50 ms].
+    pub proposal_resend: Duration,
+    /// Resend interval for a pending client update to the leader [default 100 ms].
+    pub update_resend: Duration,
+    /// Interval of the periodic Alive announcement.
+    pub alive_interval: Duration,
+    /// How long a gap must persist before reconciliation starts (avoids false alarms).
+    pub recon_delay: Duration,
+    /// Timeout after which an unanswered ReconRequest is sent to another peer.
+    pub recon_timeout: Duration,
+    /// Most slots asked for in one ReconRequest.
+    pub recon_chunk: u64,
+    /// Bound on the leader's update queue; updates beyond it are dropped (clients retry).
+    pub max_queue: usize,
+    /// Take a snapshot and compact history every this many executed slots (None: never).
+    pub snapshot_interval: Option<u64>,
+    /// Executed slots kept in memory below the snapshot point for peers that lag a little.
+    pub history_retention: u64,
+    /// Report every execution through `poll_executed` (for the simulator, tests and metrics).
+    pub record_executions: bool,
+    /// A deliberately planted bug (test builds only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+impl Config {
+    /// Defaults for server `id` of `servers`, durability `Sync`, aggregation on.
+    pub fn new(id: NodeId, servers: usize) -> Config {
+        Config {
+            id,
+            servers,
+            durability: Durability::Sync,
+            aggregation: true,
+            max_message_bytes: 60_000,
+            window: 256,
+            accept_window: 512,
+            leader_accepts_separately: false,
+            proposal_resend: Duration::from_millis(50),
+            update_resend: Duration::from_millis(100),
+            alive_interval: Duration::from_millis(100),
+            recon_delay: Duration::from_millis(20),
+            recon_timeout: Duration::from_millis(200),
+            recon_chunk: 256,
+            max_queue: 100_000,
+            snapshot_interval: None,
+            history_retention: 1024,
+            record_executions: false,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
+        }
+    }
+
+    /// Majority size, ⌊N/2⌋ + 1.
+    pub fn majority(&self) -> usize {
+        self.servers / 2 + 1
+    }
+
+    /// Checks the configuration once; the core assumes a valid one afterwards.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.servers == 0 || self.servers > MAX_SERVERS {
+            return Err(ConfigError::Servers(self.servers));
+        }
+        if self.id.index() >= self.servers {
+            return Err(ConfigError::IdOutOfRange {
+                id: self.id,
+                servers: self.servers,
+            });
+        }
+        if self.window == 0 {
+            return Err(ConfigError::Invalid("window must be at least 1"));
+        }
+        if self.accept_window < self.window {
+            return Err(ConfigError::Invalid("accept_window must be at least window"));
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(ConfigError::Invalid("max_message_bytes must be at least 1024"));
+        }
+        if self.recon_chunk == 0 {
+            return Err(ConfigError::Invalid("recon_chunk must be at least 1"));
+        }
+        if self.max_queue == 0 {
+            return Err(ConfigError::Invalid("max_queue must be at least 1"));
+        }
+        if self.snapshot_interval == Some(0) {
+            return Err(ConfigError::Invalid("snapshot_interval must be at least 1"));
+        }
+        for (name, d) in [
+            ("proposal_resend", self.proposal_resend),
+            ("update_resend", self.update_resend),
+            ("alive_interval", self.alive_interval),
+            ("recon_timeout", self.recon_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::ZeroDuration(name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A configuration the core refuses.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The cluster size is out of range.
+    #[error("cluster size {0} is not in 1..={MAX_SERVERS}")]
+    Servers(usize),
+    /// The server's id is not a member.
+    #[error("server id {id} is not below the cluster size {servers}")]
+    IdOutOfRange {
+        /// The id.
+        id: NodeId,
+        /// The cluster size.
+        servers: usize,
+    },
+    /// A timer is zero.
+    #[error("{0} must not be zero")]
+    ZeroDuration(&'static str),
+    /// Another constraint is violated.
+    #[error("invalid configuration: {0}")]
+    Invalid(&'static str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_bad_values_are_refused() {
+        assert!(Config::new(NodeId(2), 3).validate().is_ok());
+        assert!(matches!(
+            Config::new(NodeId(3), 3).validate(),
+            Err(ConfigError::IdOutOfRange { .. })
+        ));
+        assert!(Config::new(NodeId(0), 0).validate().is_err());
+        let mut c = Config::new(NodeId(0), 3);
+        c.window = 0;
+        assert!(c.validate().is_err());
+        let mut c = Config::new(NodeId(0), 3);
+        c.update_resend = Duration::ZERO;
+        assert_eq!(c.validate(), Err(ConfigError::ZeroDuration("update_resend")));
+    }
+}

@@ -1,0 +1,105 @@
+//! The seam between leader election and ordering (spec §15.1, DERIVED).
+//!
+//! An election strategy is a sans-IO struct that decides *who should lead*; the core decides
+//! everything that touches the log. The strategy speaks to the core through two actions:
+//! [`ElectionAction::Suspect`] (stop trusting the installed view and attempt a higher one) and
+//! [`ElectionAction::Install`] (install this view now: its leader runs Prepare, the others become
+//! non-leaders in it). Prepare and PrepareOk still carry the promises, so safety never depends on the
+//! strategy: a strategy can only choose who *tries* to lead.
+//!
+//! Call order, as the core drives it: `handle_start` once, then any number of `handle_tick`,
+//! `handle_message`, `handle_progress` and `handle_view_installed`, each followed by draining
+//! `poll_action` and `poll_message`.
+
+use crate::codec::CodecError;
+use crate::types::{Destination, NodeId, Seq, Time, View};
+use bytes::Bytes;
+
+/// The server's role in the ordering protocol [TR Fig 2].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServerState {
+    /// No installed view is trusted; a view is being attempted.
+    LeaderElection,
+    /// Leader of the installed view.
+    RegLeader,
+    /// Non-leader in the installed view.
+    RegNonLeader,
+}
+
+/// A read-only picture of the core that a strategy decides on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ElectionContext {
+    /// This server.
+    pub me: NodeId,
+    /// Cluster size N.
+    pub servers: usize,
+    /// The server's current role.
+    pub state: ServerState,
+    /// Last view attempted.
+    pub last_attempted: View,
+    /// Last view installed.
+    pub last_installed: View,
+    /// The highest view seen anywhere (own promises, Prepare, Proposal, Alive).
+    pub max_view_seen: View,
+    /// Local aru.
+    pub local_aru: Seq,
+    /// Whether this server knows of work not yet executed (pending or queued client updates,
+    /// proposals above its aru). PSB's progress timer only runs while there is work.
+    pub has_outstanding_work: bool,
+    /// The storage incarnation (how many times this server has started).
+    pub incarnation: u64,
+}
+
+/// What a strategy asks the core to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElectionAction {
+    /// Stop trusting the installed view: enter LeaderElection, attempting this view
+    /// (`shift_to_leader_election`, spec §5).
+    Suspect(View),
+    /// Install this view: if this server leads it, run the Prepare phase; otherwise become a
+    /// non-leader in it. Ignored unless the view is above the last installed one (or equal to the
+    /// attempted one while in LeaderElection).
+    Install(View),
+}
+
+/// A leader-election strategy: a deterministic, sans-IO state machine.
+pub trait LeaderElection {
+    /// A short name for tables and logs.
+    fn name(&self) -> &'static str;
+
+    /// Called once when the replica starts or recovers from storage.
+    fn handle_start(&mut self, now: Time, ctx: &ElectionContext);
+
+    /// Called periodically; strategies run their timers here.
+    fn handle_tick(&mut self, now: Time, ctx: &ElectionContext);
+
+    /// A message this strategy sent from another server.
+    fn handle_message(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        payload: &[u8],
+        ctx: &ElectionContext,
+    ) -> Result<(), CodecError>;
+
+    /// The installed view executed a new update (progress was made).
+    fn handle_progress(&mut self, _now: Time, _ctx: &ElectionContext) {}
+
+    /// The core installed `ctx.last_installed` (as leader or non-leader).
+    fn handle_view_installed(&mut self, _now: Time, _ctx: &ElectionContext) {}
+
+    /// Whether a Prepare for `view` from `from` may be answered although the core did not attempt
+    /// that view itself (oracle strategies accept their leader's Prepare; PSB's view change does not).
+    fn accepts_prepare(&self, _from: NodeId, _view: View, _ctx: &ElectionContext) -> bool {
+        false
+    }
+
+    /// The next action for the core, if any.
+    fn poll_action(&mut self) -> Option<ElectionAction>;
+
+    /// The next message to send, if any.
+    fn poll_message(&mut self) -> Option<(Destination, Bytes)>;
+
+    /// The server this strategy currently believes should lead, if it has an opinion.
+    fn leader(&self, ctx: &ElectionContext) -> Option<NodeId>;
+}

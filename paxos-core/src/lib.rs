@@ -1,0 +1,29 @@
+//! # paxos-core: Paxos for System Builders as a sans-IO state machine
+//!
+//! This crate is the ordering protocol of Kirsch & Amir's *Paxos for System Builders* (PSB) as a
+//! deterministic state machine: no sockets, threads, clocks or randomness. Drivers (the simulator,
+//! the node) feed it inputs with `handle_*` calls and drain its effects with `poll_*` calls; time
+//! comes in as an argument. It also defines the types and traits the other crates implement:
+//! messages and their codec, durable state, the [`StateMachine`] the application runs and the
+//! [`LeaderElection`] seam.
+//!
+//! See `docs/architecture.md` for the call order and the deviations from the paper.
+
+pub mod codec;
+pub mod config;
+pub mod durable;
+pub mod election;
+pub mod message;
+pub mod state_machine;
+pub mod types;
+
+pub use codec::{decode, decode_envelope, encode, encode_envelope, CodecError, WIRE_VERSION};
+pub use config::{Config, ConfigError, Durability};
+pub use durable::{BatchId, DurableState, PersistBatch, ViewRecord};
+pub use election::{ElectionAction, ElectionContext, LeaderElection, ServerState};
+pub use message::{
+    AcceptedProposal, ClientRecord, ClientReply, ClientUpdate, DataItem, Envelope, Message,
+    OrderedUpdate, ProposalItem, SeqRange, Snapshot,
+};
+pub use state_machine::{NullStateMachine, SnapshotError, StateMachine};
+pub use types::{ClientId, Destination, NodeId, Seq, Time, Timestamp, UpdateId, View};

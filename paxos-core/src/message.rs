@@ -1,0 +1,228 @@
+//! The messages of the protocol [TR Fig 3, spec §3].
+//!
+//! Servers exchange [`Message`]s wrapped in an [`Envelope`] that names the sender; the transport
+//! checks that name against the authenticated peer before the core sees it. Proposals and accepts
+//! always carry lists, so aggregation [TR §7.6] is the same code path with longer lists: with
+//! aggregation off every list has one element (see docs/architecture.md, "Deviations").
+
+use crate::types::{ClientId, NodeId, Seq, Timestamp, UpdateId, View};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// An update submitted by a client to its local server [TR Fig 3].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ClientUpdate {
+    /// The issuing client.
+    pub client_id: ClientId,
+    /// The client's local server: the one that keeps the update pending and replies.
+    pub server_id: NodeId,
+    /// The client's sequence number for this update.
+    pub timestamp: Timestamp,
+    /// The operation, opaque to the protocol.
+    pub payload: Bytes,
+}
+
+impl ClientUpdate {
+    /// The update's name, `(client_id, timestamp)`.
+    pub fn id(&self) -> UpdateId {
+        UpdateId {
+            client: self.client_id,
+            timestamp: self.timestamp,
+        }
+    }
+
+    /// Approximate encoded size, used to bound aggregated messages.
+    pub fn wire_size(&self) -> usize {
+        self.payload.len() + 32
+    }
+}
+
+/// One slot of a Proposal: the update proposed for `seq`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalItem {
+    /// The slot.
+    pub seq: Seq,
+    /// The update proposed for it.
+    pub update: ClientUpdate,
+}
+
+/// An update bound to a slot for good: a GloballyOrderedUpdate (GOU) [TR Fig 3].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderedUpdate {
+    /// The slot.
+    pub seq: Seq,
+    /// The update ordered in it.
+    pub update: ClientUpdate,
+}
+
+/// A proposal accepted by a server: what it must remember across crashes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedProposal {
+    /// The slot.
+    pub seq: Seq,
+    /// The view the proposal was made in.
+    pub view: View,
+    /// The proposed update.
+    pub update: ClientUpdate,
+}
+
+/// One entry of a PrepareOk's data list [TR §5.4].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataItem {
+    /// The latest proposal the sender accepted for a slot it has not ordered.
+    Proposal(AcceptedProposal),
+    /// A slot the sender has ordered.
+    Ordered(OrderedUpdate),
+}
+
+/// An inclusive range of slots, `start..=end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeqRange {
+    /// First slot.
+    pub start: Seq,
+    /// Last slot (inclusive).
+    pub end: Seq,
+}
+
+impl SeqRange {
+    /// The slots of the range. Empty when `end < start`.
+    pub fn iter(self) -> impl Iterator<Item = Seq> {
+        (self.start.0..=self.end.0).map(Seq)
+    }
+
+    /// Number of slots in the range.
+    pub fn len(self) -> u64 {
+        (self.end.0 + 1).saturating_sub(self.start.0)
+    }
+
+    /// Whether the range holds no slot.
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Per-client exactly-once record carried in snapshots: the last executed timestamp and its reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    /// The client.
+    pub client: ClientId,
+    /// Its last executed update.
+    pub last_executed: Timestamp,
+    /// The reply that update produced, re-sent when a client retries it.
+    pub last_result: Bytes,
+}
+
+/// A state-machine snapshot at a slot, with the exactly-once table at that point.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Every slot up to and including this one is reflected in the snapshot.
+    pub seq: Seq,
+    /// The application's own snapshot bytes (from [`crate::StateMachine::snapshot`]).
+    pub app_state: Bytes,
+    /// The exactly-once table.
+    pub clients: Vec<ClientRecord>,
+}
+
+/// A message between servers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// A client update forwarded by its local server to the leader [TR Fig 12].
+    ClientUpdate(ClientUpdate),
+    /// The leader of `view` asks for promises; `local_aru` is its own aru [TR Fig 7].
+    Prepare {
+        /// The view being prepared.
+        view: View,
+        /// The leader's local aru.
+        local_aru: Seq,
+    },
+    /// A promise for `view`, with what the sender knows above the leader's aru [TR Fig 8].
+    PrepareOk {
+        /// The view promised.
+        view: View,
+        /// The sender's own local aru; slots up to it are ordered at the sender and the leader
+        /// reconciles them instead of receiving them in `data_list` (docs/architecture.md).
+        local_aru: Seq,
+        /// Proposals and ordered updates above `max(prepare.local_aru, local_aru)`.
+        data_list: Vec<DataItem>,
+    },
+    /// The leader proposes updates for slots in `view` (one item, or many with aggregation).
+    Proposal {
+        /// The leader's installed view.
+        view: View,
+        /// The proposed slots.
+        items: Vec<ProposalItem>,
+    },
+    /// The sender accepted the proposals of `view` for these slots (no update or digest: a view has
+    /// one proposal per slot) [TR Fig 3].
+    Accept {
+        /// The view of the accepted proposals.
+        view: View,
+        /// The accepted slots.
+        seqs: Vec<SeqRange>,
+    },
+    /// Periodic liveness and anti-entropy announcement (spec §3.2, DERIVED).
+    Alive {
+        /// The sender's local aru.
+        local_aru: Seq,
+        /// The sender's last installed view.
+        last_installed: View,
+    },
+    /// Asks for the ordered updates of `from..=to` [TR §5.6].
+    ReconRequest {
+        /// First slot wanted.
+        from: Seq,
+        /// Last slot wanted.
+        to: Seq,
+    },
+    /// Ordered updates in answer to a ReconRequest, or pushed to a server that proposed or accepted
+    /// in a slot the sender already ordered. `complete == false` means part of the range is gone here
+    /// (compacted or never known): ask someone else.
+    ReconReply {
+        /// The ordered updates.
+        updates: Vec<OrderedUpdate>,
+        /// Whether the whole requested range was supplied.
+        complete: bool,
+    },
+    /// State transfer for a server whose missing slots were compacted away.
+    SnapshotTransfer(Snapshot),
+    /// An election strategy's own message, opaque to the core.
+    Election(Bytes),
+}
+
+impl Message {
+    /// A short name for logs and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::ClientUpdate(_) => "client_update",
+            Message::Prepare { .. } => "prepare",
+            Message::PrepareOk { .. } => "prepare_ok",
+            Message::Proposal { .. } => "proposal",
+            Message::Accept { .. } => "accept",
+            Message::Alive { .. } => "alive",
+            Message::ReconRequest { .. } => "recon_request",
+            Message::ReconReply { .. } => "recon_reply",
+            Message::SnapshotTransfer(_) => "snapshot_transfer",
+            Message::Election(_) => "election",
+        }
+    }
+}
+
+/// A message with its sender, as it travels between servers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sending server. Transports check it against the authenticated peer.
+    pub from: NodeId,
+    /// The message.
+    pub message: Message,
+}
+
+/// The answer to a client update, sent by the update's local server after execution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientReply {
+    /// The client.
+    pub client_id: ClientId,
+    /// The timestamp of the executed update.
+    pub timestamp: Timestamp,
+    /// The state machine's result.
+    pub result: Bytes,
+}

@@ -1,0 +1,47 @@
+//! The application the replicas run, as a trait.
+
+use crate::message::ClientUpdate;
+use crate::types::Seq;
+use bytes::Bytes;
+use thiserror::Error;
+
+/// A snapshot the state machine could not restore.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("snapshot rejected: {0}")]
+pub struct SnapshotError(pub String);
+
+/// A deterministic state machine the core executes globally ordered updates through, in order.
+///
+/// `apply` must be a pure function of the state and the update: every replica applies the same
+/// updates in the same order and must reach the same state and replies. The core guarantees that
+/// each client update is applied at most once (exactly once when it completes).
+pub trait StateMachine {
+    /// Applies the update ordered at `seq` and returns the reply for its client.
+    fn apply(&mut self, seq: Seq, update: &ClientUpdate) -> Bytes;
+
+    /// Serialises the whole state (used for log compaction and state transfer).
+    fn snapshot(&self) -> Bytes;
+
+    /// Replaces the state with a snapshot taken by [`StateMachine::snapshot`].
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError>;
+}
+
+/// A state machine that keeps nothing and answers every update with an empty reply.
+///
+/// Useful for benchmarks of the ordering protocol alone.
+#[derive(Debug, Default, Clone)]
+pub struct NullStateMachine;
+
+impl StateMachine for NullStateMachine {
+    fn apply(&mut self, _seq: Seq, _update: &ClientUpdate) -> Bytes {
+        Bytes::new()
+    }
+
+    fn snapshot(&self) -> Bytes {
+        Bytes::new()
+    }
+
+    fn restore(&mut self, _snapshot: &[u8]) -> Result<(), SnapshotError> {
+        Ok(())
+    }
+}
