@@ -103,3 +103,42 @@ pub trait LeaderElection {
     /// The server this strategy currently believes should lead, if it has an opinion.
     fn leader(&self, ctx: &ElectionContext) -> Option<NodeId>;
 }
+
+impl<T: LeaderElection + ?Sized> LeaderElection for Box<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn handle_start(&mut self, now: Time, ctx: &ElectionContext) {
+        (**self).handle_start(now, ctx)
+    }
+    fn handle_tick(&mut self, now: Time, ctx: &ElectionContext) {
+        (**self).handle_tick(now, ctx)
+    }
+    fn handle_message(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        payload: &[u8],
+        ctx: &ElectionContext,
+    ) -> Result<(), CodecError> {
+        (**self).handle_message(now, from, payload, ctx)
+    }
+    fn handle_progress(&mut self, now: Time, ctx: &ElectionContext) {
+        (**self).handle_progress(now, ctx)
+    }
+    fn handle_view_installed(&mut self, now: Time, ctx: &ElectionContext) {
+        (**self).handle_view_installed(now, ctx)
+    }
+    fn accepts_prepare(&self, from: NodeId, view: View, ctx: &ElectionContext) -> bool {
+        (**self).accepts_prepare(from, view, ctx)
+    }
+    fn poll_action(&mut self) -> Option<ElectionAction> {
+        (**self).poll_action()
+    }
+    fn poll_message(&mut self) -> Option<(Destination, Bytes)> {
+        (**self).poll_message()
+    }
+    fn leader(&self, ctx: &ElectionContext) -> Option<NodeId> {
+        (**self).leader(ctx)
+    }
+}
