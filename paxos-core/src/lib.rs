@@ -27,3 +27,5 @@ pub use message::{
 };
 pub use state_machine::{NullStateMachine, SnapshotError, StateMachine};
 pub use types::{ClientId, Destination, NodeId, Seq, Time, Timestamp, UpdateId, View};
+pub mod replica;
+pub use replica::{ClientUpdateError, Executed, Metrics, Replica, Status};
