@@ -125,10 +125,14 @@ impl Config {
             return Err(ConfigError::Invalid("window must be at least 1"));
         }
         if self.accept_window < self.window {
-            return Err(ConfigError::Invalid("accept_window must be at least window"));
+            return Err(ConfigError::Invalid(
+                "accept_window must be at least window",
+            ));
         }
         if self.max_message_bytes < 1024 {
-            return Err(ConfigError::Invalid("max_message_bytes must be at least 1024"));
+            return Err(ConfigError::Invalid(
+                "max_message_bytes must be at least 1024",
+            ));
         }
         if self.recon_chunk == 0 {
             return Err(ConfigError::Invalid("recon_chunk must be at least 1"));
@@ -192,6 +196,9 @@ mod tests {
         assert!(c.validate().is_err());
         let mut c = Config::new(NodeId(0), 3);
         c.update_resend = Duration::ZERO;
-        assert_eq!(c.validate(), Err(ConfigError::ZeroDuration("update_resend")));
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroDuration("update_resend"))
+        );
     }
 }

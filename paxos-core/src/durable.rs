@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 
 /// Identifies a persist batch. Batches are numbered 1, 2, 3 … and must be made durable in order:
 /// reporting batch `k` durable means every batch up to `k` is durable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 pub struct BatchId(pub u64);
 
 /// The server's view promise: the views it attempted and installed [TR Fig 2].
@@ -212,7 +214,10 @@ mod tests {
             }),
             ..Default::default()
         });
-        assert_eq!(s.ordered.keys().copied().collect::<Vec<_>>(), vec![Seq(4), Seq(5)]);
+        assert_eq!(
+            s.ordered.keys().copied().collect::<Vec<_>>(),
+            vec![Seq(4), Seq(5)]
+        );
         assert_eq!(s.snapshot_seq(), Seq(3));
     }
 }

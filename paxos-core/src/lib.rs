@@ -14,6 +14,7 @@ pub mod config;
 pub mod durable;
 pub mod election;
 pub mod message;
+pub mod psb;
 pub mod state_machine;
 pub mod types;
 
@@ -28,4 +29,10 @@ pub use message::{
 pub use state_machine::{NullStateMachine, SnapshotError, StateMachine};
 pub use types::{ClientId, Destination, NodeId, Seq, Time, Timestamp, UpdateId, View};
 pub mod replica;
+pub use replica::NOOP_CLIENT;
 pub use replica::{ClientUpdateError, Executed, Metrics, Replica, Status};
+mod fxmap;
+mod history;
+pub use psb::{PsbConfig, PsbViewChange};
+#[cfg(test)]
+mod tests;

@@ -1,12 +1,41 @@
-//! The PSB ordering engine: one server's replica (skeleton; the engine lands next).
+//! The PSB ordering engine: one server's replica [TR §5, Figs 2–14; spec §§4–12].
+//!
+//! A [`Replica`] is fed inputs (`handle_*`) and drained of effects (`poll_*`). Its call contract:
+//!
+//! 1. Build it with [`Replica::new`] from the [`DurableState`] storage recovered (the default state
+//!    for a fresh server).
+//! 2. Feed every input: [`Replica::handle_message`], [`Replica::handle_client_update`],
+//!    [`Replica::handle_tick`] (periodically; all timers run from it) and
+//!    [`Replica::handle_persisted`].
+//! 3. After a round of inputs, drain [`Replica::poll_persist`] (write each batch, in order),
+//!    [`Replica::poll_message`], [`Replica::poll_client_reply`] and, if enabled,
+//!    [`Replica::poll_executed`]. With [`Durability::Sync`] a message that depends on a batch is
+//!    only released by `poll_message` after `handle_persisted` reports that batch durable; the core
+//!    never waits on a write that no message depends on.
+//!
+//! Aggregation happens between a round of inputs and the next drain: proposals and accepts created
+//! in the meantime are packed into as few messages as `max_message_bytes` allows.
 
-use crate::config::{Config, ConfigError};
-use crate::durable::{BatchId, DurableState, PersistBatch};
-use crate::election::{LeaderElection, ServerState};
-use crate::message::{ClientReply, ClientUpdate, Message};
+use crate::config::{Config, ConfigError, Durability};
+use crate::durable::{BatchId, DurableState, PersistBatch, ViewRecord};
+use crate::election::{ElectionAction, ElectionContext, LeaderElection, ServerState};
+use crate::fxmap::FxHashMap;
+use crate::history::History;
+use crate::message::{
+    AcceptedProposal, ClientRecord, ClientReply, ClientUpdate, DataItem, Message, OrderedUpdate,
+    ProposalItem, SeqRange, Snapshot,
+};
 use crate::state_machine::StateMachine;
-use crate::types::{Destination, NodeId, Seq, Time, View};
+use crate::types::{ClientId, Destination, NodeId, Seq, Time, Timestamp, UpdateId, View};
+use bytes::Bytes;
+use std::collections::{BTreeMap, VecDeque};
 use thiserror::Error;
+
+/// The client id reserved for no-op fillers (see docs/architecture.md, "Deviations").
+pub const NOOP_CLIENT: ClientId = ClientId(u64::MAX);
+
+/// Hard bound on how far above the aru any slot may be created, whatever a peer sends.
+const MAX_SLOTS_AHEAD: u64 = 1 << 20;
 
 /// One executed slot, reported by [`Replica::poll_executed`] when `record_executions` is on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,11 +44,11 @@ pub struct Executed {
     pub seq: Seq,
     /// The update ordered in it.
     pub update: ClientUpdate,
-    /// False when the update was a duplicate of one already executed and was skipped.
+    /// False when the update was a duplicate of one already executed (or a no-op) and was skipped.
     pub applied: bool,
 }
 
-/// A snapshot of a replica's role and positions, for status pages and tests.
+/// A picture of a replica's role and positions, for status pages and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
     /// This server.
@@ -40,6 +69,8 @@ pub struct Status {
     pub pending: usize,
     /// Updates queued at this server for proposal.
     pub queued: usize,
+    /// Highest aru each peer announced (own aru at own index).
+    pub peer_aru: Vec<Seq>,
 }
 
 /// Counters for observability.
@@ -47,22 +78,34 @@ pub struct Status {
 pub struct Metrics {
     /// Slots executed.
     pub executed: u64,
-    /// Executions skipped as duplicates.
+    /// Executions skipped as duplicates or no-ops.
     pub duplicates_skipped: u64,
-    /// Views installed.
+    /// Views installed (as leader or non-leader).
     pub views_installed: u64,
-    /// Messages dropped by the conflict filter or as invalid.
-    pub dropped_messages: u64,
+    /// Messages dropped by the conflict filter.
+    pub dropped_conflict: u64,
+    /// Messages dropped as invalid (non-member sender, impossible fields).
+    pub dropped_invalid: u64,
     /// Election payloads that failed to decode.
-    pub dropped_election_messages: u64,
+    pub dropped_election: u64,
     /// Client updates dropped because the queue was full.
     pub dropped_queue_full: u64,
+    /// Proposals ignored because they were beyond the accept window.
+    pub dropped_outside_window: u64,
     /// Reconciliation requests sent.
     pub recon_requests: u64,
     /// Snapshots installed from peers.
     pub snapshots_installed: u64,
+    /// Snapshots taken locally.
+    pub snapshots_taken: u64,
     /// Persist batches produced.
     pub batches: u64,
+    /// Proposal messages sent (each may carry many updates).
+    pub proposal_messages: u64,
+    /// Updates proposed.
+    pub proposed_updates: u64,
+    /// No-ops proposed to fill holes below constrained slots.
+    pub noops_proposed: u64,
 }
 
 /// Why a client update was refused.
@@ -76,17 +119,97 @@ pub enum ClientUpdateError {
         /// This server.
         me: NodeId,
     },
+    /// The client id is reserved.
+    #[error("client id {0:?} is reserved")]
+    ReservedClient(ClientId),
+}
+
+#[derive(Clone, Debug)]
+struct Pending {
+    update: ClientUpdate,
+    next_resend: Time,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PrepareState {
+    view: View,
+    aru: Seq,
 }
 
 /// One server of the PSB protocol.
 pub struct Replica<S: StateMachine, E: LeaderElection> {
     config: Config,
+    me: NodeId,
+    n: usize,
+    majority: usize,
     sm: S,
     election: E,
+    incarnation: u64,
+    now: Time,
+
+    // view
+    state: ServerState,
+    last_attempted: View,
+    last_installed: View,
+    max_view_seen: View,
+
+    // prepare
+    prepare: Option<PrepareState>,
+    prepare_oks: Vec<bool>,
+    /// Leader: slots at or below it are ordered at some PrepareOk sender; never re-propose there.
+    prepare_floor: Seq,
+    /// Leader: highest slot holding a proposal when the view was prepared (holes below get no-ops).
+    max_constrained: Seq,
+
+    // ordering
+    local_aru: Seq,
+    last_proposed: Seq,
+    max_seen_seq: Seq,
+    history: History,
+    bound: FxHashMap<UpdateId, Seq>,
+    aru_at_last_resend: Seq,
+    next_proposal_resend: Time,
+
+    // clients
+    update_queue: VecDeque<ClientUpdate>,
+    last_executed: FxHashMap<ClientId, (Timestamp, Bytes)>,
+    last_enqueued: FxHashMap<ClientId, Timestamp>,
+    pending: BTreeMap<ClientId, Pending>,
+    next_pending_scan: Time,
+
+    // liveness and reconciliation
+    peer_aru: Vec<Seq>,
+    next_alive: Time,
+    recon_target: Seq,
+    behind_since: Option<Time>,
+    recon_outstanding: Option<(NodeId, Time)>,
+    recon_cursor: usize,
+
+    // compaction
+    executed_since_snapshot: u64,
+    latest_snapshot: Option<Snapshot>,
+
+    // durability
+    open_batch: PersistBatch,
+    last_closed: u64,
+    last_closed_sync: u64,
+    persisted: u64,
+    held: VecDeque<(u64, Destination, Message)>,
+    held_self_accepts: VecDeque<(u64, View, Seq)>,
+
+    // outputs
+    agg_proposals: Vec<ProposalItem>,
+    agg_accepts: Vec<Seq>,
+    ready: VecDeque<(Destination, Message)>,
+    replies: VecDeque<ClientReply>,
+    executed: VecDeque<Executed>,
+    metrics: Metrics,
 }
 
 impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
-    /// Builds a replica from recovered durable state (default state for a fresh server).
+    /// Builds a replica from recovered durable state (use `DurableState::default()` for a fresh
+    /// server) [TR §5.8, Fig 14]. The replica starts in leader election; the strategy decides what
+    /// happens next.
     pub fn new(
         config: Config,
         state_machine: S,
@@ -95,56 +218,1504 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         now: Time,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let _ = (durable, now);
-        Ok(Replica {
-            config,
+        let n = config.servers;
+        let me = config.id;
+        let snapshot_seq = durable.snapshot_seq();
+        let mut r = Replica {
+            me,
+            n,
+            majority: config.majority(),
             sm: state_machine,
             election,
-        })
+            incarnation: durable.incarnation,
+            now,
+            state: ServerState::LeaderElection,
+            last_attempted: durable.view.last_attempted,
+            last_installed: durable.view.last_installed,
+            max_view_seen: durable.view.last_attempted.max(durable.view.last_installed),
+            prepare: None,
+            prepare_oks: vec![false; n],
+            prepare_floor: Seq(0),
+            max_constrained: Seq(0),
+            local_aru: snapshot_seq,
+            last_proposed: snapshot_seq,
+            max_seen_seq: snapshot_seq,
+            history: History::new(snapshot_seq.next()),
+            bound: FxHashMap::default(),
+            aru_at_last_resend: snapshot_seq,
+            next_proposal_resend: now,
+            update_queue: VecDeque::new(),
+            last_executed: FxHashMap::default(),
+            last_enqueued: FxHashMap::default(),
+            pending: BTreeMap::new(),
+            next_pending_scan: now,
+            peer_aru: vec![Seq(0); n],
+            next_alive: now,
+            recon_target: Seq(0),
+            behind_since: None,
+            recon_outstanding: None,
+            recon_cursor: me.index(),
+            executed_since_snapshot: 0,
+            latest_snapshot: None,
+            open_batch: PersistBatch::default(),
+            last_closed: 0,
+            last_closed_sync: 0,
+            persisted: 0,
+            held: VecDeque::new(),
+            held_self_accepts: VecDeque::new(),
+            agg_proposals: Vec::new(),
+            agg_accepts: Vec::new(),
+            ready: VecDeque::new(),
+            replies: VecDeque::new(),
+            executed: VecDeque::new(),
+            metrics: Metrics::default(),
+            config,
+        };
+        if let Some(snap) = durable.snapshot {
+            if let Err(e) = r.sm.restore(&snap.app_state) {
+                // Our own durable snapshot must restore; anything else is a corrupted store.
+                panic!("durable snapshot at {} does not restore: {e}", snap.seq);
+            }
+            for c in &snap.clients {
+                r.last_executed
+                    .insert(c.client, (c.last_executed, c.last_result.clone()));
+            }
+            r.latest_snapshot = Some(snap);
+        }
+        for (seq, a) in durable.accepted {
+            if let Some(slot) = r.history.get_or_create(seq) {
+                slot.proposal = Some((a.view, a.update.clone()));
+                r.bound.insert(a.update.id(), seq);
+                r.max_seen_seq = r.max_seen_seq.max(seq);
+            }
+        }
+        for (seq, o) in durable.ordered {
+            if let Some(slot) = r.history.get_or_create(seq) {
+                slot.ordered = Some(o.update);
+                r.max_seen_seq = r.max_seen_seq.max(seq);
+            }
+        }
+        // Re-executing the recovered ordered prefix rebuilds the state machine (no replies: the
+        // clients were answered before the crash or will retry).
+        r.advance_aru(false);
+        r.last_proposed = r.local_aru;
+        for (client, update) in durable.pending {
+            let done = r
+                .last_executed
+                .get(&client)
+                .is_some_and(|(ts, _)| *ts >= update.timestamp);
+            if !done && update.server_id == me {
+                r.pending.insert(
+                    client,
+                    Pending {
+                        update,
+                        next_resend: now,
+                    },
+                );
+            }
+        }
+        let ctx = r.ctx();
+        r.election.handle_start(now, &ctx);
+        r.drain_election();
+        Ok(r)
     }
-    /// A message from server `from` (authenticated by the transport).
+
+    // ------------------------------------------------------------------------------------------
+    // Inputs
+    // ------------------------------------------------------------------------------------------
+
+    /// A message from server `from`, authenticated by the transport [TR Figs 4, 5].
     pub fn handle_message(&mut self, now: Time, from: NodeId, message: Message) {
-        let _ = (now, from, message, &self.election);
+        self.now = now;
+        if from.index() >= self.n || from == self.me {
+            self.metrics.dropped_invalid += 1;
+            return;
+        }
+        match message {
+            Message::ClientUpdate(u) => self.on_forwarded_update(from, u),
+            Message::Prepare { view, local_aru } => self.on_prepare(from, view, local_aru),
+            Message::PrepareOk {
+                view,
+                local_aru,
+                data_list,
+            } => self.on_prepare_ok(from, view, local_aru, data_list),
+            Message::Proposal { view, items } => self.on_proposal(from, view, items),
+            Message::Accept { view, seqs } => self.on_accept(from, view, &seqs),
+            Message::Alive {
+                local_aru,
+                last_installed,
+            } => self.on_alive(from, local_aru, last_installed),
+            Message::ReconRequest { from: lo, to: hi } => self.on_recon_request(from, lo, hi),
+            Message::ReconReply { updates, complete } => {
+                self.on_recon_reply(from, updates, complete)
+            }
+            Message::SnapshotTransfer(s) => self.on_snapshot(s),
+            Message::Election(payload) => {
+                let ctx = self.ctx();
+                if self
+                    .election
+                    .handle_message(now, from, &payload, &ctx)
+                    .is_err()
+                {
+                    self.metrics.dropped_election += 1;
+                }
+                self.drain_election();
+            }
+        }
     }
-    /// An update from a local client.
+
+    /// An update from one of this server's own clients [TR Fig 12].
     pub fn handle_client_update(
         &mut self,
         now: Time,
         update: ClientUpdate,
     ) -> Result<(), ClientUpdateError> {
-        let _ = (now, update);
+        self.now = now;
+        if update.server_id != self.me {
+            return Err(ClientUpdateError::WrongServer {
+                named: update.server_id,
+                me: self.me,
+            });
+        }
+        if update.client_id == NOOP_CLIENT {
+            return Err(ClientUpdateError::ReservedClient(update.client_id));
+        }
+        let c = update.client_id;
+        if let Some((ts, result)) = self.last_executed.get(&c) {
+            if update.timestamp <= *ts {
+                if update.timestamp == *ts {
+                    // A retry of an executed update: answer from the exactly-once table.
+                    self.replies.push_back(ClientReply {
+                        client_id: c,
+                        timestamp: *ts,
+                        result: result.clone(),
+                    });
+                }
+                return Ok(());
+            }
+        }
+        if let Some(p) = self.pending.get(&c) {
+            if update.timestamp < p.update.timestamp {
+                return Ok(());
+            }
+            if update.timestamp == p.update.timestamp {
+                // A retry of a pending update: nudge it along.
+                if self.state == ServerState::RegNonLeader {
+                    let leader = self.installed_leader();
+                    let u = p.update.clone();
+                    self.send_durable(Destination::Node(leader), Message::ClientUpdate(u));
+                }
+                return Ok(());
+            }
+        }
+        match self.state {
+            ServerState::LeaderElection => {
+                if self.enqueue(update.clone()) {
+                    self.add_to_pending(update);
+                }
+            }
+            ServerState::RegNonLeader => {
+                self.add_to_pending(update.clone());
+                let leader = self.installed_leader();
+                self.send_durable(Destination::Node(leader), Message::ClientUpdate(update));
+            }
+            ServerState::RegLeader => {
+                if self.enqueue(update.clone()) {
+                    self.add_to_pending(update);
+                    self.send_proposal();
+                }
+            }
+        }
         Ok(())
     }
-    /// Advances timers.
+
+    /// Advances time: runs the update, proposal, Prepare, Alive and reconciliation timers and the
+    /// election strategy's timers [TR §5.9].
     pub fn handle_tick(&mut self, now: Time) {
-        let _ = now;
+        self.now = now;
+        let ctx = self.ctx();
+        self.election.handle_tick(now, &ctx);
+        self.drain_election();
+
+        if now >= self.next_alive {
+            self.next_alive = now + self.config.alive_interval;
+            self.send(
+                Destination::All,
+                Message::Alive {
+                    local_aru: self.local_aru,
+                    last_installed: self.last_installed,
+                },
+            );
+        }
+        // Sender-driven retransmission of Prepare and of unordered proposals.
+        if now >= self.next_proposal_resend {
+            self.next_proposal_resend = now + self.config.proposal_resend;
+            match self.state {
+                ServerState::LeaderElection => {
+                    if let Some(p) = self.prepare {
+                        if p.view.leader(self.n) == self.me && p.view == self.last_attempted {
+                            self.send_durable(
+                                Destination::All,
+                                Message::Prepare {
+                                    view: p.view,
+                                    local_aru: p.aru,
+                                },
+                            );
+                        }
+                    }
+                }
+                ServerState::RegLeader => {
+                    if self.local_aru == self.aru_at_last_resend
+                        && self.local_aru < self.last_proposed
+                    {
+                        self.resend_unordered_proposals();
+                    }
+                    self.aru_at_last_resend = self.local_aru;
+                    // Pending updates dropped from a full queue get another chance.
+                    self.send_proposal();
+                }
+                ServerState::RegNonLeader => {}
+            }
+        }
+        if now >= self.next_pending_scan {
+            self.next_pending_scan = now + self.config.update_resend / 2;
+            self.resend_pending(now);
+        }
+        self.reconcile_if_behind(now);
     }
-    /// Every batch up to `upto` is durable.
+
+    /// Every persist batch up to and including `upto` is durable: release what waited for it.
     pub fn handle_persisted(&mut self, now: Time, upto: BatchId) {
-        let _ = (now, upto);
+        self.now = now;
+        if upto.0 > self.last_closed {
+            // The driver reported a batch it was never given: a driver bug.
+            debug_assert!(
+                false,
+                "batch {} reported durable but never handed out",
+                upto.0
+            );
+            return;
+        }
+        if upto.0 <= self.persisted {
+            return;
+        }
+        self.persisted = upto.0;
+        while let Some((dep, _, _)) = self.held.front() {
+            if *dep > self.persisted {
+                break;
+            }
+            let (_, to, m) = self.held.pop_front().expect("front exists");
+            self.ready.push_back((to, m));
+        }
+        while let Some((dep, _, _)) = self.held_self_accepts.front() {
+            if *dep > self.persisted {
+                break;
+            }
+            let (_, view, seq) = self.held_self_accepts.pop_front().expect("front exists");
+            self.count_accept(view, seq, self.me.index());
+        }
     }
-    /// The next batch to persist.
+
+    // ------------------------------------------------------------------------------------------
+    // Outputs
+    // ------------------------------------------------------------------------------------------
+
+    /// The next batch to persist, in order. Write it atomically; when `sync` is set, report it with
+    /// [`Replica::handle_persisted`] once it is on stable storage.
     pub fn poll_persist(&mut self) -> Option<PersistBatch> {
-        None
+        self.flush();
+        if self.open_batch.is_empty() {
+            return None;
+        }
+        self.last_closed += 1;
+        let mut batch = std::mem::take(&mut self.open_batch);
+        batch.id = BatchId(self.last_closed);
+        if batch.sync {
+            self.last_closed_sync = self.last_closed;
+        }
+        self.metrics.batches += 1;
+        Some(batch)
     }
-    /// The next message to send.
+
+    /// The next message to send to other servers.
     pub fn poll_message(&mut self) -> Option<(Destination, Message)> {
-        None
+        self.flush();
+        self.ready.pop_front()
     }
-    /// The next reply for a local client.
+
+    /// The next reply for one of this server's clients.
     pub fn poll_client_reply(&mut self) -> Option<ClientReply> {
-        None
+        self.replies.pop_front()
     }
-    /// The next executed slot (with `record_executions`).
+
+    /// The next executed slot (only with `Config::record_executions`).
     pub fn poll_executed(&mut self) -> Option<Executed> {
-        None
+        self.executed.pop_front()
     }
+
+    /// The earliest time at which `handle_tick` has work to do (a hint for drivers that sleep).
+    pub fn poll_timeout(&self) -> Time {
+        self.next_alive
+            .min(self.next_proposal_resend)
+            .min(self.next_pending_scan)
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Getters
+    // ------------------------------------------------------------------------------------------
+
     /// The state machine.
     pub fn state_machine(&self) -> &S {
         &self.sm
     }
+
+    /// The election strategy.
+    pub fn election(&self) -> &E {
+        &self.election
+    }
+
     /// This server's id.
     pub fn id(&self) -> NodeId {
-        self.config.id
+        self.me
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Role and positions.
+    pub fn status(&self) -> Status {
+        let mut peer_aru = self.peer_aru.clone();
+        peer_aru[self.me.index()] = self.local_aru;
+        Status {
+            id: self.me,
+            state: self.state,
+            last_attempted: self.last_attempted,
+            last_installed: self.last_installed,
+            local_aru: self.local_aru,
+            last_proposed: self.last_proposed,
+            leader: (self.state != ServerState::LeaderElection).then(|| self.installed_leader()),
+            pending: self.pending.len(),
+            queued: self.update_queue.len(),
+            peer_aru,
+        }
+    }
+
+    /// What the election strategy sees.
+    pub fn election_context(&self) -> ElectionContext {
+        self.ctx()
+    }
+
+    /// Takes a snapshot of the state machine at the aru now and compacts history below it
+    /// (log compaction hook; also done automatically every `snapshot_interval` executions).
+    pub fn take_snapshot(&mut self) {
+        let snap = Snapshot {
+            seq: self.local_aru,
+            app_state: self.sm.snapshot(),
+            clients: self.client_records(),
+        };
+        self.metrics.snapshots_taken += 1;
+        self.executed_since_snapshot = 0;
+        if self.config.durability != Durability::None {
+            self.open_batch.snapshot = Some(snap.clone());
+        }
+        let keep_from = snap.seq.0.saturating_sub(self.config.history_retention);
+        self.latest_snapshot = Some(snap);
+        self.truncate_history(Seq(keep_from));
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Election seam
+    // ------------------------------------------------------------------------------------------
+
+    fn ctx(&self) -> ElectionContext {
+        ElectionContext {
+            me: self.me,
+            servers: self.n,
+            state: self.state,
+            last_attempted: self.last_attempted,
+            last_installed: self.last_installed,
+            max_view_seen: self.max_view_seen,
+            local_aru: self.local_aru,
+            has_outstanding_work: !self.pending.is_empty()
+                || !self.update_queue.is_empty()
+                || self.max_seen_seq > self.local_aru,
+            incarnation: self.incarnation,
+        }
+    }
+
+    fn drain_election(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some((to, payload)) = self.election.poll_message() {
+                self.send(to, Message::Election(payload));
+                progressed = true;
+            }
+            if let Some(action) = self.election.poll_action() {
+                progressed = true;
+                match action {
+                    ElectionAction::Suspect(v) => self.shift_to_leader_election(v),
+                    ElectionAction::Install(v) => self.install(v),
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn installed_leader(&self) -> NodeId {
+        self.last_installed.leader(self.n)
+    }
+
+    fn see_view(&mut self, v: View) {
+        if v > self.max_view_seen {
+            self.max_view_seen = v;
+        }
+    }
+
+    /// `shift_to_leader_election(v)` [TR Fig 6].
+    fn shift_to_leader_election(&mut self, v: View) {
+        if v <= self.last_installed {
+            return;
+        }
+        self.state = ServerState::LeaderElection;
+        self.prepare = None;
+        self.prepare_oks.iter_mut().for_each(|b| *b = false);
+        self.last_enqueued.clear();
+        self.last_attempted = v;
+        self.see_view(v);
+    }
+
+    /// The strategy asks that view `v` be installed.
+    fn install(&mut self, v: View) {
+        if v < self.last_installed
+            || (v == self.last_installed && self.state != ServerState::LeaderElection)
+        {
+            return;
+        }
+        if v.leader(self.n) == self.me {
+            if self.state == ServerState::LeaderElection
+                && self.prepare.is_some_and(|p| p.view == v)
+            {
+                return; // already preparing it (pitfall 2: idempotent)
+            }
+            if v == self.last_installed {
+                // A view we installed before a restart: never reuse it, move past it.
+                return;
+            }
+            self.shift_to_leader_election(v);
+            self.shift_to_prepare_phase();
+        } else {
+            // v == last_installed here means rejoining, after a restart, a view that is still live:
+            // the promise for it is durable, so accepting its proposals again is safe.
+            self.state = ServerState::LeaderElection;
+            self.prepare = None;
+            self.last_attempted = v;
+            self.see_view(v);
+            self.shift_to_reg_nonleader();
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Prepare phase [TR §5.4, Figs 7–9]
+    // ------------------------------------------------------------------------------------------
+
+    fn shift_to_prepare_phase(&mut self) {
+        let v = self.last_attempted;
+        debug_assert_eq!(v.leader(self.n), self.me);
+        debug_assert!(v > self.last_installed || self.state == ServerState::LeaderElection);
+        self.last_installed = v;
+        self.prepare = Some(PrepareState {
+            view: v,
+            aru: self.local_aru,
+        });
+        self.prepare_oks.iter_mut().for_each(|b| *b = false);
+        self.prepare_oks[self.me.index()] = true;
+        self.prepare_floor = self.local_aru;
+        self.last_enqueued.clear();
+        self.persist_view();
+        self.send_durable(
+            Destination::All,
+            Message::Prepare {
+                view: v,
+                local_aru: self.local_aru,
+            },
+        );
+        self.next_proposal_resend = self.now + self.config.proposal_resend;
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bug == Some(crate::config::PlantedBug::SkipPrepare) {
+            self.shift_to_reg_leader();
+            return;
+        }
+        if self.prepare_count() >= self.majority {
+            self.shift_to_reg_leader();
+        }
+    }
+
+    fn prepare_count(&self) -> usize {
+        self.prepare_oks.iter().filter(|b| **b).count()
+    }
+
+    fn on_prepare(&mut self, from: NodeId, view: View, aru: Seq) {
+        self.see_view(view);
+        if from != view.leader(self.n) {
+            self.metrics.dropped_invalid += 1;
+            return;
+        }
+        let new_view = view > self.last_installed
+            && (view == self.last_attempted
+                || (view > self.last_attempted && {
+                    let ctx = self.ctx();
+                    self.election.accepts_prepare(from, view, &ctx)
+                }));
+        if new_view {
+            // Non-leader answering a Prepare for a view it has not installed yet.
+            self.state = ServerState::LeaderElection;
+            self.last_attempted = view;
+            self.prepare = Some(PrepareState { view, aru });
+            self.shift_to_reg_nonleader();
+            self.send_prepare_ok(from, view, aru);
+        } else if view == self.last_installed && self.state == ServerState::RegNonLeader {
+            // Receiver-driven retransmission; built on demand (pitfall 1).
+            self.prepare = Some(PrepareState { view, aru });
+            self.send_prepare_ok(from, view, aru);
+        } else {
+            self.metrics.dropped_conflict += 1;
+        }
+    }
+
+    fn send_prepare_ok(&mut self, leader: NodeId, view: View, leader_aru: Seq) {
+        let floor = leader_aru.max(self.local_aru);
+        let data_list = self.data_list(floor);
+        self.send_durable(
+            Destination::Node(leader),
+            Message::PrepareOk {
+                view,
+                local_aru: self.local_aru,
+                data_list,
+            },
+        );
+    }
+
+    /// Everything known above `floor`: ordered updates, else the latest accepted proposal.
+    fn data_list(&self, floor: Seq) -> Vec<DataItem> {
+        self.history
+            .iter_above(floor)
+            .filter_map(|(seq, slot)| {
+                if let Some(u) = &slot.ordered {
+                    Some(DataItem::Ordered(OrderedUpdate {
+                        seq,
+                        update: u.clone(),
+                    }))
+                } else {
+                    slot.proposal.as_ref().map(|(v, u)| {
+                        DataItem::Proposal(AcceptedProposal {
+                            seq,
+                            view: *v,
+                            update: u.clone(),
+                        })
+                    })
+                }
+            })
+            .collect()
+    }
+
+    fn on_prepare_ok(&mut self, from: NodeId, view: View, their_aru: Seq, data: Vec<DataItem>) {
+        if self.state != ServerState::LeaderElection
+            || view != self.last_attempted
+            || self.prepare.is_none_or(|p| p.view != view)
+            || view.leader(self.n) != self.me
+        {
+            self.metrics.dropped_conflict += 1;
+            return;
+        }
+        if self.prepare_oks[from.index()] {
+            return;
+        }
+        self.prepare_oks[from.index()] = true;
+        for item in data {
+            match item {
+                DataItem::Proposal(p) => {
+                    if p.view <= view {
+                        self.apply_proposal(p.seq, p.view, p.update);
+                    } else {
+                        self.metrics.dropped_invalid += 1;
+                    }
+                }
+                DataItem::Ordered(o) => self.apply_ordered(o.seq, o.update),
+            }
+        }
+        self.note_peer_aru(from, their_aru);
+        self.prepare_floor = self.prepare_floor.max(their_aru);
+        self.advance_aru(true);
+        if self.state == ServerState::LeaderElection && self.prepare_count() >= self.majority {
+            self.shift_to_reg_leader();
+        }
+    }
+
+    fn shift_to_reg_leader(&mut self) {
+        self.state = ServerState::RegLeader;
+        self.metrics.views_installed += 1;
+        self.max_constrained = self
+            .history
+            .iter_above(self.local_aru)
+            .filter(|(_, s)| s.proposal.is_some() || s.ordered.is_some())
+            .map(|(seq, _)| seq)
+            .last()
+            .unwrap_or(Seq(0));
+        self.enqueue_unbound_pending();
+        self.remove_bound_from_queue();
+        self.last_proposed = self.local_aru;
+        self.aru_at_last_resend = self.local_aru;
+        let ctx = self.ctx();
+        self.election.handle_view_installed(self.now, &ctx);
+        self.drain_election();
+        self.send_proposal();
+    }
+
+    fn shift_to_reg_nonleader(&mut self) {
+        self.state = ServerState::RegNonLeader;
+        self.last_installed = self.last_attempted;
+        self.see_view(self.last_installed);
+        self.update_queue.clear();
+        self.metrics.views_installed += 1;
+        self.persist_view();
+        // Pending local updates go to the new leader right away (the update timer would anyway).
+        let leader = self.installed_leader();
+        let now = self.now;
+        let resend: Vec<ClientUpdate> = self
+            .pending
+            .values_mut()
+            .map(|p| {
+                p.next_resend = now + self.config.update_resend;
+                p.update.clone()
+            })
+            .collect();
+        for u in resend {
+            self.send_durable(Destination::Node(leader), Message::ClientUpdate(u));
+        }
+        let ctx = self.ctx();
+        self.election.handle_view_installed(self.now, &ctx);
+        self.drain_election();
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Normal case [TR §5.5, Figs 10, 11]
+    // ------------------------------------------------------------------------------------------
+
+    /// `send_proposal()`: binds queued updates (or constrained values) to the next slots, within
+    /// the window.
+    fn send_proposal(&mut self) {
+        if self.state != ServerState::RegLeader {
+            return;
+        }
+        let view = self.last_installed;
+        loop {
+            let seq = self.last_proposed.next();
+            if seq.0 > self.local_aru.0 + self.config.window {
+                break; // window flow control [LADIS §3]
+            }
+            let (ordered, existing) = match self.history.get(seq) {
+                Some(s) => (s.ordered.is_some(), s.proposal.clone()),
+                None => (false, None),
+            };
+            if ordered {
+                self.last_proposed = seq;
+                continue;
+            }
+            if seq <= self.prepare_floor {
+                break; // ordered at a PrepareOk sender: wait for reconciliation
+            }
+            let update = match existing {
+                Some((v, _)) if v == view => {
+                    self.last_proposed = seq;
+                    continue;
+                }
+                Some((_, u)) => u, // constrained re-proposal
+                None => match self.pop_queue() {
+                    Some(u) => u,
+                    None if seq < self.max_constrained => {
+                        self.metrics.noops_proposed += 1;
+                        ClientUpdate {
+                            client_id: NOOP_CLIENT,
+                            server_id: self.me,
+                            timestamp: Timestamp(seq.0),
+                            payload: Bytes::new(),
+                        }
+                    }
+                    None => break,
+                },
+            };
+            self.propose(seq, view, update);
+        }
+    }
+
+    fn pop_queue(&mut self) -> Option<ClientUpdate> {
+        while let Some(u) = self.update_queue.pop_front() {
+            if self.is_executed(&u) || self.bound.contains_key(&u.id()) {
+                continue;
+            }
+            return Some(u);
+        }
+        None
+    }
+
+    fn propose(&mut self, seq: Seq, view: View, update: ClientUpdate) {
+        self.last_proposed = seq;
+        self.max_seen_seq = self.max_seen_seq.max(seq);
+        self.metrics.proposed_updates += 1;
+        self.apply_proposal(seq, view, update.clone());
+        self.record_accepted(seq, view, &update);
+        self.agg_proposals.push(ProposalItem { seq, update });
+        if self.config.leader_accepts_separately {
+            self.agg_accepts.push(seq);
+        }
+        self.hold_self_accept(view, seq);
+    }
+
+    fn resend_unordered_proposals(&mut self) {
+        let view = self.last_installed;
+        let items: Vec<ProposalItem> = self
+            .history
+            .iter_above(self.local_aru)
+            .take_while(|(seq, _)| *seq <= self.last_proposed)
+            .filter(|(_, s)| s.ordered.is_none())
+            .filter_map(|(seq, s)| match &s.proposal {
+                Some((v, u)) if *v == view => Some(ProposalItem {
+                    seq,
+                    update: u.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        self.agg_proposals.extend(items);
+    }
+
+    fn on_proposal(&mut self, from: NodeId, view: View, items: Vec<ProposalItem>) {
+        self.see_view(view);
+        #[allow(unused_mut)]
+        let mut view_ok = view == self.last_installed;
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bug == Some(crate::config::PlantedBug::AcceptLowerView) {
+            view_ok = view <= self.last_installed;
+        }
+        if self.state != ServerState::RegNonLeader || !view_ok || from != view.leader(self.n) {
+            self.metrics.dropped_conflict += 1;
+            return;
+        }
+        let mut already_ordered = Vec::new();
+        for ProposalItem { seq, update } in items {
+            if seq.0 == 0 {
+                self.metrics.dropped_invalid += 1;
+                continue;
+            }
+            if seq <= self.local_aru || self.history.get(seq).is_some_and(|s| s.ordered.is_some()) {
+                // Tell the leader what was ordered here, so it can order it too.
+                if let Some(u) = self.ordered_update(seq) {
+                    already_ordered.push(OrderedUpdate { seq, update: u });
+                }
+                continue;
+            }
+            if seq.0 > self.local_aru.0 + self.config.accept_window {
+                self.metrics.dropped_outside_window += 1;
+                let target = Seq(seq.0.saturating_sub(self.config.window));
+                self.note_recon_target(target);
+                continue;
+            }
+            let stored_view = self
+                .history
+                .get(seq)
+                .and_then(|s| s.proposal.as_ref().map(|(v, _)| *v));
+            match stored_view {
+                Some(v) if v > view => continue,
+                Some(v) if v == view => {
+                    // Duplicate: receiver-driven retransmission of the Accept.
+                    self.agg_accepts.push(seq);
+                    continue;
+                }
+                _ => {}
+            }
+            self.max_seen_seq = self.max_seen_seq.max(seq);
+            self.apply_proposal(seq, view, update.clone());
+            self.record_accepted(seq, view, &update);
+            if !self.config.leader_accepts_separately {
+                self.count_accept(view, seq, from.index());
+            }
+            self.agg_accepts.push(seq);
+            self.hold_self_accept(view, seq);
+        }
+        if !already_ordered.is_empty() {
+            self.send(
+                Destination::Node(from),
+                Message::ReconReply {
+                    updates: already_ordered,
+                    complete: true,
+                },
+            );
+        }
+    }
+
+    fn ordered_update(&self, seq: Seq) -> Option<ClientUpdate> {
+        self.history.get(seq).and_then(|s| s.ordered.clone())
+    }
+
+    /// The update rule for a proposal [spec §4]: replace lower views, never higher ones.
+    fn apply_proposal(&mut self, seq: Seq, view: View, update: ClientUpdate) {
+        if seq.0 > self.local_aru.0 + MAX_SLOTS_AHEAD || seq <= self.local_aru {
+            return;
+        }
+        let id = update.id();
+        let Some(slot) = self.history.get_or_create(seq) else {
+            return;
+        };
+        if slot.ordered.is_some() {
+            return;
+        }
+        let old = match &slot.proposal {
+            Some((v, _)) if *v >= view => return,
+            Some((_, u)) => Some(u.id()),
+            None => None,
+        };
+        slot.proposal = Some((view, update));
+        if slot.accept_view < view {
+            slot.accept_view = view;
+            slot.accepts = 0;
+        }
+        self.max_seen_seq = self.max_seen_seq.max(seq);
+        if let Some(old) = old {
+            if self.bound.get(&old) == Some(&seq) {
+                self.bound.remove(&old);
+            }
+        }
+        self.bound.insert(id, seq);
+    }
+
+    fn on_accept(&mut self, from: NodeId, view: View, ranges: &[SeqRange]) {
+        if view != self.last_installed {
+            self.metrics.dropped_conflict += 1;
+            return;
+        }
+        let lo = self.local_aru.0 + 1;
+        let hi = self.local_aru.0 + self.config.accept_window.max(self.config.window) * 2;
+        for r in ranges {
+            let start = r.start.0.max(lo);
+            let end = r.end.0.min(hi);
+            for s in start..=end {
+                self.count_accept(view, Seq(s), from.index());
+            }
+        }
+    }
+
+    /// Records a durable accept of `node` for `(view, seq)` and orders the slot at a majority.
+    fn count_accept(&mut self, view: View, seq: Seq, node: usize) {
+        if seq <= self.local_aru {
+            return;
+        }
+        let majority = self.majority;
+        let Some(slot) = self.history.get_or_create(seq) else {
+            return;
+        };
+        if slot.ordered.is_some() || !slot.add_accept(view, node) {
+            return;
+        }
+        if let Some(u) = slot.chosen(majority) {
+            let u = u.clone();
+            self.apply_ordered(seq, u);
+            self.advance_aru(true);
+        }
+    }
+
+    /// The update rule for a globally ordered update: keep the first.
+    fn apply_ordered(&mut self, seq: Seq, update: ClientUpdate) {
+        if seq <= self.local_aru || seq.0 > self.local_aru.0 + MAX_SLOTS_AHEAD {
+            return;
+        }
+        let Some(slot) = self.history.get_or_create(seq) else {
+            return;
+        };
+        if slot.ordered.is_some() {
+            return;
+        }
+        slot.ordered = Some(update.clone());
+        self.max_seen_seq = self.max_seen_seq.max(seq);
+        if self.config.durability != Durability::None {
+            self.open_batch.ordered.push(OrderedUpdate { seq, update });
+        }
+        if seq > self.local_aru.next() {
+            // Ordered out of order: something below is missing here [TR §5.6 trigger 2].
+            self.note_recon_target(Seq(seq.0 - 1));
+        }
+    }
+
+    /// `advance_aru()`: executes ordered slots in sequence [TR Fig 11].
+    fn advance_aru(&mut self, live: bool) {
+        let mut progressed = false;
+        loop {
+            let seq = self.local_aru.next();
+            let Some(update) = self.history.get(seq).and_then(|s| s.ordered.clone()) else {
+                break;
+            };
+            self.local_aru = seq;
+            self.execute(seq, update, live);
+            progressed = true;
+        }
+        if !progressed {
+            return;
+        }
+        if self.last_proposed < self.local_aru {
+            self.last_proposed = self.local_aru;
+        }
+        if self.local_aru >= self.recon_target {
+            self.behind_since = None;
+            self.recon_outstanding = None;
+        }
+        if live {
+            if self.state != ServerState::LeaderElection {
+                let ctx = self.ctx();
+                self.election.handle_progress(self.now, &ctx);
+                self.drain_election();
+            }
+            if let Some(interval) = self.config.snapshot_interval {
+                if self.executed_since_snapshot >= interval {
+                    self.take_snapshot();
+                }
+            }
+            self.send_proposal();
+        }
+    }
+
+    fn is_executed(&self, u: &ClientUpdate) -> bool {
+        self.last_executed
+            .get(&u.client_id)
+            .is_some_and(|(ts, _)| u.timestamp <= *ts)
+    }
+
+    fn execute(&mut self, seq: Seq, update: ClientUpdate, live: bool) {
+        self.metrics.executed += 1;
+        self.executed_since_snapshot += 1;
+        let c = update.client_id;
+        #[allow(unused_mut)]
+        let mut duplicate = c == NOOP_CLIENT || self.is_executed(&update);
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bug == Some(crate::config::PlantedBug::ExecuteDuplicate)
+            && c != NOOP_CLIENT
+        {
+            duplicate = false;
+        }
+        if self.bound.get(&update.id()) == Some(&seq) {
+            self.bound.remove(&update.id());
+        }
+        if duplicate {
+            // Pitfall 3(b): an update bound twice executes once; the aru still advances.
+            self.metrics.duplicates_skipped += 1;
+        } else {
+            let result = self.sm.apply(seq, &update);
+            self.last_executed.insert(c, (update.timestamp, result));
+        }
+        if update.server_id == self.me && c != NOOP_CLIENT {
+            if let Some(p) = self.pending.get(&c) {
+                if p.update.timestamp <= update.timestamp {
+                    self.pending.remove(&c);
+                }
+            }
+            if live {
+                if let Some((ts, result)) = self.last_executed.get(&c) {
+                    if *ts == update.timestamp {
+                        self.replies.push_back(ClientReply {
+                            client_id: c,
+                            timestamp: *ts,
+                            result: result.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        if self.config.record_executions {
+            self.executed.push_back(Executed {
+                seq,
+                update,
+                applied: !duplicate,
+            });
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Clients [TR §5.7, Figs 12, 13]
+    // ------------------------------------------------------------------------------------------
+
+    fn enqueue(&mut self, u: ClientUpdate) -> bool {
+        let c = u.client_id;
+        if self.is_executed(&u)
+            || self
+                .last_enqueued
+                .get(&c)
+                .is_some_and(|ts| u.timestamp <= *ts)
+            || self.bound.contains_key(&u.id())
+        {
+            return false;
+        }
+        if self.update_queue.len() >= self.config.max_queue {
+            self.metrics.dropped_queue_full += 1;
+            return false;
+        }
+        self.last_enqueued.insert(c, u.timestamp);
+        self.update_queue.push_back(u);
+        true
+    }
+
+    fn add_to_pending(&mut self, u: ClientUpdate) {
+        if self.config.durability != Durability::None {
+            self.open_batch.pending.push(u.clone());
+            self.open_batch.sync |= self.config.durability == Durability::Sync;
+        }
+        self.pending.insert(
+            u.client_id,
+            Pending {
+                update: u,
+                next_resend: self.now + self.config.update_resend,
+            },
+        );
+    }
+
+    fn on_forwarded_update(&mut self, from: NodeId, u: ClientUpdate) {
+        if u.server_id != from || u.client_id == NOOP_CLIENT {
+            self.metrics.dropped_invalid += 1;
+            return;
+        }
+        if self.state != ServerState::RegLeader {
+            self.metrics.dropped_conflict += 1;
+            return;
+        }
+        if self.enqueue(u) {
+            self.send_proposal();
+        }
+    }
+
+    fn enqueue_unbound_pending(&mut self) {
+        let candidates: Vec<ClientUpdate> = self
+            .pending
+            .values()
+            .map(|p| p.update.clone())
+            .filter(|u| !self.bound.contains_key(&u.id()))
+            .collect();
+        for u in candidates {
+            if !self.update_queue.iter().any(|q| q.id() == u.id()) {
+                self.enqueue(u);
+            }
+        }
+    }
+
+    fn remove_bound_from_queue(&mut self) {
+        let me = self.me;
+        let queue = std::mem::take(&mut self.update_queue);
+        for u in queue {
+            let c = u.client_id;
+            let stale = self.bound.contains_key(&u.id())
+                || self.is_executed(&u)
+                || (u.server_id != me
+                    && self
+                        .last_enqueued
+                        .get(&c)
+                        .is_some_and(|ts| u.timestamp <= *ts));
+            if stale {
+                let e = self.last_enqueued.entry(c).or_insert(u.timestamp);
+                if *e < u.timestamp {
+                    *e = u.timestamp;
+                }
+            } else {
+                self.update_queue.push_back(u);
+            }
+        }
+    }
+
+    /// The update timer [TR Fig 13]: resend pending updates to the leader; a leader re-enqueues
+    /// its own pending updates that are neither queued nor bound.
+    fn resend_pending(&mut self, now: Time) {
+        let due: Vec<ClientUpdate> = self
+            .pending
+            .values_mut()
+            .filter(|p| p.next_resend <= now)
+            .map(|p| {
+                p.next_resend = now + self.config.update_resend;
+                p.update.clone()
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        match self.state {
+            ServerState::RegNonLeader => {
+                let leader = self.installed_leader();
+                for u in due {
+                    self.send_durable(Destination::Node(leader), Message::ClientUpdate(u));
+                }
+            }
+            ServerState::RegLeader => {
+                for u in due {
+                    if !self.bound.contains_key(&u.id())
+                        && !self.update_queue.iter().any(|q| q.id() == u.id())
+                    {
+                        self.last_enqueued.remove(&u.client_id);
+                        self.enqueue(u);
+                    }
+                }
+                self.send_proposal();
+            }
+            ServerState::LeaderElection => {}
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Liveness, reconciliation and state transfer [TR §5.6, §5.10]
+    // ------------------------------------------------------------------------------------------
+
+    fn on_alive(&mut self, from: NodeId, aru: Seq, installed: View) {
+        self.see_view(installed);
+        self.note_peer_aru(from, aru);
+    }
+
+    fn note_peer_aru(&mut self, from: NodeId, aru: Seq) {
+        let i = from.index();
+        if aru > self.peer_aru[i] {
+            self.peer_aru[i] = aru;
+        }
+        if aru > self.local_aru {
+            self.note_recon_target(aru);
+        }
+    }
+
+    fn note_recon_target(&mut self, target: Seq) {
+        if target > self.recon_target {
+            self.recon_target = target;
+        }
+        if self.recon_target > self.local_aru && self.behind_since.is_none() {
+            self.behind_since = Some(self.now);
+        }
+    }
+
+    fn reconcile_if_behind(&mut self, now: Time) {
+        let Some(since) = self.behind_since else {
+            return;
+        };
+        if self.local_aru >= self.recon_target {
+            self.behind_since = None;
+            self.recon_outstanding = None;
+            return;
+        }
+        if now.saturating_since(since) < self.config.recon_delay {
+            return;
+        }
+        if let Some((_, sent)) = self.recon_outstanding {
+            if now.saturating_since(sent) < self.config.recon_timeout {
+                return;
+            }
+        }
+        // Prefer peers known to be ahead, rotating through them.
+        let mut peer = None;
+        for k in 1..=self.n {
+            let i = (self.recon_cursor + k) % self.n;
+            if i != self.me.index() && self.peer_aru[i] > self.local_aru {
+                peer = Some(i);
+                break;
+            }
+        }
+        let i = peer.unwrap_or_else(|| {
+            let mut i = (self.recon_cursor + 1) % self.n;
+            if i == self.me.index() {
+                i = (i + 1) % self.n;
+            }
+            i
+        });
+        if i == self.me.index() {
+            return; // a cluster of one has nobody to ask
+        }
+        self.recon_cursor = i;
+        let from = self.local_aru.next();
+        let to = Seq(self
+            .recon_target
+            .0
+            .min(from.0 + self.config.recon_chunk - 1));
+        self.recon_outstanding = Some((NodeId(i as u32), now));
+        self.metrics.recon_requests += 1;
+        self.send(
+            Destination::Node(NodeId(i as u32)),
+            Message::ReconRequest { from, to },
+        );
+    }
+
+    fn on_recon_request(&mut self, from: NodeId, lo: Seq, hi: Seq) {
+        if lo.0 == 0 || hi < lo {
+            self.metrics.dropped_invalid += 1;
+            return;
+        }
+        if lo < self.history.first() {
+            // Compacted here: state transfer instead.
+            if let Some(s) = &self.latest_snapshot {
+                if s.seq >= lo {
+                    let s = s.clone();
+                    self.send(Destination::Node(from), Message::SnapshotTransfer(s));
+                    return;
+                }
+            }
+        }
+        let hi = Seq(hi.0.min(lo.0.saturating_add(self.config.recon_chunk - 1)));
+        let mut updates = Vec::new();
+        let mut bytes = 0usize;
+        let mut complete = true;
+        for s in lo.0..=hi.0 {
+            match self.ordered_update(Seq(s)) {
+                Some(u) => {
+                    bytes += u.wire_size();
+                    updates.push(OrderedUpdate {
+                        seq: Seq(s),
+                        update: u,
+                    });
+                    if bytes >= self.config.max_message_bytes {
+                        break;
+                    }
+                }
+                None => {
+                    complete = false;
+                    break;
+                }
+            }
+        }
+        if updates.is_empty() && complete {
+            return;
+        }
+        self.send(
+            Destination::Node(from),
+            Message::ReconReply { updates, complete },
+        );
+    }
+
+    fn on_recon_reply(&mut self, from: NodeId, updates: Vec<OrderedUpdate>, complete: bool) {
+        let got = !updates.is_empty();
+        for o in updates {
+            self.apply_ordered(o.seq, o.update);
+        }
+        self.advance_aru(true);
+        if self.recon_outstanding.is_some_and(|(p, _)| p == from) && (got || !complete) {
+            self.recon_outstanding = None;
+        }
+    }
+
+    fn on_snapshot(&mut self, snap: Snapshot) {
+        if snap.seq <= self.local_aru {
+            return;
+        }
+        if self.sm.restore(&snap.app_state).is_err() {
+            self.metrics.dropped_invalid += 1;
+            return;
+        }
+        self.metrics.snapshots_installed += 1;
+        for c in &snap.clients {
+            self.last_executed
+                .insert(c.client, (c.last_executed, c.last_result.clone()));
+        }
+        self.local_aru = snap.seq;
+        if self.last_proposed < snap.seq {
+            self.last_proposed = snap.seq;
+        }
+        self.max_seen_seq = self.max_seen_seq.max(snap.seq);
+        self.truncate_history(snap.seq);
+        // Local clients whose updates the snapshot covers are answered from the table.
+        let done: Vec<ClientId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| self.is_executed(&p.update))
+            .map(|(c, _)| *c)
+            .collect();
+        for c in done {
+            if let Some(p) = self.pending.remove(&c) {
+                if let Some((ts, result)) = self.last_executed.get(&c) {
+                    if *ts == p.update.timestamp {
+                        self.replies.push_back(ClientReply {
+                            client_id: c,
+                            timestamp: *ts,
+                            result: result.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        if self.config.durability != Durability::None {
+            self.open_batch.snapshot = Some(snap.clone());
+        }
+        self.executed_since_snapshot = 0;
+        self.latest_snapshot = Some(snap);
+        self.advance_aru(true);
+    }
+
+    fn truncate_history(&mut self, through: Seq) {
+        let bound = &mut self.bound;
+        self.history.truncate_through(through, |slot| {
+            if let Some((_, u)) = slot.proposal {
+                bound.remove(&u.id());
+            }
+        });
+    }
+
+    fn client_records(&self) -> Vec<ClientRecord> {
+        let mut v: Vec<ClientRecord> = self
+            .last_executed
+            .iter()
+            .map(|(c, (ts, r))| ClientRecord {
+                client: *c,
+                last_executed: *ts,
+                last_result: r.clone(),
+            })
+            .collect();
+        v.sort_by_key(|r| r.client);
+        v
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Durability and sending
+    // ------------------------------------------------------------------------------------------
+
+    fn persist_view(&mut self) {
+        if self.config.durability == Durability::None {
+            return;
+        }
+        self.open_batch.view = Some(ViewRecord {
+            last_attempted: self.last_attempted,
+            last_installed: self.last_installed,
+        });
+        self.open_batch.sync |= self.config.durability == Durability::Sync;
+    }
+
+    fn record_accepted(&mut self, seq: Seq, view: View, update: &ClientUpdate) {
+        if self.config.durability == Durability::None {
+            return;
+        }
+        self.open_batch.accepted.push(AcceptedProposal {
+            seq,
+            view,
+            update: update.clone(),
+        });
+        self.open_batch.sync |= self.config.durability == Durability::Sync;
+    }
+
+    /// The batch a message created now depends on (0: nothing to wait for).
+    fn dependency(&self) -> u64 {
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bug == Some(crate::config::PlantedBug::SendBeforeDurable) {
+            return 0;
+        }
+        if self.config.durability != Durability::Sync {
+            return 0;
+        }
+        if self.open_batch.sync {
+            self.last_closed + 1
+        } else {
+            self.last_closed_sync
+        }
+    }
+
+    fn hold_self_accept(&mut self, view: View, seq: Seq) {
+        let dep = self.dependency();
+        if dep <= self.persisted {
+            self.count_accept(view, seq, self.me.index());
+        } else {
+            self.held_self_accepts.push_back((dep, view, seq));
+        }
+    }
+
+    /// Sends a message that carries no promise.
+    fn send(&mut self, to: Destination, m: Message) {
+        self.ready.push_back((to, m));
+    }
+
+    /// Sends a message that may leave only once everything persisted so far is durable.
+    fn send_durable(&mut self, to: Destination, m: Message) {
+        let dep = self.dependency();
+        if dep <= self.persisted && self.held.is_empty() {
+            self.ready.push_back((to, m));
+        } else {
+            self.held.push_back((dep, to, m));
+        }
+    }
+
+    /// Packs buffered proposals and accepts into messages (aggregation).
+    fn flush(&mut self) {
+        if !self.agg_proposals.is_empty() {
+            let items = std::mem::take(&mut self.agg_proposals);
+            let view = self.last_installed;
+            if self.state == ServerState::RegLeader {
+                let limit = self.config.max_message_bytes;
+                let mut batch: Vec<ProposalItem> = Vec::new();
+                let mut bytes = 0usize;
+                for item in items {
+                    let size = item.update.wire_size() + 8;
+                    if !batch.is_empty() && (!self.config.aggregation || bytes + size > limit) {
+                        self.emit_proposal(view, std::mem::take(&mut batch));
+                        bytes = 0;
+                    }
+                    bytes += size;
+                    batch.push(item);
+                }
+                if !batch.is_empty() {
+                    self.emit_proposal(view, batch);
+                }
+            }
+        }
+        if !self.agg_accepts.is_empty() {
+            let mut seqs = std::mem::take(&mut self.agg_accepts);
+            let view = self.last_installed;
+            if self.config.aggregation {
+                seqs.sort_unstable();
+                seqs.dedup();
+                let mut ranges: Vec<SeqRange> = Vec::new();
+                for s in seqs {
+                    match ranges.last_mut() {
+                        Some(r) if r.end.0 + 1 == s.0 => r.end = s,
+                        _ => ranges.push(SeqRange { start: s, end: s }),
+                    }
+                }
+                for chunk in ranges.chunks(1024) {
+                    self.send_accept(view, chunk.to_vec());
+                }
+            } else {
+                for s in seqs {
+                    self.send_accept(view, vec![SeqRange { start: s, end: s }]);
+                }
+            }
+        }
+    }
+
+    fn emit_proposal(&mut self, view: View, items: Vec<ProposalItem>) {
+        self.metrics.proposal_messages += 1;
+        let m = Message::Proposal { view, items };
+        if self.config.leader_accepts_separately {
+            // The proposal is not the leader's accept here; its Accept follows its own sync.
+            self.send(Destination::All, m);
+        } else {
+            self.send_durable(Destination::All, m);
+        }
+    }
+
+    fn send_accept(&mut self, view: View, seqs: Vec<SeqRange>) {
+        self.send_durable(Destination::All, Message::Accept { view, seqs });
+    }
+}
+
+impl<S: StateMachine, E: LeaderElection> std::fmt::Debug for Replica<S, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("me", &self.me)
+            .field("state", &self.state)
+            .field("last_attempted", &self.last_attempted)
+            .field("last_installed", &self.last_installed)
+            .field("local_aru", &self.local_aru)
+            .field("last_proposed", &self.last_proposed)
+            .finish()
     }
 }

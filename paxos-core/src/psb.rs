@@ -1,0 +1,282 @@
+//! PSB's own leader election: the view change of [TR §5.3, Fig 6] (spec §5).
+//!
+//! A server moves to a higher view only when it already suspects the leader (it is in leader
+//! election) *and* its progress timer is idle; a majority that has preinstalled a view ignores view
+//! changes until its own timers expire. This is what makes the election immune to unstable servers,
+//! at the price of settling more slowly than a liveness-based oracle.
+//!
+//! DERIVED choices (docs/architecture.md): the progress timer only runs in a regular view while the
+//! server knows of unexecuted work (otherwise an idle cluster would change views forever); it doubles
+//! at each preinstall, is capped, and returns to its base value once the installed view executes a
+//! new update.
+
+use crate::codec::{decode_with_limit, encode, CodecError};
+use crate::election::{ElectionAction, ElectionContext, LeaderElection, ServerState};
+use crate::types::{Destination, NodeId, Time, View};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Timers of the PSB view change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PsbConfig {
+    /// Base value of the progress timer (spec default 5 s).
+    pub progress_timeout: Duration,
+    /// Cap on the doubled progress timer.
+    pub max_progress_timeout: Duration,
+    /// Period of ViewChange and VcProof resends (spec default 100 ms).
+    pub resend_interval: Duration,
+}
+
+impl Default for PsbConfig {
+    fn default() -> Self {
+        PsbConfig {
+            progress_timeout: Duration::from_secs(5),
+            max_progress_timeout: Duration::from_secs(60),
+            resend_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// The messages of PSB's view change [TR Fig 3].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PsbMessage {
+    /// The sender attempts to install `attempted`.
+    ViewChange {
+        /// The view attempted.
+        attempted: View,
+    },
+    /// The sender has installed `installed`.
+    VcProof {
+        /// The sender's last installed view.
+        installed: View,
+    },
+}
+
+/// PSB's view change as a [`LeaderElection`] strategy.
+#[derive(Debug)]
+pub struct PsbViewChange {
+    me: NodeId,
+    servers: usize,
+    config: PsbConfig,
+    /// The view this strategy last asked for or saw the core attempt.
+    attempted: View,
+    /// ViewChange votes for `attempted`, one bit per server.
+    votes: u64,
+    preinstalled: bool,
+    /// A peer suspects the leader: run the progress timer even without local work.
+    peer_suspects: bool,
+    /// In leader election only because of a restart, not because the installed view failed us:
+    /// a VcProof for that view lets us rejoin it.
+    recovering: bool,
+    timer_value: Duration,
+    deadline: Option<Time>,
+    next_resend: Time,
+    actions: VecDeque<ElectionAction>,
+    messages: VecDeque<(Destination, Bytes)>,
+}
+
+impl PsbViewChange {
+    /// A strategy for server `me` of `servers`.
+    pub fn new(me: NodeId, servers: usize, config: PsbConfig) -> PsbViewChange {
+        PsbViewChange {
+            me,
+            servers,
+            config,
+            attempted: View(0),
+            votes: 0,
+            preinstalled: false,
+            peer_suspects: false,
+            recovering: false,
+            timer_value: config.progress_timeout,
+            deadline: None,
+            next_resend: Time::ZERO,
+            actions: VecDeque::new(),
+            messages: VecDeque::new(),
+        }
+    }
+
+    /// The current value of the progress timer.
+    pub fn progress_timer_value(&self) -> Duration {
+        self.timer_value
+    }
+
+    fn majority(&self) -> usize {
+        self.servers / 2 + 1
+    }
+
+    fn broadcast(&mut self, m: PsbMessage) {
+        if let Ok(bytes) = encode(&m) {
+            self.messages
+                .push_back((Destination::All, Bytes::from(bytes)));
+        }
+    }
+
+    /// Follows the core when it moved to a higher attempted view on its own.
+    fn sync(&mut self, ctx: &ElectionContext) {
+        if ctx.last_attempted > self.attempted {
+            self.attempted = ctx.last_attempted;
+            self.votes = 0;
+            self.preinstalled = ctx.state != ServerState::LeaderElection;
+        }
+    }
+
+    /// `shift_to_leader_election(v)`: suspect, vote for `v`.
+    fn suspect(&mut self, now: Time, v: View) {
+        self.attempted = v;
+        self.votes = 1u64 << self.me.index();
+        self.preinstalled = false;
+        self.peer_suspects = false;
+        self.recovering = false;
+        self.deadline = None;
+        self.actions.push_back(ElectionAction::Suspect(v));
+        self.broadcast(PsbMessage::ViewChange { attempted: v });
+        self.next_resend = now + self.config.resend_interval;
+        self.check_preinstalled(now);
+    }
+
+    fn check_preinstalled(&mut self, now: Time) {
+        if self.preinstalled || (self.votes.count_ones() as usize) < self.majority() {
+            return;
+        }
+        self.preinstalled = true;
+        // Doubling at every preinstall gives eventual liveness [TR §5.3]; capped (DERIVED).
+        self.timer_value = (self.timer_value * 2).min(self.config.max_progress_timeout);
+        self.deadline = Some(now + self.timer_value);
+        if self.attempted.leader(self.servers) == self.me {
+            self.actions
+                .push_back(ElectionAction::Install(self.attempted));
+        }
+    }
+}
+
+impl LeaderElection for PsbViewChange {
+    fn name(&self) -> &'static str {
+        "psb-view-change"
+    }
+
+    fn handle_start(&mut self, now: Time, ctx: &ElectionContext) {
+        // Recovery, with or without stable state: shift_to_leader_election(last_attempted + 1).
+        self.attempted = ctx.last_attempted;
+        self.suspect(now, View(ctx.last_attempted.0 + 1));
+        self.recovering = true;
+    }
+
+    fn handle_tick(&mut self, now: Time, ctx: &ElectionContext) {
+        self.sync(ctx);
+        if ctx.state != ServerState::LeaderElection {
+            // The progress timer runs only while there is work waiting to be executed.
+            if !ctx.has_outstanding_work && !self.peer_suspects {
+                self.deadline = None;
+            } else if self.deadline.is_none() {
+                self.deadline = Some(now + self.timer_value);
+            }
+        }
+        if let Some(d) = self.deadline {
+            if now >= d {
+                let v = View(ctx.last_attempted.max(self.attempted).0 + 1);
+                self.suspect(now, v);
+            }
+        }
+        if now >= self.next_resend {
+            self.next_resend = now + self.config.resend_interval;
+            if ctx.state == ServerState::LeaderElection {
+                self.broadcast(PsbMessage::ViewChange {
+                    attempted: self.attempted,
+                });
+            }
+            if ctx.last_installed > View(0) {
+                self.broadcast(PsbMessage::VcProof {
+                    installed: ctx.last_installed,
+                });
+            }
+        }
+    }
+
+    fn handle_message(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        payload: &[u8],
+        ctx: &ElectionContext,
+    ) -> Result<(), CodecError> {
+        let m: PsbMessage = decode_with_limit(payload, 64)?;
+        self.sync(ctx);
+        if from == self.me || from.index() >= self.servers {
+            return Ok(());
+        }
+        match m {
+            PsbMessage::ViewChange { attempted } => {
+                if ctx.state != ServerState::LeaderElection && attempted > ctx.last_installed {
+                    // A peer suspects the leader. Without local work our timer is idle and we would
+                    // never join it; arm the timer instead of suspecting at once, so a healthy,
+                    // progressing view is not disrupted (DERIVED).
+                    self.peer_suspects = true;
+                    if self.deadline.is_none() {
+                        self.deadline = Some(now + self.timer_value);
+                    }
+                    return Ok(());
+                }
+                if ctx.state != ServerState::LeaderElection
+                    || self.deadline.is_some()
+                    || attempted <= ctx.last_installed
+                {
+                    return Ok(()); // conflict filter [TR Fig 4]
+                }
+                if attempted > self.attempted {
+                    self.suspect(now, attempted);
+                }
+                if attempted == self.attempted {
+                    self.votes |= 1u64 << from.index();
+                    self.check_preinstalled(now);
+                }
+            }
+            PsbMessage::VcProof { installed } => {
+                if ctx.state != ServerState::LeaderElection {
+                    return Ok(());
+                }
+                let rejoin = self.recovering
+                    && installed == ctx.last_installed
+                    && installed > View(0)
+                    && installed.leader(self.servers) != self.me;
+                if installed > ctx.last_installed || rejoin {
+                    self.attempted = installed;
+                    self.votes = 0;
+                    self.preinstalled = true;
+                    if self.deadline.is_none() {
+                        self.deadline = Some(now + self.timer_value);
+                    }
+                    self.actions.push_back(ElectionAction::Install(installed));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_progress(&mut self, now: Time, ctx: &ElectionContext) {
+        self.timer_value = self.config.progress_timeout;
+        self.peer_suspects = false;
+        if ctx.state != ServerState::LeaderElection {
+            self.deadline = ctx.has_outstanding_work.then(|| now + self.timer_value);
+        }
+    }
+
+    fn handle_view_installed(&mut self, _now: Time, ctx: &ElectionContext) {
+        self.sync(ctx);
+        self.recovering = false;
+        self.preinstalled = true;
+    }
+
+    fn poll_action(&mut self) -> Option<ElectionAction> {
+        self.actions.pop_front()
+    }
+
+    fn poll_message(&mut self) -> Option<(Destination, Bytes)> {
+        self.messages.pop_front()
+    }
+
+    fn leader(&self, ctx: &ElectionContext) -> Option<NodeId> {
+        (ctx.state != ServerState::LeaderElection).then(|| ctx.last_installed.leader(self.servers))
+    }
+}
