@@ -67,7 +67,8 @@ pub struct Config {
     pub recon_chunk: u64,
     /// Bound on the leader's update queue; updates beyond it are dropped (clients retry).
     pub max_queue: usize,
-    /// Take a snapshot and compact history every this many executed slots (None: never).
+    /// Take a snapshot and compact history every this many executed slots (None: never, and
+    /// memory grows with the log). Default: every 100,000.
     pub snapshot_interval: Option<u64>,
     /// Executed slots kept in memory below the snapshot point for peers that lag a little.
     pub history_retention: u64,
@@ -97,8 +98,8 @@ impl Config {
             recon_timeout: Duration::from_millis(200),
             recon_chunk: 256,
             max_queue: 100_000,
-            snapshot_interval: None,
-            history_retention: 1024,
+            snapshot_interval: Some(100_000),
+            history_retention: 20_000,
             record_executions: false,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,

@@ -88,10 +88,16 @@ impl History {
     /// The caller bounds `seq` so the buffer cannot grow without limit.
     pub(crate) fn get_or_create(&mut self, seq: Seq) -> Option<&mut Slot> {
         let i = usize::try_from(seq.0.checked_sub(self.base)?).ok()?;
-        if i >= self.slots.len() {
-            self.slots.resize_with(i + 1, Slot::default);
+        while self.slots.len() <= i {
+            self.slots.push_back(Slot::default());
         }
         self.slots.get_mut(i)
+    }
+
+    /// The slot at `seq`, if kept and present.
+    pub(crate) fn get_mut(&mut self, seq: Seq) -> Option<&mut Slot> {
+        let i = seq.0.checked_sub(self.base)?;
+        self.slots.get_mut(usize::try_from(i).ok()?)
     }
 
     /// Drops every slot at or below `seq`, handing each dropped slot to `dropped`.

@@ -28,7 +28,7 @@ use crate::message::{
 use crate::state_machine::StateMachine;
 use crate::types::{ClientId, Destination, NodeId, Seq, Time, Timestamp, UpdateId, View};
 use bytes::Bytes;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use thiserror::Error;
 
 /// The client id reserved for no-op fillers (see docs/architecture.md, "Deviations").
@@ -174,7 +174,7 @@ pub struct Replica<S: StateMachine, E: LeaderElection> {
     update_queue: VecDeque<ClientUpdate>,
     last_executed: FxHashMap<ClientId, (Timestamp, Bytes)>,
     last_enqueued: FxHashMap<ClientId, Timestamp>,
-    pending: BTreeMap<ClientId, Pending>,
+    pending: FxHashMap<ClientId, Pending>,
     next_pending_scan: Time,
 
     // liveness and reconciliation
@@ -247,7 +247,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             update_queue: VecDeque::new(),
             last_executed: FxHashMap::default(),
             last_enqueued: FxHashMap::default(),
-            pending: BTreeMap::new(),
+            pending: FxHashMap::default(),
             next_pending_scan: now,
             peer_aru: vec![Seq(0); n],
             next_alive: now,
@@ -422,7 +422,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             ServerState::RegLeader => {
                 if self.enqueue(update.clone()) {
                     self.add_to_pending(update);
-                    self.send_proposal();
+                    self.make_progress();
                 }
             }
         }
@@ -472,7 +472,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                     }
                     self.aru_at_last_resend = self.local_aru;
                     // Pending updates dropped from a full queue get another chance.
-                    self.send_proposal();
+                    self.make_progress();
                 }
                 ServerState::RegNonLeader => {}
             }
@@ -514,6 +514,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             let (_, view, seq) = self.held_self_accepts.pop_front().expect("front exists");
             self.count_accept(view, seq, self.me.index());
         }
+        self.make_progress();
     }
 
     // ------------------------------------------------------------------------------------------
@@ -854,7 +855,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         }
         self.note_peer_aru(from, their_aru);
         self.prepare_floor = self.prepare_floor.max(their_aru);
-        self.advance_aru(true);
+        self.make_progress();
         if self.state == ServerState::LeaderElection && self.prepare_count() >= self.majority {
             self.shift_to_reg_leader();
         }
@@ -877,7 +878,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         let ctx = self.ctx();
         self.election.handle_view_installed(self.now, &ctx);
         self.drain_election();
-        self.send_proposal();
+        self.make_progress();
     }
 
     fn shift_to_reg_nonleader(&mut self) {
@@ -1060,6 +1061,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 },
             );
         }
+        self.make_progress();
     }
 
     fn ordered_update(&self, seq: Seq) -> Option<ClientUpdate> {
@@ -1111,6 +1113,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 self.count_accept(view, Seq(s), from.index());
             }
         }
+        self.make_progress();
     }
 
     /// Records a durable accept of `node` for `(view, seq)` and orders the slot at a majority.
@@ -1125,10 +1128,10 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         if slot.ordered.is_some() || !slot.add_accept(view, node) {
             return;
         }
-        if let Some(u) = slot.chosen(majority) {
-            let u = u.clone();
-            self.apply_ordered(seq, u);
-            self.advance_aru(true);
+        if slot.chosen(majority).is_some() {
+            if let Some((_, u)) = slot.proposal.take() {
+                self.apply_ordered(seq, u);
+            }
         }
     }
 
@@ -1159,11 +1162,15 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         let mut progressed = false;
         loop {
             let seq = self.local_aru.next();
-            let Some(update) = self.history.get(seq).and_then(|s| s.ordered.clone()) else {
+            // Moved out and back in: executing borrows the update while `self` is mutated.
+            let Some(update) = self.history.get_mut(seq).and_then(|s| s.ordered.take()) else {
                 break;
             };
             self.local_aru = seq;
-            self.execute(seq, update, live);
+            self.execute(seq, &update, live);
+            if let Some(slot) = self.history.get_mut(seq) {
+                slot.ordered = Some(update);
+            }
             progressed = true;
         }
         if !progressed {
@@ -1187,7 +1194,20 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                     self.take_snapshot();
                 }
             }
+        }
+    }
+
+    /// Executes what is ordered and proposes what the window allows, until neither moves. Every
+    /// input handler ends here; nothing below it recurses into it, so the stack stays flat however
+    /// many slots one input unblocks.
+    fn make_progress(&mut self) {
+        loop {
+            let before = (self.local_aru, self.last_proposed);
+            self.advance_aru(true);
             self.send_proposal();
+            if (self.local_aru, self.last_proposed) == before {
+                break;
+            }
         }
     }
 
@@ -1197,12 +1217,12 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             .is_some_and(|(ts, _)| u.timestamp <= *ts)
     }
 
-    fn execute(&mut self, seq: Seq, update: ClientUpdate, live: bool) {
+    fn execute(&mut self, seq: Seq, update: &ClientUpdate, live: bool) {
         self.metrics.executed += 1;
         self.executed_since_snapshot += 1;
         let c = update.client_id;
         #[allow(unused_mut)]
-        let mut duplicate = c == NOOP_CLIENT || self.is_executed(&update);
+        let mut duplicate = c == NOOP_CLIENT || self.is_executed(update);
         #[cfg(feature = "planted-bugs")]
         if self.config.planted_bug == Some(crate::config::PlantedBug::ExecuteDuplicate)
             && c != NOOP_CLIENT
@@ -1216,7 +1236,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             // Pitfall 3(b): an update bound twice executes once; the aru still advances.
             self.metrics.duplicates_skipped += 1;
         } else {
-            let result = self.sm.apply(seq, &update);
+            let result = self.sm.apply(seq, update);
             self.last_executed.insert(c, (update.timestamp, result));
         }
         if update.server_id == self.me && c != NOOP_CLIENT {
@@ -1240,7 +1260,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         if self.config.record_executions {
             self.executed.push_back(Executed {
                 seq,
-                update,
+                update: update.clone(),
                 applied: !duplicate,
             });
         }
@@ -1294,7 +1314,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             return;
         }
         if self.enqueue(u) {
-            self.send_proposal();
+            self.make_progress();
         }
     }
 
@@ -1366,7 +1386,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                         self.enqueue(u);
                     }
                 }
-                self.send_proposal();
+                self.make_progress();
             }
             ServerState::LeaderElection => {}
         }
@@ -1501,7 +1521,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         for o in updates {
             self.apply_ordered(o.seq, o.update);
         }
-        self.advance_aru(true);
+        self.make_progress();
         if self.recon_outstanding.is_some_and(|(p, _)| p == from) && (got || !complete) {
             self.recon_outstanding = None;
         }
@@ -1551,7 +1571,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         }
         self.executed_since_snapshot = 0;
         self.latest_snapshot = Some(snap);
-        self.advance_aru(true);
+        self.make_progress();
     }
 
     fn truncate_history(&mut self, through: Seq) {
@@ -1647,7 +1667,8 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     /// Packs buffered proposals and accepts into messages (aggregation).
     fn flush(&mut self) {
         if !self.agg_proposals.is_empty() {
-            let items = std::mem::take(&mut self.agg_proposals);
+            let capacity = self.agg_proposals.capacity();
+            let items = std::mem::replace(&mut self.agg_proposals, Vec::with_capacity(capacity));
             let view = self.last_installed;
             if self.state == ServerState::RegLeader {
                 let limit = self.config.max_message_bytes;
