@@ -160,6 +160,8 @@ pub struct Replica<S: StateMachine, E: LeaderElection> {
     prepare_floor: Seq,
     /// Leader: highest slot holding a proposal when the view was prepared (holes below get no-ops).
     max_constrained: Seq,
+    /// Leader: since when proposing has waited for slots at or below `prepare_floor`.
+    floor_wait_since: Option<Time>,
 
     // ordering
     local_aru: Seq,
@@ -237,6 +239,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             prepare_oks: vec![false; n],
             prepare_floor: Seq(0),
             max_constrained: Seq(0),
+            floor_wait_since: None,
             local_aru: snapshot_seq,
             last_proposed: snapshot_seq,
             max_seen_seq: snapshot_seq,
@@ -465,6 +468,14 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                     }
                 }
                 ServerState::RegLeader => {
+                    if self.floor_wait_expired(now) {
+                        // The only servers that ordered the slots below the floor are gone: prepare
+                        // a higher view, whose quorum will not include them.
+                        let v = self.max_view_seen.next_led_by(self.me, self.n);
+                        self.shift_to_leader_election(v);
+                        self.shift_to_prepare_phase();
+                        return;
+                    }
                     if self.local_aru == self.aru_at_last_resend
                         && self.local_aru < self.last_proposed
                     {
@@ -740,6 +751,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         self.prepare_oks.iter_mut().for_each(|b| *b = false);
         self.prepare_oks[self.me.index()] = true;
         self.prepare_floor = self.local_aru;
+        self.floor_wait_since = None;
         self.last_enqueued.clear();
         self.persist_view();
         self.send_durable(
@@ -932,8 +944,11 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 continue;
             }
             if seq <= self.prepare_floor {
-                break; // ordered at a PrepareOk sender: wait for reconciliation
+                // Ordered at a PrepareOk sender: wait for reconciliation.
+                self.floor_wait_since.get_or_insert(self.now);
+                break;
             }
+            self.floor_wait_since = None;
             let update = match existing {
                 Some((v, _)) if v == view => {
                     self.last_proposed = seq;
@@ -956,6 +971,13 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             };
             self.propose(seq, view, update);
         }
+    }
+
+    fn floor_wait_expired(&self, now: Time) -> bool {
+        self.local_aru < self.prepare_floor
+            && self
+                .floor_wait_since
+                .is_some_and(|t| now.saturating_since(t) > self.config.recon_timeout * 8)
     }
 
     fn pop_queue(&mut self) -> Option<ClientUpdate> {
