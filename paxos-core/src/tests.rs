@@ -646,6 +646,7 @@ impl XorShift {
 
 /// Random loss, reordering, crashes (losing unsynced writes) and restarts; agreement must hold
 /// throughout and every client must finish once the faults stop.
+#[allow(clippy::needless_range_loop)]
 fn random_run(seed: u64, n: usize) {
     let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut net = Net::new(n, Durability::Sync);
