@@ -1,6 +1,7 @@
 //! # paxos-node
 //!
-//! A replicated service composed from paxos-core and chosen components.
-//!
-//! Not implemented yet: this crate is filled by issue #6. It exports nothing so that nothing can
-//! mistake it for a working component.
+//! Composes paxos-core with chosen election, storage and transport components into a running
+//! replicated service (issue #6). Today it provides the replicated key-value state machine
+//! ([`kv::KvStore`]); the server driver, client library and CLI follow.
+
+pub mod kv;

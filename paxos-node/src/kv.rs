@@ -1,0 +1,321 @@
+//! The replicated key-value store: the state machine `paxos-node` runs by default.
+//!
+//! Commands and results travel as postcard inside client updates. Every command goes through the
+//! log, reads included, so every read is linearizable. A command that does not decode is answered
+//! with [`KvResult::Invalid`] at every replica alike; the store never panics on client bytes.
+
+use bytes::Bytes;
+use paxos_core::{ClientUpdate, Seq, SnapshotError, StateMachine};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Longest key accepted.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Longest value accepted.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// An operation on the store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvCommand {
+    /// Set `key` to `value`.
+    Put {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+    },
+    /// Read `key`.
+    Get {
+        /// The key.
+        key: Bytes,
+    },
+    /// Remove `key`.
+    Delete {
+        /// The key.
+        key: Bytes,
+    },
+    /// Set `key` to `new` (or remove it when `new` is `None`) only if it currently holds `expected`
+    /// (`None`: absent).
+    Cas {
+        /// The key.
+        key: Bytes,
+        /// The value expected now.
+        expected: Option<Bytes>,
+        /// The value to set.
+        new: Option<Bytes>,
+    },
+}
+
+impl KvCommand {
+    /// Encodes the command as a client-update payload.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(postcard::to_allocvec(self).expect("commands always serialise"))
+    }
+
+    /// Decodes a payload.
+    pub fn decode(bytes: &[u8]) -> Result<KvCommand, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
+/// The outcome of a command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvResult {
+    /// A Put or Delete was applied.
+    Done,
+    /// The value read (Get), or the previous value (Delete).
+    Value(Option<Bytes>),
+    /// Cas applied.
+    Swapped,
+    /// Cas refused: the key holds `current`.
+    CasFailed {
+        /// What the key holds.
+        current: Option<Bytes>,
+    },
+    /// The command was malformed or too large; nothing changed.
+    Invalid(String),
+}
+
+impl KvResult {
+    /// Encodes the result as reply bytes.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(postcard::to_allocvec(self).expect("results always serialise"))
+    }
+
+    /// Decodes reply bytes.
+    pub fn decode(bytes: &[u8]) -> Result<KvResult, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
+/// An in-memory ordered map driven by the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KvStore {
+    map: BTreeMap<Bytes, Bytes>,
+    applied: Seq,
+}
+
+impl KvStore {
+    /// An empty store.
+    pub fn new() -> KvStore {
+        KvStore::default()
+    }
+
+    /// Reads a key locally (not linearizable; for tests and status).
+    pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
+        self.map.get(key)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The last slot applied.
+    pub fn applied(&self) -> Seq {
+        self.applied
+    }
+
+    /// A 64-bit digest of the contents (FNV-1a over keys and values), to compare replicas.
+    pub fn digest(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |b: &[u8]| {
+            for &x in (b.len() as u64).to_le_bytes().iter().chain(b) {
+                h ^= u64::from(x);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for (k, v) in &self.map {
+            eat(k);
+            eat(v);
+        }
+        h
+    }
+
+    fn run(&mut self, cmd: KvCommand) -> KvResult {
+        let too_big = |k: &Bytes, v: Option<&Bytes>| {
+            k.len() > MAX_KEY_BYTES || v.is_some_and(|v| v.len() > MAX_VALUE_BYTES)
+        };
+        match cmd {
+            KvCommand::Put { key, value } => {
+                if too_big(&key, Some(&value)) {
+                    return KvResult::Invalid("key or value too large".into());
+                }
+                self.map.insert(key, value);
+                KvResult::Done
+            }
+            KvCommand::Get { key } => KvResult::Value(self.map.get(&key).cloned()),
+            KvCommand::Delete { key } => KvResult::Value(self.map.remove(&key)),
+            KvCommand::Cas { key, expected, new } => {
+                if too_big(&key, new.as_ref()) {
+                    return KvResult::Invalid("key or value too large".into());
+                }
+                let current = self.map.get(&key).cloned();
+                if current != expected {
+                    return KvResult::CasFailed { current };
+                }
+                match new {
+                    Some(v) => {
+                        self.map.insert(key, v);
+                    }
+                    None => {
+                        self.map.remove(&key);
+                    }
+                }
+                KvResult::Swapped
+            }
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    applied: Seq,
+    entries: Vec<(Bytes, Bytes)>,
+}
+
+impl StateMachine for KvStore {
+    fn apply(&mut self, seq: Seq, update: &ClientUpdate) -> Bytes {
+        self.applied = seq;
+        let result = match KvCommand::decode(&update.payload) {
+            Ok(cmd) => self.run(cmd),
+            Err(e) => KvResult::Invalid(format!("malformed command: {e}")),
+        };
+        result.encode()
+    }
+
+    fn snapshot(&self) -> Bytes {
+        let body = SnapshotBody {
+            applied: self.applied,
+            entries: self
+                .map
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        Bytes::from(postcard::to_allocvec(&body).expect("snapshots always serialise"))
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError> {
+        let body: SnapshotBody =
+            postcard::from_bytes(snapshot).map_err(|e| SnapshotError(e.to_string()))?;
+        self.applied = body.applied;
+        self.map = body.entries.into_iter().collect();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use paxos_core::{ClientId, NodeId, Timestamp};
+
+    fn update(cmd: &KvCommand) -> ClientUpdate {
+        ClientUpdate {
+            client_id: ClientId(1),
+            server_id: NodeId(0),
+            timestamp: Timestamp(1),
+            payload: cmd.encode(),
+        }
+    }
+
+    fn run(kv: &mut KvStore, cmd: KvCommand) -> KvResult {
+        KvResult::decode(&kv.apply(Seq(kv.applied().0 + 1), &update(&cmd))).unwrap()
+    }
+
+    #[test]
+    fn put_get_delete_cas() {
+        let mut kv = KvStore::new();
+        let k = Bytes::from_static(b"k");
+        let v = Bytes::from_static(b"v");
+        assert_eq!(
+            run(&mut kv, KvCommand::Get { key: k.clone() }),
+            KvResult::Value(None)
+        );
+        assert_eq!(
+            run(
+                &mut kv,
+                KvCommand::Put {
+                    key: k.clone(),
+                    value: v.clone()
+                }
+            ),
+            KvResult::Done
+        );
+        assert_eq!(
+            run(
+                &mut kv,
+                KvCommand::Cas {
+                    key: k.clone(),
+                    expected: None,
+                    new: None
+                }
+            ),
+            KvResult::CasFailed {
+                current: Some(v.clone())
+            }
+        );
+        assert_eq!(
+            run(
+                &mut kv,
+                KvCommand::Cas {
+                    key: k.clone(),
+                    expected: Some(v.clone()),
+                    new: Some(k.clone())
+                }
+            ),
+            KvResult::Swapped
+        );
+        assert_eq!(
+            run(&mut kv, KvCommand::Delete { key: k.clone() }),
+            KvResult::Value(Some(k.clone()))
+        );
+        assert!(kv.is_empty());
+    }
+
+    #[test]
+    fn malformed_and_oversized_commands_are_answered_not_applied() {
+        let mut kv = KvStore::new();
+        let bad = ClientUpdate {
+            client_id: ClientId(1),
+            server_id: NodeId(0),
+            timestamp: Timestamp(1),
+            payload: Bytes::from_static(&[0xff, 0xff, 0xff]),
+        };
+        assert!(matches!(
+            KvResult::decode(&kv.apply(Seq(1), &bad)).unwrap(),
+            KvResult::Invalid(_)
+        ));
+        let huge = KvCommand::Put {
+            key: Bytes::from(vec![0u8; MAX_KEY_BYTES + 1]),
+            value: Bytes::new(),
+        };
+        assert!(matches!(run(&mut kv, huge), KvResult::Invalid(_)));
+        assert!(kv.is_empty());
+    }
+
+    #[test]
+    fn snapshot_round_trip_preserves_digest() {
+        let mut kv = KvStore::new();
+        for i in 0..50u32 {
+            run(
+                &mut kv,
+                KvCommand::Put {
+                    key: Bytes::from(i.to_be_bytes().to_vec()),
+                    value: Bytes::from(vec![i as u8; 10]),
+                },
+            );
+        }
+        let snap = kv.snapshot();
+        let mut other = KvStore::new();
+        other.restore(&snap).unwrap();
+        assert_eq!(other, kv);
+        assert_eq!(other.digest(), kv.digest());
+        assert!(other.restore(b"\xff\xff").is_err());
+    }
+}
