@@ -4,4 +4,5 @@
 //! replicated service (issue #6). Today it provides the replicated key-value state machine
 //! ([`kv::KvStore`]); the server driver, client library and CLI follow.
 
+pub mod checker;
 pub mod kv;
