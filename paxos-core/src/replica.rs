@@ -1261,21 +1261,23 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             let result = self.sm.apply(seq, update);
             self.last_executed.insert(c, (update.timestamp, result));
         }
-        if update.server_id == self.me && c != NOOP_CLIENT {
-            if let Some(p) = self.pending.get(&c) {
-                if p.update.timestamp <= update.timestamp {
-                    self.pending.remove(&c);
-                }
-            }
-            if live {
-                if let Some((ts, result)) = self.last_executed.get(&c) {
-                    if *ts == update.timestamp {
-                        self.replies.push_back(ClientReply {
-                            client_id: c,
-                            timestamp: *ts,
-                            result: result.clone(),
-                        });
-                    }
+        // The pending copy is done whichever server initiated the executed one: a client that
+        // switched servers may have left the same update pending here too.
+        let was_pending = self
+            .pending
+            .get(&c)
+            .is_some_and(|p| p.update.timestamp <= update.timestamp);
+        if was_pending {
+            self.pending.remove(&c);
+        }
+        if live && c != NOOP_CLIENT && (update.server_id == self.me || was_pending) {
+            if let Some((ts, result)) = self.last_executed.get(&c) {
+                if *ts == update.timestamp {
+                    self.replies.push_back(ClientReply {
+                        client_id: c,
+                        timestamp: *ts,
+                        result: result.clone(),
+                    });
                 }
             }
         }
