@@ -5,4 +5,6 @@
 //! ([`kv::KvStore`]); the server driver, client library and CLI follow.
 
 pub mod checker;
+pub mod client;
 pub mod kv;
+pub mod protocol;

@@ -1,0 +1,237 @@
+//! The client library: exactly-once updates with retries and server fail-over.
+//!
+//! A [`Client`] names each update `(client_id, timestamp)` once and keeps that name across every
+//! retry, on the same server or another one, so a retried write is executed at most once and
+//! answered with its original result. A fresh client picks a random id; a client that must survive
+//! restarts passes its own id and first timestamp (see [`Client::with_identity`]).
+
+use crate::kv::{KvCommand, KvResult};
+use crate::protocol::{
+    read_frame, write_frame, ClientRequest, ClientResponse, FrameError, NodeStatus,
+};
+use bytes::Bytes;
+use paxos_core::{ClientId, Timestamp};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::net::TcpStream;
+
+/// Why an operation did not complete.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// No answer within the operation deadline: the update may or may not have been executed
+    /// (retrying with the same client and timestamp is safe).
+    #[error("no answer within {0:?} (outcome unknown)")]
+    Timeout(Duration),
+    /// The reply did not decode as a key-value result.
+    #[error("malformed reply: {0}")]
+    BadReply(String),
+    /// The client was given no servers.
+    #[error("no servers configured")]
+    NoServers,
+    /// Talking to a server failed.
+    #[error("server {addr}: {source}")]
+    Server {
+        /// The server.
+        addr: SocketAddr,
+        /// What failed.
+        source: FrameError,
+    },
+}
+
+/// Connects to a cluster and submits updates, one at a time.
+#[derive(Debug)]
+pub struct Client {
+    servers: Vec<SocketAddr>,
+    current: usize,
+    conn: Option<TcpStream>,
+    client_id: ClientId,
+    last_ts: u64,
+    /// How long to wait for one attempt before retrying.
+    pub attempt_timeout: Duration,
+    /// How long one operation may take in all, retries included.
+    pub op_timeout: Duration,
+}
+
+impl Client {
+    /// A client with a random id that talks to `servers`, preferring the first.
+    pub fn new(servers: Vec<SocketAddr>) -> Client {
+        let id = ClientId(rand::random::<u64>() >> 1);
+        Client::with_identity(servers, id, 0)
+    }
+
+    /// A client with a chosen id whose next update gets timestamp `last_timestamp + 1`.
+    pub fn with_identity(
+        servers: Vec<SocketAddr>,
+        client_id: ClientId,
+        last_timestamp: u64,
+    ) -> Client {
+        Client {
+            servers,
+            current: 0,
+            conn: None,
+            client_id,
+            last_ts: last_timestamp,
+            attempt_timeout: Duration::from_millis(500),
+            op_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// This client's id.
+    pub fn id(&self) -> ClientId {
+        self.client_id
+    }
+
+    /// The server the client currently talks to.
+    pub fn server(&self) -> Option<SocketAddr> {
+        self.servers.get(self.current).copied()
+    }
+
+    /// Submits one update and waits for its result (exactly once, with retries).
+    pub async fn submit(&mut self, payload: Bytes) -> Result<Bytes, ClientError> {
+        if self.servers.is_empty() {
+            return Err(ClientError::NoServers);
+        }
+        self.last_ts += 1;
+        let ts = Timestamp(self.last_ts);
+        let request = ClientRequest::Submit {
+            client_id: self.client_id,
+            timestamp: ts,
+            payload,
+        };
+        let deadline = Instant::now() + self.op_timeout;
+        let mut attempts_here = 0;
+        while Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self
+                .attempt(&request, ts, self.attempt_timeout.min(left))
+                .await
+            {
+                Ok(Some(result)) => return Ok(result),
+                Ok(None) => {
+                    attempts_here += 1;
+                    if attempts_here >= 3 {
+                        self.fail_over();
+                        attempts_here = 0;
+                    }
+                }
+                Err(_) => {
+                    self.fail_over();
+                    attempts_here = 0;
+                    tokio::time::sleep(Duration::from_millis(50).min(left)).await;
+                }
+            }
+        }
+        Err(ClientError::Timeout(self.op_timeout))
+    }
+
+    /// One attempt: `Ok(None)` on timeout, `Err` when the connection failed.
+    async fn attempt(
+        &mut self,
+        request: &ClientRequest,
+        ts: Timestamp,
+        wait: Duration,
+    ) -> Result<Option<Bytes>, FrameError> {
+        let addr = self.servers[self.current];
+        if self.conn.is_none() {
+            let stream = tokio::time::timeout(wait, TcpStream::connect(addr))
+                .await
+                .map_err(|_| FrameError::Io(std::io::ErrorKind::TimedOut.into()))??;
+            stream.set_nodelay(true)?;
+            self.conn = Some(stream);
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        if let Err(e) = write_frame(conn, request).await {
+            self.conn = None;
+            return Err(e);
+        }
+        let until = Instant::now() + wait;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, read_frame::<ClientResponse, _>(conn)).await {
+                Err(_) => return Ok(None),
+                Ok(Err(e)) => {
+                    self.conn = None;
+                    return Err(e);
+                }
+                Ok(Ok(ClientResponse::Reply {
+                    client_id,
+                    timestamp,
+                    result,
+                })) if client_id == self.client_id && timestamp == ts => return Ok(Some(result)),
+                Ok(Ok(ClientResponse::Rejected { .. })) => return Ok(None),
+                Ok(Ok(_)) => {} // a late reply to an earlier attempt
+            }
+        }
+    }
+
+    fn fail_over(&mut self) {
+        self.conn = None;
+        self.current = (self.current + 1) % self.servers.len();
+    }
+
+    /// Runs a key-value command.
+    pub async fn execute(&mut self, cmd: &KvCommand) -> Result<KvResult, ClientError> {
+        let bytes = self.submit(cmd.encode()).await?;
+        KvResult::decode(&bytes).map_err(|e| ClientError::BadReply(e.to_string()))
+    }
+
+    /// Sets a key.
+    pub async fn put(
+        &mut self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> Result<KvResult, ClientError> {
+        self.execute(&KvCommand::Put {
+            key: key.into(),
+            value: value.into(),
+        })
+        .await
+    }
+
+    /// Reads a key through the log (linearizable).
+    pub async fn get(&mut self, key: impl Into<Bytes>) -> Result<Option<Bytes>, ClientError> {
+        match self.execute(&KvCommand::Get { key: key.into() }).await? {
+            KvResult::Value(v) => Ok(v),
+            other => Err(ClientError::BadReply(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Removes a key, returning its previous value.
+    pub async fn delete(&mut self, key: impl Into<Bytes>) -> Result<KvResult, ClientError> {
+        self.execute(&KvCommand::Delete { key: key.into() }).await
+    }
+
+    /// Compare-and-set.
+    pub async fn cas(
+        &mut self,
+        key: impl Into<Bytes>,
+        expected: Option<Bytes>,
+        new: Option<Bytes>,
+    ) -> Result<KvResult, ClientError> {
+        self.execute(&KvCommand::Cas {
+            key: key.into(),
+            expected,
+            new,
+        })
+        .await
+    }
+}
+
+/// Asks one server for its status.
+pub async fn status(addr: SocketAddr, wait: Duration) -> Result<NodeStatus, ClientError> {
+    let fut = async {
+        let mut s = TcpStream::connect(addr).await?;
+        write_frame(&mut s, &ClientRequest::Status).await?;
+        loop {
+            if let ClientResponse::Status(st) = read_frame::<ClientResponse, _>(&mut s).await? {
+                return Ok::<_, FrameError>(st);
+            }
+        }
+    };
+    match tokio::time::timeout(wait, fut).await {
+        Err(_) => Err(ClientError::Timeout(wait)),
+        Ok(Err(source)) => Err(ClientError::Server { addr, source }),
+        Ok(Ok(st)) => Ok(st),
+    }
+}

@@ -1,0 +1,164 @@
+//! The client protocol: length-prefixed frames over TCP.
+//!
+//! Each frame is a little-endian `u32` length followed by that many bytes of the project's codec
+//! (version byte + postcard). Frames above [`MAX_FRAME_BYTES`] are refused before any allocation,
+//! and a malformed frame closes the connection with an error; the server counts both.
+
+use bytes::Bytes;
+use paxos_core::codec::{decode_with_limit, encode_with_limit, CodecError};
+use paxos_core::{ClientId, Timestamp};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest frame accepted in either direction (2 MiB).
+pub const MAX_FRAME_BYTES: usize = 2 << 20;
+
+/// A client's request to its local server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Order and execute an update. `(client_id, timestamp)` names it: a retry with the same name
+    /// is executed at most once and answered with the same result.
+    Submit {
+        /// The client.
+        client_id: ClientId,
+        /// The client's sequence number, strictly increasing.
+        timestamp: Timestamp,
+        /// The command (for the key-value store, an encoded `KvCommand`).
+        payload: Bytes,
+    },
+    /// Ask for the server's status.
+    Status,
+}
+
+/// A server's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientResponse {
+    /// The update was executed.
+    Reply {
+        /// The client.
+        client_id: ClientId,
+        /// The update's timestamp.
+        timestamp: Timestamp,
+        /// The state machine's result.
+        result: Bytes,
+    },
+    /// The server's status.
+    Status(NodeStatus),
+    /// The request was refused (e.g. the server is overloaded); retry later or elsewhere.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A server's status as the client sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Server id.
+    pub id: u32,
+    /// Role: `leader-election`, `leader` or `follower`.
+    pub role: String,
+    /// Leader of the installed view, if any.
+    pub leader: Option<u32>,
+    /// Installed view.
+    pub view: u64,
+    /// Local aru: every slot up to it is executed here.
+    pub aru: u64,
+    /// Highest aru each server announced (own at own index).
+    pub peer_aru: Vec<u64>,
+    /// Local client updates not yet executed.
+    pub pending: u64,
+    /// The election strategy in use.
+    pub election: String,
+    /// Digest of the state machine (equal at equal `aru` on every replica).
+    pub state_digest: u64,
+}
+
+/// A framing or decoding failure.
+#[derive(Debug, Error)]
+pub enum FrameError {
+    /// The peer closed the connection.
+    #[error("connection closed")]
+    Closed,
+    /// The announced frame is larger than the limit.
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_BYTES}")]
+    TooLarge(usize),
+    /// The frame does not decode.
+    #[error("malformed frame: {0}")]
+    Codec(#[from] CodecError),
+    /// An I/O error.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one frame and decodes it.
+pub async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<T, FrameError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    Ok(decode_with_limit(&buf, MAX_FRAME_BYTES)?)
+}
+
+/// Encodes and writes one frame.
+pub async fn write_frame<T: Serialize, W: AsyncWrite + Unpin>(
+    w: &mut W,
+    value: &T,
+) -> Result<(), FrameError> {
+    let body = encode_with_limit(value, MAX_FRAME_BYTES)?;
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    w.write_all(&out).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_bad_frames_are_refused() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let req = ClientRequest::Submit {
+            client_id: ClientId(3),
+            timestamp: Timestamp(9),
+            payload: Bytes::from_static(b"hello"),
+        };
+        write_frame(&mut a, &req).await.unwrap();
+        let got: ClientRequest = read_frame(&mut b).await.unwrap();
+        assert_eq!(got, req);
+
+        // Oversized length prefix: refused without allocating.
+        a.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+        assert!(matches!(
+            read_frame::<ClientRequest, _>(&mut b).await,
+            Err(FrameError::TooLarge(_))
+        ));
+
+        // Garbage body.
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        a.write_all(&3u32.to_le_bytes()).await.unwrap();
+        a.write_all(&[1, 250, 250]).await.unwrap();
+        assert!(matches!(
+            read_frame::<ClientRequest, _>(&mut b).await,
+            Err(FrameError::Codec(_))
+        ));
+        drop(a);
+        assert!(matches!(
+            read_frame::<ClientRequest, _>(&mut b).await,
+            Err(FrameError::Closed)
+        ));
+    }
+}
