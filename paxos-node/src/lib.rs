@@ -7,4 +7,6 @@
 pub mod checker;
 pub mod client;
 pub mod kv;
+pub mod metrics;
+pub mod node;
 pub mod protocol;

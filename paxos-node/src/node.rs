@@ -1,0 +1,551 @@
+//! The server: one [`paxos_core::Replica`] driven by tokio, with storage on its own thread.
+//!
+//! The driver loop owns the replica. It feeds it peer messages, client requests, ticks and storage
+//! completions, and after each round drains its outputs: persist batches go to the storage thread
+//! (which group-commits everything queued into one write and one sync), messages go to the network,
+//! replies go to the client connections. Messages that depend on a write are released by the core
+//! only after the storage thread reports that write durable, so nothing here can send a promise early.
+//! The loop never blocks: storage runs on its own OS thread and every queue is bounded.
+
+use crate::metrics::NodeMetrics;
+use crate::protocol::{read_frame, write_frame, ClientRequest, ClientResponse, NodeStatus};
+use async_trait::async_trait;
+use bytes::Bytes;
+use paxos_core::{
+    ClientId, ClientUpdate, Config, Destination, DurableState, Envelope, LeaderElection,
+    PersistBatch, Replica, ServerState, StateMachine, Time,
+};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// What the node needs from durable storage. Every `paxos-storage` backend provides it.
+pub trait DurableLog: Send + 'static {
+    /// Loads the recovered state (incrementing the incarnation).
+    fn load(&mut self) -> Result<DurableState, String>;
+    /// Writes the batches atomically and in order, then syncs when `sync` is set.
+    fn append(&mut self, batches: &[PersistBatch], sync: bool) -> Result<(), String>;
+}
+
+/// What the node needs from the network. Every `paxos-transport` transport provides it.
+#[async_trait]
+pub trait Network: Send + Sync + 'static {
+    /// Sends to one server (best effort: the protocol retransmits).
+    async fn send_to(&self, to: paxos_core::NodeId, envelope: &Envelope) -> Result<(), String>;
+    /// Sends to every other server.
+    async fn send_to_all(&self, envelope: &Envelope) -> Result<(), String>;
+    /// The next message from an authenticated member.
+    async fn receive(&self) -> Result<(paxos_core::NodeId, Envelope), String>;
+}
+
+/// Why the node stopped or could not start.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// Invalid configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Storage failed; the node stops rather than risk acknowledging lost data.
+    #[error("storage failed: {0}")]
+    Storage(String),
+    /// The network failed.
+    #[error("network: {0}")]
+    Network(String),
+    /// Could not bind the client or metrics port.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Node settings beyond the core's.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The core's configuration (id, cluster size, durability, window, aggregation, timers).
+    pub core: Config,
+    /// Where clients connect.
+    pub client_addr: SocketAddr,
+    /// Tick period of the core's timers.
+    pub tick: Duration,
+    /// Most client connections served at once.
+    pub max_clients: usize,
+    /// Replies buffered per client connection before they are dropped (the client retries).
+    pub client_buffer: usize,
+}
+
+impl NodeConfig {
+    /// Defaults around a core configuration.
+    pub fn new(core: Config, client_addr: SocketAddr) -> NodeConfig {
+        NodeConfig {
+            core,
+            client_addr,
+            tick: Duration::from_millis(2),
+            max_clients: 4096,
+            client_buffer: 1024,
+        }
+    }
+}
+
+enum Event {
+    Peer(paxos_core::NodeId, Envelope),
+    Client(u64, ClientRequest),
+    ClientGone(u64),
+    ClientNew(u64, mpsc::Sender<ClientResponse>),
+    Persisted(paxos_core::BatchId, Duration, usize),
+    StorageFailed(String),
+}
+
+/// A running node.
+pub struct NodeHandle {
+    shutdown: watch::Sender<bool>,
+    driver: JoinHandle<Result<(), NodeError>>,
+    client_addr: SocketAddr,
+    /// Live counters.
+    pub metrics: Arc<NodeMetrics>,
+}
+
+impl NodeHandle {
+    /// The address clients connect to (useful with port 0).
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// Stops the node and waits for it.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let _ = self.shutdown.send(true);
+        self.driver
+            .await
+            .unwrap_or_else(|e| Err(NodeError::Network(format!("driver panicked: {e}"))))
+    }
+
+    /// Waits until the node stops by itself (e.g. a storage failure).
+    pub async fn wait(self) -> Result<(), NodeError> {
+        self.driver
+            .await
+            .unwrap_or_else(|e| Err(NodeError::Network(format!("driver panicked: {e}"))))
+    }
+}
+
+/// Starts a node: recovers from `log`, binds the client port, and runs until shut down.
+pub async fn start<S, E, L, N>(
+    config: NodeConfig,
+    state_machine: S,
+    election: E,
+    mut log: L,
+    network: Arc<N>,
+) -> Result<NodeHandle, NodeError>
+where
+    S: StateMachine + Send + 'static,
+    E: LeaderElection + Send + 'static,
+    L: DurableLog,
+    N: Network,
+{
+    config
+        .core
+        .validate()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+    let (log, durable) = tokio::task::spawn_blocking(move || {
+        let d = log.load();
+        (log, d)
+    })
+    .await
+    .map_err(|e| NodeError::Storage(e.to_string()))?;
+    let durable = durable.map_err(NodeError::Storage)?;
+    let epoch = Instant::now();
+    let now = move || Time(epoch.elapsed().as_nanos() as u64);
+    let election_name = election.name().to_owned();
+    let replica = Replica::new(config.core.clone(), state_machine, election, durable, now())
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+    let metrics = Arc::new(NodeMetrics::default());
+
+    let (events_tx, events_rx) = mpsc::channel::<Event>(65_536);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    // Storage thread: group commit.
+    let (persist_tx, persist_rx) = std::sync::mpsc::channel::<PersistBatch>();
+    {
+        let events = events_tx.clone();
+        std::thread::Builder::new()
+            .name(format!("paxos-storage-{}", config.core.id.0))
+            .spawn(move || storage_thread(log, persist_rx, events))
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
+    }
+
+    // Peer messages.
+    {
+        let events = events_tx.clone();
+        let net = network.clone();
+        let metrics = metrics.clone();
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = net.receive() => match r {
+                        Ok((from, env)) => {
+                            if events.try_send(Event::Peer(from, env)).is_err() {
+                                metrics.dropped_overload.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("network receive failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    },
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+    }
+
+    // Clients.
+    let listener = TcpListener::bind(config.client_addr)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: config.client_addr,
+            source,
+        })?;
+    let client_addr = listener.local_addr().map_err(|source| NodeError::Bind {
+        addr: config.client_addr,
+        source,
+    })?;
+    tokio::spawn(accept_clients(
+        listener,
+        events_tx.clone(),
+        shutdown_rx.clone(),
+        config.max_clients,
+        config.client_buffer,
+        metrics.clone(),
+    ));
+
+    let driver = tokio::spawn(drive(
+        replica,
+        config,
+        election_name,
+        network,
+        events_rx,
+        persist_tx,
+        shutdown_rx,
+        now,
+        metrics.clone(),
+    ));
+    Ok(NodeHandle {
+        shutdown: shutdown_tx,
+        driver,
+        client_addr,
+        metrics,
+    })
+}
+
+fn storage_thread<L: DurableLog>(
+    mut log: L,
+    rx: std::sync::mpsc::Receiver<PersistBatch>,
+    events: mpsc::Sender<Event>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < 4096 {
+            match rx.try_recv() {
+                Ok(b) => group.push(b),
+                Err(_) => break,
+            }
+        }
+        let sync = group.iter().any(|b| b.sync);
+        let last = group.last().expect("non-empty").id;
+        let started = Instant::now();
+        match log.append(&group, sync) {
+            Ok(()) => {
+                if events
+                    .blocking_send(Event::Persisted(last, started.elapsed(), group.len()))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                // Fail-stop: the failed write is never reported durable.
+                let _ = events.blocking_send(Event::StorageFailed(e));
+                return;
+            }
+        }
+    }
+}
+
+async fn accept_clients(
+    listener: TcpListener,
+    events: mpsc::Sender<Event>,
+    mut stop: watch::Receiver<bool>,
+    max_clients: usize,
+    buffer: usize,
+    metrics: Arc<NodeMetrics>,
+) {
+    let mut next_conn = 0u64;
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        if metrics.clients_connected.load(Ordering::Relaxed) as usize >= max_clients {
+            metrics.clients_refused.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
+        next_conn += 1;
+        let conn = next_conn;
+        let _ = stream.set_nodelay(true);
+        let (tx, rx) = mpsc::channel(buffer);
+        if events.send(Event::ClientNew(conn, tx)).await.is_err() {
+            return;
+        }
+        metrics.clients_connected.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(serve_client(
+            conn,
+            stream,
+            rx,
+            events.clone(),
+            stop.clone(),
+            metrics.clone(),
+        ));
+    }
+}
+
+async fn serve_client(
+    conn: u64,
+    stream: TcpStream,
+    mut replies: mpsc::Receiver<ClientResponse>,
+    events: mpsc::Sender<Event>,
+    mut stop: watch::Receiver<bool>,
+    metrics: Arc<NodeMetrics>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        while let Some(r) = replies.recv().await {
+            if write_frame(&mut wr, &r).await.is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        tokio::select! {
+            r = read_frame::<ClientRequest, _>(&mut rd) => match r {
+                Ok(req) => {
+                    if events.try_send(Event::Client(conn, req)).is_err() {
+                        metrics.dropped_overload.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(crate::protocol::FrameError::Closed) => break,
+                Err(e) => {
+                    metrics.bad_client_frames.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("client {conn}: {e}; closing");
+                    break;
+                }
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    let _ = events.send(Event::ClientGone(conn)).await;
+    metrics.clients_connected.fetch_sub(1, Ordering::Relaxed);
+    writer.abort();
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive<S, E, N>(
+    mut replica: Replica<S, E>,
+    config: NodeConfig,
+    election_name: String,
+    network: Arc<N>,
+    mut events: mpsc::Receiver<Event>,
+    persist: std::sync::mpsc::Sender<PersistBatch>,
+    mut stop: watch::Receiver<bool>,
+    now: impl Fn() -> Time,
+    metrics: Arc<NodeMetrics>,
+) -> Result<(), NodeError>
+where
+    S: StateMachine + Send + 'static,
+    E: LeaderElection + Send + 'static,
+    N: Network,
+{
+    let me = config.core.id;
+    let mut tick = tokio::time::interval(config.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut conns: HashMap<u64, mpsc::Sender<ClientResponse>> = HashMap::new();
+    let mut client_conn: HashMap<ClientId, u64> = HashMap::new();
+    let mut last_view = replica.status().last_installed;
+    loop {
+        let mut handled = 0usize;
+        tokio::select! {
+            _ = tick.tick() => replica.handle_tick(now()),
+            ev = events.recv() => {
+                let Some(ev) = ev else { return Ok(()) };
+                handle_event(ev, &mut replica, &mut conns, &mut client_conn, &election_name, &now, &metrics)?;
+                handled += 1;
+                // Take whatever else is ready: one round, one batch, one flush (aggregation).
+                while handled < 1024 {
+                    match events.try_recv() {
+                        Ok(ev) => {
+                            handle_event(ev, &mut replica, &mut conns, &mut client_conn, &election_name, &now, &metrics)?;
+                            handled += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = stop.changed() => return Ok(()),
+        }
+        while let Some(batch) = replica.poll_persist() {
+            metrics.batch_updates.fetch_add(
+                (batch.accepted.len() + batch.pending.len()) as u64,
+                Ordering::Relaxed,
+            );
+            if persist.send(batch).is_err() {
+                return Err(NodeError::Storage("storage thread stopped".into()));
+            }
+        }
+        while let Some((to, message)) = replica.poll_message() {
+            let env = Envelope { from: me, message };
+            let r = match to {
+                Destination::All => network.send_to_all(&env).await,
+                Destination::Node(n) => network.send_to(n, &env).await,
+            };
+            if let Err(e) = r {
+                metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("send failed: {e}");
+            }
+        }
+        while let Some(reply) = replica.poll_client_reply() {
+            let delivered = client_conn
+                .get(&reply.client_id)
+                .and_then(|c| conns.get(c))
+                .is_some_and(|tx| {
+                    tx.try_send(ClientResponse::Reply {
+                        client_id: reply.client_id,
+                        timestamp: reply.timestamp,
+                        result: reply.result,
+                    })
+                    .is_ok()
+                });
+            if !delivered {
+                metrics.replies_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let st = replica.status();
+        if st.last_installed != last_view {
+            last_view = st.last_installed;
+            metrics.view_changes.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(view = last_view.0, state = ?st.state, "view installed");
+        }
+        metrics
+            .executed
+            .store(replica.metrics().executed, Ordering::Relaxed);
+        metrics.aru.store(st.local_aru.0, Ordering::Relaxed);
+        metrics.view.store(st.last_installed.0, Ordering::Relaxed);
+        metrics.is_leader.store(
+            u64::from(st.state == ServerState::RegLeader),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+fn handle_event<S: StateMachine, E: LeaderElection>(
+    ev: Event,
+    replica: &mut Replica<S, E>,
+    conns: &mut HashMap<u64, mpsc::Sender<ClientResponse>>,
+    client_conn: &mut HashMap<ClientId, u64>,
+    election_name: &str,
+    now: &impl Fn() -> Time,
+    metrics: &NodeMetrics,
+) -> Result<(), NodeError> {
+    match ev {
+        Event::Peer(from, env) => {
+            if env.from != from {
+                metrics.dropped_forged.fetch_add(1, Ordering::Relaxed);
+            } else {
+                replica.handle_message(now(), from, env.message);
+            }
+        }
+        Event::ClientNew(conn, tx) => {
+            conns.insert(conn, tx);
+        }
+        Event::ClientGone(conn) => {
+            conns.remove(&conn);
+            client_conn.retain(|_, c| *c != conn);
+        }
+        Event::Client(
+            conn,
+            ClientRequest::Submit {
+                client_id,
+                timestamp,
+                payload,
+            },
+        ) => {
+            client_conn.insert(client_id, conn);
+            let update = ClientUpdate {
+                client_id,
+                server_id: replica.id(),
+                timestamp,
+                payload,
+            };
+            if let Err(e) = replica.handle_client_update(now(), update) {
+                if let Some(tx) = conns.get(&conn) {
+                    let _ = tx.try_send(ClientResponse::Rejected {
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        Event::Client(conn, ClientRequest::Status) => {
+            let st = replica.status();
+            let status = NodeStatus {
+                id: st.id.0,
+                role: match st.state {
+                    ServerState::LeaderElection => "leader-election",
+                    ServerState::RegLeader => "leader",
+                    ServerState::RegNonLeader => "follower",
+                }
+                .to_owned(),
+                leader: st.leader.map(|l| l.0),
+                view: st.last_installed.0,
+                aru: st.local_aru.0,
+                peer_aru: st.peer_aru.iter().map(|s| s.0).collect(),
+                pending: st.pending as u64,
+                election: election_name.to_owned(),
+                state_digest: digest_of(replica.state_machine().snapshot()),
+            };
+            if let Some(tx) = conns.get(&conn) {
+                let _ = tx.try_send(ClientResponse::Status(status));
+            }
+        }
+        Event::Persisted(id, took, batches) => {
+            metrics.record_sync(took, batches);
+            replica.handle_persisted(now(), id);
+        }
+        Event::StorageFailed(e) => {
+            tracing::error!("storage failed, stopping: {e}");
+            return Err(NodeError::Storage(e));
+        }
+    }
+    Ok(())
+}
+
+fn digest_of(bytes: Bytes) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes.iter() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
