@@ -6,6 +6,7 @@
 
 pub mod checker;
 pub mod client;
+pub mod config;
 pub mod kv;
 pub mod metrics;
 pub mod node;

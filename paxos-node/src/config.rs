@@ -1,0 +1,370 @@
+//! The node's configuration file (TOML), validated once with errors that name the field.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// A configuration the node refuses, naming the field at fault.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid `{field}`: {reason}")]
+    Invalid {
+        /// The field, as a TOML path.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// One cluster member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Server id, `0..N`.
+    pub id: u32,
+    /// Address for server-to-server traffic.
+    pub peer: SocketAddr,
+    /// Address clients connect to.
+    pub client: SocketAddr,
+}
+
+/// Durability mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DurabilityChoice {
+    /// No disk writes (the paper's memory mode; a crashed node must not rejoin with old state).
+    None,
+    /// Writes without waiting for them.
+    Async,
+    /// Every promise synced before the message that carries it.
+    Sync,
+}
+
+/// Storage backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageChoice {
+    /// In memory (tests, or with durability none).
+    Memory,
+    /// The file write-ahead log.
+    Wal,
+    /// RocksDB (only in builds with the `rocksdb` feature).
+    Rocksdb,
+}
+
+/// Transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportChoice {
+    /// QUIC with mutual TLS.
+    Quic,
+    /// UDP multicast with HMAC.
+    UdpMulticast,
+}
+
+/// `[protocol]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtocolSection {
+    /// Durability mode.
+    pub durability: DurabilityChoice,
+    /// Aggregate many updates per message.
+    pub aggregation: bool,
+    /// Window W.
+    pub window: u64,
+    /// The leader sends its Accept after its own sync, overlapping the followers' writes.
+    pub leader_accepts_separately: bool,
+    /// Snapshot every this many executed updates (0: never).
+    pub snapshot_interval: u64,
+    /// Tick period, milliseconds.
+    pub tick_ms: u64,
+}
+
+impl Default for ProtocolSection {
+    fn default() -> Self {
+        ProtocolSection {
+            durability: DurabilityChoice::Sync,
+            aggregation: true,
+            window: 256,
+            leader_accepts_separately: true,
+            snapshot_interval: 100_000,
+            tick_ms: 2,
+        }
+    }
+}
+
+/// `[election]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElectionSection {
+    /// Strategy name: `psb`, `highest-id`, `omega`, `ble`.
+    pub strategy: String,
+    /// Base timeout, milliseconds (progress timer for PSB, failure-detector timeout otherwise).
+    pub timeout_ms: u64,
+    /// Heartbeat or resend period, milliseconds.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for ElectionSection {
+    fn default() -> Self {
+        ElectionSection {
+            strategy: "psb".into(),
+            timeout_ms: 1000,
+            heartbeat_ms: 50,
+        }
+    }
+}
+
+/// `[storage]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// Backend.
+    pub backend: StorageChoice,
+    /// Directory (wal, rocksdb).
+    pub dir: Option<PathBuf>,
+}
+
+/// `[transport]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportSection {
+    /// Kind.
+    pub kind: TransportChoice,
+    /// Directory with `ca.pem`, `node-<id>.pem`, `node-<id>.key` (quic) or `cluster.key` (udp).
+    pub keys_dir: PathBuf,
+    /// Multicast group address (udp-multicast).
+    pub multicast_group: Option<SocketAddr>,
+}
+
+/// A node's configuration file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// This server's id.
+    pub id: u32,
+    /// Every member, this one included.
+    pub members: Vec<Member>,
+    /// Protocol settings.
+    #[serde(default)]
+    pub protocol: ProtocolSection,
+    /// Election settings.
+    #[serde(default)]
+    pub election: ElectionSection,
+    /// Storage settings.
+    pub storage: StorageSection,
+    /// Transport settings.
+    pub transport: TransportSection,
+    /// Where to serve Prometheus metrics (`http://ADDR/metrics`), if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl NodeFile {
+    /// Reads and validates a file.
+    pub fn load(path: &std::path::Path) -> Result<NodeFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file = NodeFile::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(file)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<NodeFile, ConfigError> {
+        let file: NodeFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        })?;
+        file.validate()?;
+        Ok(file)
+    }
+
+    /// The TOML text of this configuration.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("configuration always serialises")
+    }
+
+    /// Checks every constraint.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let n = self.members.len();
+        if n == 0 || n > paxos_core::config::MAX_SERVERS {
+            return Err(invalid("members", format!("need 1..=64 members, got {n}")));
+        }
+        let mut ids: Vec<u32> = self.members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        if ids != (0..n as u32).collect::<Vec<_>>() {
+            return Err(invalid(
+                "members",
+                format!("ids must be exactly 0..{n}, got {ids:?}"),
+            ));
+        }
+        if !ids.contains(&self.id) {
+            return Err(invalid("id", format!("{} is not a member", self.id)));
+        }
+        for (i, a) in self.members.iter().enumerate() {
+            for b in &self.members[i + 1..] {
+                if a.peer == b.peer || a.client == b.client {
+                    return Err(invalid(
+                        "members",
+                        format!("members {} and {} share an address", a.id, b.id),
+                    ));
+                }
+            }
+        }
+        if self.protocol.window == 0 {
+            return Err(invalid("protocol.window", "must be at least 1"));
+        }
+        if self.protocol.tick_ms == 0 || self.protocol.tick_ms > 1000 {
+            return Err(invalid("protocol.tick_ms", "must be in 1..=1000"));
+        }
+        if self.election.timeout_ms == 0 || self.election.heartbeat_ms == 0 {
+            return Err(invalid(
+                "election",
+                "timeout_ms and heartbeat_ms must be positive",
+            ));
+        }
+        if self.election.heartbeat_ms >= self.election.timeout_ms {
+            return Err(invalid(
+                "election.heartbeat_ms",
+                "must be below election.timeout_ms",
+            ));
+        }
+        match self.storage.backend {
+            StorageChoice::Memory => {
+                if self.protocol.durability == DurabilityChoice::Sync {
+                    return Err(invalid(
+                        "storage.backend",
+                        "memory storage cannot provide durability \"sync\"; use wal or rocksdb",
+                    ));
+                }
+            }
+            StorageChoice::Wal | StorageChoice::Rocksdb => {
+                if self.storage.dir.is_none() {
+                    return Err(invalid("storage.dir", "required for this backend"));
+                }
+            }
+        }
+        if self.transport.kind == TransportChoice::UdpMulticast {
+            match self.transport.multicast_group {
+                Some(g) if g.ip().is_multicast() => {}
+                Some(g) => {
+                    return Err(invalid(
+                        "transport.multicast_group",
+                        format!("{g} is not a multicast address"),
+                    ))
+                }
+                None => {
+                    return Err(invalid(
+                        "transport.multicast_group",
+                        "required for udp-multicast",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// This server's member entry.
+    pub fn me(&self) -> &Member {
+        self.members
+            .iter()
+            .find(|m| m.id == self.id)
+            .expect("validated: id is a member")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+id = 1
+metrics_addr = "127.0.0.1:9101"
+[[members]]
+id = 0
+peer = "127.0.0.1:7000"
+client = "127.0.0.1:7100"
+[[members]]
+id = 1
+peer = "127.0.0.1:7001"
+client = "127.0.0.1:7101"
+[[members]]
+id = 2
+peer = "127.0.0.1:7002"
+client = "127.0.0.1:7102"
+[storage]
+backend = "wal"
+dir = "/tmp/n1"
+[transport]
+kind = "quic"
+keys_dir = "/tmp/keys"
+"#;
+
+    #[test]
+    fn good_file_parses_with_defaults() {
+        let f = NodeFile::parse(GOOD).unwrap();
+        assert_eq!(f.me().client.port(), 7101);
+        assert_eq!(f.protocol.durability, DurabilityChoice::Sync);
+        assert_eq!(f.election.strategy, "psb");
+        assert_eq!(NodeFile::parse(&f.to_toml()).unwrap(), f);
+    }
+
+    #[test]
+    fn bad_files_name_the_field() {
+        let cases = [
+            (GOOD.replacen("id = 1\n", "id = 7\n", 1), "id"),
+            (GOOD.replace("dir = \"/tmp/n1\"\n", ""), "storage.dir"),
+            (
+                GOOD.replace("backend = \"wal\"", "backend = \"memory\""),
+                "storage.backend",
+            ),
+            (
+                GOOD.replace("kind = \"quic\"", "kind = \"udp-multicast\""),
+                "transport.multicast_group",
+            ),
+            (GOOD.replace("127.0.0.1:7102", "127.0.0.1:7101"), "members"),
+        ];
+        for (text, field) in cases {
+            match NodeFile::parse(&text) {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: expected invalid, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            NodeFile::parse("id = 0\nbogus = 1\n"),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+}
