@@ -40,5 +40,4 @@ impl Hasher for FxHasher {
 /// A `HashMap` with the deterministic hasher.
 pub(crate) type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 /// A `HashSet` with the deterministic hasher.
-#[allow(dead_code)]
 pub(crate) type FxHashSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;

@@ -19,7 +19,7 @@
 use crate::config::{Config, ConfigError, Durability};
 use crate::durable::{BatchId, DurableState, PersistBatch, ViewRecord};
 use crate::election::{ElectionAction, ElectionContext, LeaderElection, ServerState};
-use crate::fxmap::FxHashMap;
+use crate::fxmap::{FxHashMap, FxHashSet};
 use crate::history::History;
 use crate::message::{
     AcceptedProposal, ClientRecord, ClientReply, ClientUpdate, DataItem, Message, OrderedUpdate,
@@ -168,7 +168,10 @@ pub struct Replica<S: StateMachine, E: LeaderElection> {
     last_proposed: Seq,
     max_seen_seq: Seq,
     history: History,
-    bound: FxHashMap<UpdateId, Seq>,
+    /// Leader: updates bound to some slot above the aru when this view was installed. Together with
+    /// `last_enqueued` (updates this leader bound during the view) it answers "is U bound?" without
+    /// a map update per proposal; execution skips whatever slips through (pitfall 3b).
+    bound_at_install: FxHashSet<UpdateId>,
     aru_at_last_resend: Seq,
     next_proposal_resend: Time,
 
@@ -244,7 +247,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             last_proposed: snapshot_seq,
             max_seen_seq: snapshot_seq,
             history: History::new(snapshot_seq.next()),
-            bound: FxHashMap::default(),
+            bound_at_install: FxHashSet::default(),
             aru_at_last_resend: snapshot_seq,
             next_proposal_resend: now,
             update_queue: VecDeque::new(),
@@ -288,7 +291,6 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         for (seq, a) in durable.accepted {
             if let Some(slot) = r.history.get_or_create(seq) {
                 slot.proposal = Some((a.view, a.update.clone()));
-                r.bound.insert(a.update.id(), seq);
                 r.max_seen_seq = r.max_seen_seq.max(seq);
             }
         }
@@ -701,6 +703,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         self.prepare = None;
         self.prepare_oks.iter_mut().for_each(|b| *b = false);
         self.last_enqueued.clear();
+        self.bound_at_install.clear();
         self.last_attempted = v;
         self.see_view(v);
     }
@@ -883,6 +886,11 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             .map(|(seq, _)| seq)
             .last()
             .unwrap_or(Seq(0));
+        self.bound_at_install = self
+            .history
+            .iter_above(self.local_aru)
+            .filter_map(|(_, s)| s.proposal.as_ref().map(|(_, u)| u.id()))
+            .collect();
         self.enqueue_unbound_pending();
         self.remove_bound_from_queue();
         self.last_proposed = self.local_aru;
@@ -895,6 +903,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
 
     fn shift_to_reg_nonleader(&mut self) {
         self.state = ServerState::RegNonLeader;
+        self.bound_at_install.clear();
         self.last_installed = self.last_attempted;
         self.see_view(self.last_installed);
         self.update_queue.clear();
@@ -982,7 +991,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
 
     fn pop_queue(&mut self) -> Option<ClientUpdate> {
         while let Some(u) = self.update_queue.pop_front() {
-            if self.is_executed(&u) || self.bound.contains_key(&u.id()) {
+            if self.is_executed(&u) || self.bound_at_install.contains(&u.id()) {
                 continue;
             }
             return Some(u);
@@ -1095,30 +1104,21 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         if seq.0 > self.local_aru.0 + MAX_SLOTS_AHEAD || seq <= self.local_aru {
             return;
         }
-        let id = update.id();
         let Some(slot) = self.history.get_or_create(seq) else {
             return;
         };
         if slot.ordered.is_some() {
             return;
         }
-        let old = match &slot.proposal {
-            Some((v, _)) if *v >= view => return,
-            Some((_, u)) => Some(u.id()),
-            None => None,
-        };
+        if matches!(&slot.proposal, Some((v, _)) if *v >= view) {
+            return;
+        }
         slot.proposal = Some((view, update));
         if slot.accept_view < view {
             slot.accept_view = view;
             slot.accepts = 0;
         }
         self.max_seen_seq = self.max_seen_seq.max(seq);
-        if let Some(old) = old {
-            if self.bound.get(&old) == Some(&seq) {
-                self.bound.remove(&old);
-            }
-        }
-        self.bound.insert(id, seq);
     }
 
     fn on_accept(&mut self, from: NodeId, view: View, ranges: &[SeqRange]) {
@@ -1251,9 +1251,6 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         {
             duplicate = false;
         }
-        if self.bound.get(&update.id()) == Some(&seq) {
-            self.bound.remove(&update.id());
-        }
         if duplicate {
             // Pitfall 3(b): an update bound twice executes once; the aru still advances.
             self.metrics.duplicates_skipped += 1;
@@ -1301,7 +1298,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 .last_enqueued
                 .get(&c)
                 .is_some_and(|ts| u.timestamp <= *ts)
-            || self.bound.contains_key(&u.id())
+            || self.bound_at_install.contains(&u.id())
         {
             return false;
         }
@@ -1347,7 +1344,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             .pending
             .values()
             .map(|p| p.update.clone())
-            .filter(|u| !self.bound.contains_key(&u.id()))
+            .filter(|u| !self.bound_at_install.contains(&u.id()))
             .collect();
         for u in candidates {
             if !self.update_queue.iter().any(|q| q.id() == u.id()) {
@@ -1361,7 +1358,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         let queue = std::mem::take(&mut self.update_queue);
         for u in queue {
             let c = u.client_id;
-            let stale = self.bound.contains_key(&u.id())
+            let stale = self.bound_at_install.contains(&u.id())
                 || self.is_executed(&u)
                 || (u.server_id != me
                     && self
@@ -1403,12 +1400,9 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             }
             ServerState::RegLeader => {
                 for u in due {
-                    if !self.bound.contains_key(&u.id())
-                        && !self.update_queue.iter().any(|q| q.id() == u.id())
-                    {
-                        self.last_enqueued.remove(&u.client_id);
-                        self.enqueue(u);
-                    }
+                    // Rejected when queued or bound in this view already (last_enqueued) or
+                    // bound before it; accepted when a full queue dropped it earlier.
+                    self.enqueue(u);
                 }
                 self.make_progress();
             }
@@ -1599,12 +1593,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     }
 
     fn truncate_history(&mut self, through: Seq) {
-        let bound = &mut self.bound;
-        self.history.truncate_through(through, |slot| {
-            if let Some((_, u)) = slot.proposal {
-                bound.remove(&u.id());
-            }
-        });
+        self.history.truncate_through(through, drop);
     }
 
     fn client_records(&self) -> Vec<ClientRecord> {
