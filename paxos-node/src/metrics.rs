@@ -199,3 +199,45 @@ mod tests {
         assert!(text.contains("paxos_dropped_total{node=\"2\",reason=\"bad_hmac\"} 5"));
     }
 }
+
+/// Serves `GET /metrics` in Prometheus text format on `listener` until the task is dropped.
+///
+/// A deliberately small HTTP/1.0 responder: it reads at most 8 KiB of request, answers one request
+/// per connection and closes it, so a slow or hostile scraper cannot hold memory.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    metrics: std::sync::Arc<NodeMetrics>,
+    node: u32,
+    extra: std::sync::Arc<dyn Fn() -> Vec<(String, u64)> + Send + Sync>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        let extra = extra.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let n = match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await
+            {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if head.starts_with("GET /metrics") {
+                let extra = extra();
+                let refs: Vec<(&str, &str, u64)> =
+                    extra.iter().map(|(k, v)| (k.as_str(), "", *v)).collect();
+                ("200 OK", metrics.render(node, &refs))
+            } else {
+                ("404 Not Found", "try /metrics\n".to_owned())
+            };
+            let resp = format!(
+                "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(resp.as_bytes()).await;
+        });
+    }
+}
