@@ -184,22 +184,6 @@ impl NodeMetrics {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn render_has_histogram_and_reasons() {
-        let m = NodeMetrics::default();
-        m.record_sync(Duration::from_micros(150), 3);
-        m.record_sync(Duration::from_millis(30), 1);
-        let text = m.render(2, &[("bad_hmac", "", 5)]);
-        assert!(text.contains("paxos_storage_sync_seconds_bucket{node=\"2\",le=\"0.0002\"} 1"));
-        assert!(text.contains("paxos_storage_sync_seconds_bucket{node=\"2\",le=\"+Inf\"} 2"));
-        assert!(text.contains("paxos_dropped_total{node=\"2\",reason=\"bad_hmac\"} 5"));
-    }
-}
-
 /// Serves `GET /metrics` in Prometheus text format on `listener` until the task is dropped.
 ///
 /// A deliberately small HTTP/1.0 responder: it reads at most 8 KiB of request, answers one request
@@ -239,5 +223,21 @@ pub async fn serve_metrics(
             );
             let _ = stream.write_all(resp.as_bytes()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_histogram_and_reasons() {
+        let m = NodeMetrics::default();
+        m.record_sync(Duration::from_micros(150), 3);
+        m.record_sync(Duration::from_millis(30), 1);
+        let text = m.render(2, &[("bad_hmac", "", 5)]);
+        assert!(text.contains("paxos_storage_sync_seconds_bucket{node=\"2\",le=\"0.0002\"} 1"));
+        assert!(text.contains("paxos_storage_sync_seconds_bucket{node=\"2\",le=\"+Inf\"} 2"));
+        assert!(text.contains("paxos_dropped_total{node=\"2\",reason=\"bad_hmac\"} 5"));
     }
 }
