@@ -280,3 +280,169 @@ impl LeaderElection for PsbViewChange {
         (ctx.state != ServerState::LeaderElection).then(|| ctx.last_installed.leader(self.servers))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Seq;
+
+    fn ctx(state: ServerState, attempted: u64, installed: u64, work: bool) -> ElectionContext {
+        ElectionContext {
+            me: NodeId(0),
+            servers: 3,
+            state,
+            last_attempted: View(attempted),
+            last_installed: View(installed),
+            max_view_seen: View(attempted),
+            local_aru: Seq(0),
+            has_outstanding_work: work,
+            incarnation: 1,
+        }
+    }
+
+    fn vc(v: u64) -> Vec<u8> {
+        encode(&PsbMessage::ViewChange { attempted: View(v) }).unwrap()
+    }
+
+    fn strategy() -> PsbViewChange {
+        PsbViewChange::new(
+            NodeId(0),
+            3,
+            PsbConfig {
+                progress_timeout: Duration::from_millis(100),
+                max_progress_timeout: Duration::from_millis(1000),
+                resend_interval: Duration::from_millis(10),
+            },
+        )
+    }
+
+    #[test]
+    fn recovery_shifts_to_leader_election_of_last_attempted_plus_one() {
+        // [TR Fig 14]
+        let mut s = strategy();
+        s.handle_start(Time::ZERO, &ctx(ServerState::LeaderElection, 4, 4, false));
+        assert_eq!(s.poll_action(), Some(ElectionAction::Suspect(View(5))));
+        assert!(s.poll_message().is_some(), "broadcasts its ViewChange");
+    }
+
+    #[test]
+    fn view_change_majority_preinstalls_doubles_timer_and_leader_installs() {
+        // [TR Fig 6] leader of view 3 in a cluster of 3 is server 0.
+        let mut s = strategy();
+        s.handle_start(Time::ZERO, &ctx(ServerState::LeaderElection, 2, 2, false));
+        assert_eq!(s.poll_action(), Some(ElectionAction::Suspect(View(3))));
+        let c = ctx(ServerState::LeaderElection, 3, 2, false);
+        s.handle_message(Time::ZERO, NodeId(1), &vc(3), &c).unwrap();
+        assert_eq!(s.poll_action(), Some(ElectionAction::Install(View(3))));
+        assert_eq!(s.progress_timer_value(), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn view_change_conflict_filter_drops_while_timer_runs() {
+        // [TR Fig 4] ViewChange is dropped while the progress timer is running.
+        let mut s = strategy();
+        s.handle_start(Time::ZERO, &ctx(ServerState::LeaderElection, 2, 2, false));
+        s.poll_action();
+        let c = ctx(ServerState::LeaderElection, 3, 2, false);
+        s.handle_message(Time::ZERO, NodeId(1), &vc(3), &c).unwrap();
+        s.poll_action();
+        // Preinstalled: the timer runs; a higher ViewChange must not move us.
+        s.handle_message(Time::ZERO, NodeId(2), &vc(4), &c).unwrap();
+        assert_eq!(s.poll_action(), None);
+    }
+
+    #[test]
+    fn regular_view_ignores_view_changes_but_arms_its_timer() {
+        // A progressing view is not disrupted by an unstable server (TR §5.3).
+        let mut s = strategy();
+        let c = ctx(ServerState::RegNonLeader, 3, 3, false);
+        s.handle_message(Time::ZERO, NodeId(2), &vc(4), &c).unwrap();
+        assert_eq!(s.poll_action(), None);
+        // Progress disarms it.
+        s.handle_progress(Time::from_millis(50), &c);
+        s.handle_tick(Time::from_millis(500), &c);
+        assert_eq!(s.poll_action(), None);
+        // Without progress, the armed timer expires and we suspect.
+        s.handle_message(Time::from_millis(600), NodeId(2), &vc(4), &c)
+            .unwrap();
+        s.handle_tick(Time::from_millis(800), &c);
+        assert_eq!(s.poll_action(), Some(ElectionAction::Suspect(View(4))));
+    }
+
+    #[test]
+    fn progress_timer_expiry_with_work_suspects_next_view() {
+        let mut s = strategy();
+        let c = ctx(ServerState::RegNonLeader, 3, 3, true);
+        s.handle_tick(Time::ZERO, &c);
+        assert_eq!(s.poll_action(), None);
+        s.handle_tick(Time::from_millis(150), &c);
+        assert_eq!(s.poll_action(), Some(ElectionAction::Suspect(View(4))));
+    }
+
+    #[test]
+    fn vc_proof_installs_a_higher_view() {
+        // [TR Fig 6] VcProof(installed > last_installed) while in leader election.
+        let mut s = strategy();
+        let m = encode(&PsbMessage::VcProof { installed: View(7) }).unwrap();
+        s.handle_message(
+            Time::ZERO,
+            NodeId(1),
+            &m,
+            &ctx(ServerState::LeaderElection, 5, 4, false),
+        )
+        .unwrap();
+        assert_eq!(s.poll_action(), Some(ElectionAction::Install(View(7))));
+        // Not in leader election: dropped.
+        let mut s = strategy();
+        s.handle_message(
+            Time::ZERO,
+            NodeId(1),
+            &m,
+            &ctx(ServerState::RegNonLeader, 4, 4, false),
+        )
+        .unwrap();
+        assert_eq!(s.poll_action(), None);
+    }
+
+    #[test]
+    fn restarted_server_rejoins_its_live_view_but_a_suspecting_one_does_not() {
+        let m = encode(&PsbMessage::VcProof { installed: View(4) }).unwrap();
+        let mut s = strategy();
+        s.handle_start(Time::ZERO, &ctx(ServerState::LeaderElection, 4, 4, false));
+        s.poll_action();
+        s.handle_message(
+            Time::ZERO,
+            NodeId(1),
+            &m,
+            &ctx(ServerState::LeaderElection, 5, 4, false),
+        )
+        .unwrap();
+        assert_eq!(s.poll_action(), Some(ElectionAction::Install(View(4))));
+
+        let mut s = strategy();
+        s.handle_tick(Time::ZERO, &ctx(ServerState::RegNonLeader, 4, 4, true));
+        s.handle_tick(
+            Time::from_millis(200),
+            &ctx(ServerState::RegNonLeader, 4, 4, true),
+        );
+        assert_eq!(s.poll_action(), Some(ElectionAction::Suspect(View(5))));
+        s.handle_message(
+            Time::ZERO,
+            NodeId(1),
+            &m,
+            &ctx(ServerState::LeaderElection, 5, 4, false),
+        )
+        .unwrap();
+        assert_eq!(s.poll_action(), None);
+    }
+
+    #[test]
+    fn malformed_payload_is_an_error_not_a_panic() {
+        let mut s = strategy();
+        let c = ctx(ServerState::LeaderElection, 1, 0, false);
+        assert!(s
+            .handle_message(Time::ZERO, NodeId(1), &[1, 9, 9], &c)
+            .is_err());
+        assert!(s.handle_message(Time::ZERO, NodeId(1), &[], &c).is_err());
+    }
+}
