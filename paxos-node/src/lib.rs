@@ -6,6 +6,7 @@
 
 pub mod checker;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod kv;
 pub mod metrics;
