@@ -8,6 +8,7 @@ pub mod checker;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod demo;
 pub mod kv;
 pub mod metrics;
 pub mod node;
