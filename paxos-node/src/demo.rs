@@ -4,7 +4,6 @@
 use crate::client::Client;
 use crate::cluster::{ClusterError, ClusterOptions, LocalCluster};
 use crate::kv::KvResult;
-use bytes::Bytes;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
@@ -186,7 +185,7 @@ pub async fn run(binary: &Path, opts: DemoOptions) -> Result<DemoSummary, Cluste
     let mut verified = 0u64;
     for (k, v) in latest.iter().take(200) {
         match reader.get(k.clone()).await {
-            Ok(Some(got)) if got == Bytes::from(v.clone()) => verified += 1,
+            Ok(Some(got)) if got.as_ref() == v.as_bytes() => verified += 1,
             other => {
                 return Err(ClusterError::Failed(format!(
                     "acknowledged write {k} reads back as {other:?}"
