@@ -1,0 +1,300 @@
+//! Incremental invariant checks: O(1) work per execution.
+//!
+//! The first report of each slot (from any replica) becomes the *canonical* order; every other
+//! report of that slot must match it exactly. Validity and exactly-once are checked once, when a
+//! slot enters the canonical order; agreement and digests are checked at every report.
+
+use crate::report::ViolationKind;
+use crate::state_machine::{payload_hash, SimStateMachine};
+use bytes::Bytes;
+use paxos_core::{Executed, NodeId, Seq, NOOP_CLIENT};
+use std::collections::VecDeque;
+
+/// Deterministic payload of update `(client, ts)`: its content can be recomputed for validity
+/// checks instead of being stored.
+pub fn make_payload(seed: u64, client: u64, ts: u64, fixed_len: Option<usize>) -> Bytes {
+    let mut state = crate::state_machine::finish(
+        seed ^ client.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ts.rotate_left(32),
+    );
+    let len = fixed_len.unwrap_or(1 + (state % 64) as usize);
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let w = crate::state_machine::finish(state).to_le_bytes();
+        let take = (len - v.len()).min(8);
+        v.extend_from_slice(&w[..take]);
+    }
+    Bytes::from(v)
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Canon {
+    client: u64,
+    ts: u64,
+    payload: u64,
+    applied: bool,
+    chain: u64,
+}
+
+pub(crate) type Check = Result<(), (ViolationKind, String)>;
+
+pub(crate) struct Checker {
+    seed: u64,
+    payload_len: Option<usize>,
+    /// Slot of `canon[0]`.
+    base: u64,
+    canon: VecDeque<Canon>,
+    /// Chain value at slot `base - 1`.
+    base_chain: u64,
+    /// Last slot each replica reported executed.
+    pub(crate) pos: Vec<u64>,
+    /// A snapshot was installed since: the next execution may skip ahead.
+    pub(crate) jump_ok: Vec<bool>,
+    applied_ts: Vec<u64>,
+    applied_chain: Vec<u64>,
+    pub(crate) submitted: Vec<u64>,
+    client_server: Vec<NodeId>,
+    pub(crate) duplicates_skipped: u64,
+    pub(crate) noops: u64,
+    pub(crate) executions: u64,
+}
+
+impl Checker {
+    pub(crate) fn new(
+        seed: u64,
+        payload_len: Option<usize>,
+        nodes: usize,
+        client_server: Vec<NodeId>,
+    ) -> Checker {
+        let c = client_server.len();
+        Checker {
+            seed,
+            payload_len,
+            base: 1,
+            canon: VecDeque::new(),
+            base_chain: 0,
+            pos: vec![0; nodes],
+            jump_ok: vec![false; nodes],
+            applied_ts: vec![0; c],
+            applied_chain: vec![0; c],
+            submitted: vec![0; c],
+            client_server,
+            duplicates_skipped: 0,
+            noops: 0,
+            executions: 0,
+        }
+    }
+
+    /// Slots in the canonical order so far.
+    pub(crate) fn ordered(&self) -> u64 {
+        self.base - 1 + self.canon.len() as u64
+    }
+
+    /// Highest timestamp of `client` applied in the canonical order, and the reply it produced.
+    pub(crate) fn applied(&self, client: usize) -> (u64, u64) {
+        (self.applied_ts[client], self.applied_chain[client])
+    }
+
+    /// The canonical digest after executing through `seq`, if still known.
+    pub(crate) fn digest_at(&self, seq: u64) -> Option<u64> {
+        if seq == 0 {
+            return Some(0);
+        }
+        if seq + 1 == self.base {
+            return Some(self.base_chain);
+        }
+        let i = seq.checked_sub(self.base)?;
+        self.canon.get(i as usize).map(|c| c.chain)
+    }
+
+    /// Forgets canonical slots below `floor` (nobody can report them again).
+    pub(crate) fn trim(&mut self, floor: u64) {
+        while self.base < floor && self.canon.len() > 1 {
+            let c = self.canon.pop_front().expect("non-empty");
+            self.base_chain = c.chain;
+            self.base += 1;
+        }
+    }
+
+    pub(crate) fn reset_node(&mut self, node: usize, pos: Seq) {
+        self.pos[node] = pos.0;
+        self.jump_ok[node] = false;
+    }
+
+    pub(crate) fn on_executed(&mut self, node: usize, e: &Executed) -> Check {
+        self.executions += 1;
+        let s = e.seq.0;
+        let p = self.pos[node];
+        if s <= p {
+            return Err((
+                ViolationKind::Agreement,
+                format!("n{node} executed slot {s} again (already at {p})"),
+            ));
+        }
+        if s != p + 1 {
+            if !self.jump_ok[node] {
+                return Err((
+                    ViolationKind::Agreement,
+                    format!("n{node} executed slot {s} after {p} without a snapshot in between"),
+                ));
+            }
+            self.jump_ok[node] = false;
+        }
+        self.pos[node] = s;
+        let u = &e.update;
+        let ph = payload_hash(&u.payload);
+        if s < self.base {
+            return Ok(()); // trimmed: every replica that could disagree is past it
+        }
+        let idx = (s - self.base) as usize;
+        if idx < self.canon.len() {
+            let c = self.canon[idx];
+            if c.client != u.client_id.0 || c.ts != u.timestamp.0 || c.payload != ph {
+                return Err((
+                    ViolationKind::Agreement,
+                    format!(
+                        "n{node} executed {}:{} at slot {s}, but the canonical order has {}:{} there",
+                        u.client_id.0, u.timestamp.0, c.client, c.ts
+                    ),
+                ));
+            }
+            if c.applied != e.applied {
+                return Err((
+                    ViolationKind::ExactlyOnce,
+                    format!(
+                        "n{node} {} {}:{} at slot {s}, but the canonical order {} it",
+                        if e.applied { "applied" } else { "skipped" },
+                        c.client,
+                        c.ts,
+                        if c.applied { "applied" } else { "skipped" }
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        if idx > self.canon.len() {
+            return Err((
+                ViolationKind::Agreement,
+                format!(
+                    "n{node} executed slot {s} beyond the canonical order (which ends at {})",
+                    self.ordered()
+                ),
+            ));
+        }
+        // A new canonical slot.
+        let prev = self.canon.back().map_or(self.base_chain, |c| c.chain);
+        let client = u.client_id.0;
+        let ts = u.timestamp.0;
+        let mut chain = prev;
+        if u.client_id == NOOP_CLIENT {
+            if e.applied {
+                return Err((
+                    ViolationKind::ExactlyOnce,
+                    format!("n{node} applied a no-op at slot {s}"),
+                ));
+            }
+            self.noops += 1;
+        } else {
+            let c = client as usize;
+            if c >= self.submitted.len() || ts == 0 || ts > self.submitted[c] {
+                return Err((
+                    ViolationKind::Validity,
+                    format!("slot {s} holds {client}:{ts}, which no client submitted"),
+                ));
+            }
+            if u.server_id != self.client_server[c] {
+                return Err((
+                    ViolationKind::Validity,
+                    format!(
+                        "slot {s} holds {client}:{ts} naming server {} (client is attached to {})",
+                        u.server_id, self.client_server[c]
+                    ),
+                ));
+            }
+            if u.payload != make_payload(self.seed, client, ts, self.payload_len) {
+                return Err((
+                    ViolationKind::Validity,
+                    format!("slot {s} holds {client}:{ts} with a payload that was not submitted"),
+                ));
+            }
+            if e.applied {
+                if ts <= self.applied_ts[c] {
+                    return Err((
+                        ViolationKind::ExactlyOnce,
+                        format!(
+                            "slot {s} applies {client}:{ts}, but {client}:{} was already applied",
+                            self.applied_ts[c]
+                        ),
+                    ));
+                }
+                chain = SimStateMachine::chain_step_hashed(prev, e.seq, u, ph);
+                self.applied_ts[c] = ts;
+                self.applied_chain[c] = chain;
+            } else {
+                if ts > self.applied_ts[c] {
+                    return Err((
+                        ViolationKind::ExactlyOnce,
+                        format!(
+                            "slot {s} skips {client}:{ts} as a duplicate, but it was never applied"
+                        ),
+                    ));
+                }
+                self.duplicates_skipped += 1;
+            }
+        }
+        self.canon.push_back(Canon {
+            client,
+            ts,
+            payload: ph,
+            applied: e.applied,
+            chain,
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use paxos_core::{ClientId, ClientUpdate, Timestamp};
+
+    fn exec(seq: u64, c: u64, ts: u64, applied: bool) -> Executed {
+        Executed {
+            seq: Seq(seq),
+            update: ClientUpdate {
+                client_id: ClientId(c),
+                server_id: NodeId(0),
+                timestamp: Timestamp(ts),
+                payload: make_payload(7, c, ts, None),
+            },
+            applied,
+        }
+    }
+
+    #[test]
+    fn catches_disagreement_double_apply_and_invented_updates() {
+        let mut k = Checker::new(7, None, 2, vec![NodeId(0); 2]);
+        k.submitted = vec![3, 3];
+        assert!(k.on_executed(0, &exec(1, 0, 1, true)).is_ok());
+        assert!(k.on_executed(1, &exec(1, 0, 1, true)).is_ok());
+        assert_eq!(
+            k.on_executed(1, &exec(2, 1, 1, true)).map_err(|e| e.0),
+            Ok(())
+        );
+        assert_eq!(
+            k.on_executed(0, &exec(2, 1, 2, true)).unwrap_err().0,
+            ViolationKind::Agreement
+        );
+        assert_eq!(
+            k.on_executed(1, &exec(3, 0, 1, true)).unwrap_err().0,
+            ViolationKind::ExactlyOnce
+        );
+        let mut k = Checker::new(7, None, 1, vec![NodeId(0)]);
+        k.submitted = vec![1];
+        assert_eq!(
+            k.on_executed(0, &exec(1, 0, 2, true)).unwrap_err().0,
+            ViolationKind::Validity
+        );
+        assert!(k.digest_at(0) == Some(0));
+    }
+}

@@ -1,0 +1,1659 @@
+//! The simulator: a builder ([`Simulation`]) and the discrete-event world it runs.
+
+use crate::checker::{make_payload, Checker};
+use crate::faults::{FaultMix, FaultProfile, PartitionKind};
+use crate::report::{Counters, Latency, LeaderChange, RunReport, Violation, ViolationKind};
+use crate::state_machine::{finish, mix, SimStateMachine};
+use paxos_core::{
+    decode_envelope, encode_envelope, ClientId, ClientUpdate, Config, Destination, Durability,
+    DurableState, Envelope, LeaderElection, Message, Metrics, NodeId, PersistBatch, PsbConfig,
+    PsbViewChange, Replica, Seq, ServerState, Time, Timestamp, View, ViewRecord,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Builds the election strategy of server `me` in a cluster of `servers`.
+pub type ElectionFactory = Arc<dyn Fn(NodeId, usize) -> Box<dyn LeaderElection> + Send + Sync>;
+
+/// PSB view-change timers scaled for simulation: seeds run fast and still see many view changes.
+pub fn sim_psb_config() -> PsbConfig {
+    PsbConfig {
+        progress_timeout: Duration::from_millis(300),
+        max_progress_timeout: Duration::from_secs(3),
+        resend_interval: Duration::from_millis(50),
+    }
+}
+
+/// A factory for PSB's own view change ([`PsbViewChange`]) with the given timers.
+pub fn psb_election(config: PsbConfig) -> ElectionFactory {
+    Arc::new(move |me, servers| Box::new(PsbViewChange::new(me, servers, config)))
+}
+
+/// Which server a scripted fault applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeSel {
+    /// A fixed server.
+    Node(NodeId),
+    /// The current leader (the live server leading the highest installed view), if any.
+    Leader,
+}
+
+/// A fault injected at a fixed time by a scripted scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScriptAction {
+    /// Crash a server (its unsynced writes are lost).
+    Crash(NodeSel),
+    /// Restart a crashed server.
+    Restart(NodeSel),
+    /// Cut a server off from all others, both ways.
+    Isolate(NodeSel),
+    /// Remove every partition.
+    HealNetwork,
+    /// Crash every server.
+    CrashAll,
+    /// Restart every crashed server.
+    RestartAll,
+}
+
+/// One step of a scripted scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScriptStep {
+    /// Virtual time since the start of the run.
+    pub at: Duration,
+    /// What happens.
+    pub action: ScriptAction,
+}
+
+/// A deliberately planted core bug (re-exported from paxos-core with the `planted-bugs` feature).
+#[cfg(feature = "planted-bugs")]
+pub use paxos_core::config::PlantedBug;
+
+/// A simulated run of one cluster under one seed: the builder.
+///
+/// Everything not fixed here is drawn from the seed (swarm testing): the fault mix, durability,
+/// aggregation, snapshot interval, window, message size limit, number of clients, network delays.
+/// [`Simulation::run`] returns a [`RunReport`]; the same builder always produces the same report.
+///
+/// ```
+/// use paxos_sim::{FaultProfile, Simulation};
+/// let report = Simulation::new(3, 42).faults(FaultProfile::Light).run();
+/// assert!(report.ok(), "{:?}", report.violations);
+/// ```
+#[derive(Clone)]
+pub struct Simulation {
+    nodes: usize,
+    seed: u64,
+    profile: FaultProfile,
+    mix: Option<FaultMix>,
+    election: ElectionFactory,
+    election_flag: Option<String>,
+    durability: Option<Durability>,
+    aggregation: Option<bool>,
+    snapshot_interval: Option<Option<u64>>,
+    clients: Option<usize>,
+    fault_phase: Option<Duration>,
+    liveness_bound: Duration,
+    script: Vec<ScriptStep>,
+    verbose: u8,
+    #[cfg(feature = "planted-bugs")]
+    planted_bug: Option<PlantedBug>,
+}
+
+impl fmt::Debug for Simulation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Simulation")
+            .field("nodes", &self.nodes)
+            .field("seed", &self.seed)
+            .field("profile", &self.profile)
+            .field("durability", &self.durability)
+            .field("aggregation", &self.aggregation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Simulation {
+    /// A run of `nodes` servers (3, 5 or 7 are typical; 1..=64 work) under `seed`, with the `all`
+    /// fault profile, PSB's view change, and everything else drawn from the seed.
+    pub fn new(nodes: usize, seed: u64) -> Simulation {
+        Simulation {
+            nodes,
+            seed,
+            profile: FaultProfile::All,
+            mix: None,
+            election: psb_election(sim_psb_config()),
+            election_flag: None,
+            durability: None,
+            aggregation: None,
+            snapshot_interval: None,
+            clients: None,
+            fault_phase: None,
+            liveness_bound: Duration::from_secs(60),
+            script: Vec::new(),
+            verbose: 0,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
+        }
+    }
+
+    /// Uses another seed, keeping every other option.
+    pub fn seed(mut self, seed: u64) -> Simulation {
+        self.seed = seed;
+        self
+    }
+
+    /// Uses another cluster size.
+    pub fn nodes(mut self, nodes: usize) -> Simulation {
+        self.nodes = nodes;
+        self
+    }
+
+    /// The profile the per-seed fault mix is drawn from.
+    pub fn faults(mut self, profile: FaultProfile) -> Simulation {
+        self.profile = profile;
+        self
+    }
+
+    /// A fixed fault mix for every seed (overrides the profile).
+    pub fn fault_mix(mut self, mix: FaultMix) -> Simulation {
+        self.mix = Some(mix);
+        self
+    }
+
+    /// The leader-election strategy. `flag` is how the replay command line names it (e.g.
+    /// `"--election omega"`), or `None` for the default.
+    pub fn election(mut self, factory: ElectionFactory, flag: Option<String>) -> Simulation {
+        self.election = factory;
+        self.election_flag = flag;
+        self
+    }
+
+    /// Fixes the durability mode (default: drawn per seed, mostly `Sync`).
+    pub fn durability(mut self, durability: Durability) -> Simulation {
+        self.durability = Some(durability);
+        self
+    }
+
+    /// Fixes aggregation on or off (default: drawn per seed).
+    pub fn aggregation(mut self, on: bool) -> Simulation {
+        self.aggregation = Some(on);
+        self
+    }
+
+    /// Fixes the snapshot interval (default: drawn per seed, often small).
+    pub fn snapshot_interval(mut self, interval: Option<u64>) -> Simulation {
+        self.snapshot_interval = Some(interval);
+        self
+    }
+
+    /// Fixes the number of clients (default: drawn per seed, 1..=2N).
+    pub fn clients(mut self, clients: usize) -> Simulation {
+        self.clients = Some(clients);
+        self
+    }
+
+    /// Fixes the length of the fault phase (default: drawn per seed, 2–5 s of virtual time).
+    pub fn duration(mut self, fault_phase: Duration) -> Simulation {
+        self.fault_phase = Some(fault_phase);
+        self
+    }
+
+    /// How long after healing the stable majority's clients may take to complete (default 60 s).
+    pub fn liveness_bound(mut self, bound: Duration) -> Simulation {
+        self.liveness_bound = bound;
+        self
+    }
+
+    /// Scripted faults instead of random ones: the fault profile becomes `none` unless a mix is
+    /// given, and after the script every server is healed and restarted.
+    pub fn script(mut self, steps: Vec<ScriptStep>) -> Simulation {
+        self.script = steps;
+        self
+    }
+
+    /// Prints the run: 1 = faults, leader changes and client completions; 2 = every event.
+    pub fn verbose(mut self, level: u8) -> Simulation {
+        self.verbose = level;
+        self
+    }
+
+    /// Plants a core bug in every replica.
+    #[cfg(feature = "planted-bugs")]
+    pub fn planted_bug(mut self, bug: Option<PlantedBug>) -> Simulation {
+        self.planted_bug = bug;
+        self
+    }
+
+    /// The seed.
+    pub fn get_seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The command line that replays this run verbosely.
+    pub fn replay_command(&self) -> String {
+        let mut s = format!(
+            "cargo run --release -p paxos-sim{} -- --seed {} --nodes {} --faults {}",
+            if cfg!(feature = "planted-bugs") {
+                " --features planted-bugs"
+            } else {
+                ""
+            },
+            self.seed,
+            self.nodes,
+            self.profile
+        );
+        if let Some(d) = self.durability {
+            s.push_str(&format!(" --durability {}", durability_name(d)));
+        }
+        if let Some(a) = self.aggregation {
+            s.push_str(if a {
+                " --aggregation on"
+            } else {
+                " --aggregation off"
+            });
+        }
+        if let Some(c) = self.clients {
+            s.push_str(&format!(" --clients {c}"));
+        }
+        if let Some(f) = &self.election_flag {
+            s.push(' ');
+            s.push_str(f);
+        }
+        #[cfg(feature = "planted-bugs")]
+        if let Some(b) = self.planted_bug {
+            s.push_str(&format!(" --planted-bug {}", planted_bug_name(b)));
+        }
+        if self.mix.is_some() || !self.script.is_empty() {
+            s.push_str("  # (custom fault mix or script: replay through the library)");
+        }
+        s
+    }
+
+    /// Runs the simulation to the end and reports.
+    pub fn run(&self) -> RunReport {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let n = self.nodes.max(1);
+        let scripted = !self.script.is_empty();
+        let mix = match (&self.mix, scripted) {
+            (Some(m), _) => m.clone(),
+            (None, true) => FaultMix::none(),
+            (None, false) => FaultMix::draw(self.profile, &mut rng),
+        };
+        let durability = self.durability.unwrap_or_else(|| {
+            if scripted {
+                return Durability::Sync;
+            }
+            match rng.gen_range(0..10) {
+                0 | 1 => Durability::Async,
+                2 => Durability::None,
+                _ => Durability::Sync,
+            }
+        });
+        let aggregation = self.aggregation.unwrap_or_else(|| rng.gen_bool(0.6));
+        let mut config = Config::new(NodeId(0), n);
+        config.durability = durability;
+        config.aggregation = aggregation;
+        config.record_executions = true;
+        config.proposal_resend = Duration::from_millis(40);
+        config.update_resend = Duration::from_millis(80);
+        config.alive_interval = Duration::from_millis(50);
+        config.recon_delay = Duration::from_millis(10);
+        config.recon_timeout = Duration::from_millis(100);
+        config.snapshot_interval = match self.snapshot_interval {
+            Some(s) => s,
+            None if rng.gen_bool(0.45) => Some(rng.gen_range(3..40)),
+            None => None,
+        };
+        config.history_retention = [0, 2, 10, 50][rng.gen_range(0..4)];
+        config.window = [2, 8, 32, 256][rng.gen_range(0..4)];
+        config.accept_window = config.window * [1, 2, 4][rng.gen_range(0..3)];
+        config.recon_chunk = [2, 16, 256][rng.gen_range(0..3)];
+        config.max_message_bytes = [1024, 4096, 60_000][rng.gen_range(0..3)];
+        config.leader_accepts_separately = rng.gen_bool(0.25);
+        #[cfg(feature = "planted-bugs")]
+        {
+            config.planted_bug = self.planted_bug;
+        }
+        let clients = self.clients.unwrap_or_else(|| rng.gen_range(1..=2 * n));
+        let fault_phase = self.fault_phase.unwrap_or_else(|| {
+            if scripted {
+                self.script
+                    .iter()
+                    .map(|s| s.at)
+                    .max()
+                    .unwrap_or_default()
+                    .saturating_add(Duration::from_secs(1))
+            } else {
+                Duration::from_millis(rng.gen_range(2000..5000))
+            }
+        });
+        let base_delay = Duration::from_micros(rng.gen_range(100..2000));
+        let params = Params {
+            seed: self.seed,
+            n,
+            mix,
+            config,
+            clients,
+            client_timeout: Duration::from_millis(rng.gen_range(150..1000)),
+            think: Duration::from_millis(rng.gen_range(0..30)),
+            base_delay,
+            jitter: Duration::from_micros(rng.gen_range(0..=base_delay.as_micros() as u64)),
+            tick: Duration::from_millis(5),
+            fault_phase: Some(fault_phase),
+            liveness_bound: self.liveness_bound,
+            heal_all: scripted,
+            payload_len: None,
+            bench_updates: None,
+            record_latencies: true,
+            script: self.script.clone(),
+            verbose: self.verbose,
+        };
+        let election_name = (self.election)(NodeId(0), n).name();
+        let mut world = World::new(params, rng, self.election.clone());
+        if self.verbose > 0 {
+            println!(
+                "seed {} nodes {} election {} durability {:?} aggregation {} clients {} snapshot {:?} window {} faults: {}",
+                self.seed,
+                n,
+                election_name,
+                durability,
+                aggregation,
+                clients,
+                world.p.config.snapshot_interval,
+                world.p.config.window,
+                world.p.mix.describe()
+            );
+        }
+        world.run();
+        world.into_report(election_name, self.replay_command())
+    }
+}
+
+/// The command-line name of a durability mode.
+pub fn durability_name(d: Durability) -> &'static str {
+    match d {
+        Durability::None => "none",
+        Durability::Async => "async",
+        Durability::Sync => "sync",
+    }
+}
+
+/// The command-line name of a planted bug.
+#[cfg(feature = "planted-bugs")]
+pub fn planted_bug_name(b: PlantedBug) -> &'static str {
+    match b {
+        PlantedBug::SkipPrepare => "skip-prepare",
+        PlantedBug::SendBeforeDurable => "send-before-durable",
+        PlantedBug::AcceptLowerView => "accept-lower-view",
+        PlantedBug::ExecuteDuplicate => "execute-duplicate",
+    }
+}
+
+/// Everything a world needs, after the seed's draws.
+#[derive(Clone)]
+pub(crate) struct Params {
+    pub(crate) seed: u64,
+    pub(crate) n: usize,
+    pub(crate) mix: FaultMix,
+    pub(crate) config: Config,
+    pub(crate) clients: usize,
+    pub(crate) client_timeout: Duration,
+    pub(crate) think: Duration,
+    pub(crate) base_delay: Duration,
+    pub(crate) jitter: Duration,
+    pub(crate) tick: Duration,
+    /// None: no fault phase and no liveness phase (bench).
+    pub(crate) fault_phase: Option<Duration>,
+    pub(crate) liveness_bound: Duration,
+    pub(crate) heal_all: bool,
+    pub(crate) payload_len: Option<usize>,
+    /// Bench: stop once this many slots are ordered; clients never time out.
+    pub(crate) bench_updates: Option<u64>,
+    pub(crate) record_latencies: bool,
+    pub(crate) script: Vec<ScriptStep>,
+    pub(crate) verbose: u8,
+}
+
+type SimReplica = Replica<SimStateMachine, Box<dyn LeaderElection>>;
+
+enum Ev {
+    Tick { node: u8, gen: u32 },
+    Deliver { from: u8, to: u8, msg: Message },
+    Synced { node: u8, gen: u32 },
+    Submit { client: u32 },
+    Timeout { client: u32, ts: u64 },
+    Chaos,
+    Restart { node: u8 },
+    PartitionEnd { id: u64 },
+    Flap { id: u64, left: u32 },
+    Heal,
+    Check,
+    Script { index: u32 },
+}
+
+impl Ev {
+    fn code(&self) -> u64 {
+        match self {
+            Ev::Tick { node, .. } => u64::from(*node) << 8,
+            Ev::Deliver { from, to, msg } => {
+                1 | u64::from(*from) << 8 | u64::from(*to) << 16 | (msg_code(msg) << 24)
+            }
+            Ev::Synced { node, .. } => 2 | u64::from(*node) << 8,
+            Ev::Submit { client } => 3 | u64::from(*client) << 8,
+            Ev::Timeout { client, ts } => 4 | u64::from(*client) << 8 | ts << 40,
+            Ev::Chaos => 5,
+            Ev::Restart { node } => 6 | u64::from(*node) << 8,
+            Ev::PartitionEnd { id } => 7 | id << 8,
+            Ev::Flap { id, left } => 8 | id << 8 | u64::from(*left) << 40,
+            Ev::Heal => 9,
+            Ev::Check => 10,
+            Ev::Script { index } => 11 | u64::from(*index) << 8,
+        }
+    }
+}
+
+fn msg_code(m: &Message) -> u64 {
+    match m {
+        Message::ClientUpdate(_) => 0,
+        Message::Prepare { .. } => 1,
+        Message::PrepareOk { .. } => 2,
+        Message::Proposal { .. } => 3,
+        Message::Accept { .. } => 4,
+        Message::Alive { .. } => 5,
+        Message::ReconRequest { .. } => 6,
+        Message::ReconReply { .. } => 7,
+        Message::SnapshotTransfer(_) => 8,
+        Message::Election(_) => 9,
+    }
+}
+
+struct Entry {
+    at: Time,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    // Reversed: BinaryHeap is a max-heap and we want the earliest (then first scheduled) event.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+struct Node {
+    replica: Option<Box<SimReplica>>,
+    gen: u32,
+    durable: DurableState,
+    unsynced: VecDeque<PersistBatch>,
+    disk_free_at: Time,
+    /// The highest view record ever made durable here.
+    promised: ViewRecord,
+    snaps_seen: u64,
+    digest_pos: u64,
+}
+
+struct Client {
+    id: u64,
+    server: NodeId,
+    ts: u64,
+    outstanding: bool,
+    first_sent: Time,
+    update: Option<ClientUpdate>,
+}
+
+struct Partition {
+    id: u64,
+    masks: Vec<u64>,
+    active: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Faults,
+    Liveness,
+    Done,
+}
+
+pub(crate) struct World {
+    pub(crate) p: Params,
+    now: Time,
+    next_seq: u64,
+    heap: BinaryHeap<Entry>,
+    rng: ChaCha8Rng,
+    factory: ElectionFactory,
+    nodes: Vec<Node>,
+    clients: Vec<Client>,
+    partitions: Vec<Partition>,
+    next_partition: u64,
+    blocked: Vec<u64>,
+    loss: f64,
+    phase: Phase,
+    clients_active: bool,
+    checker: Checker,
+    pub(crate) counters: Counters,
+    trace: u64,
+    pub(crate) events: u64,
+    dirty: u64,
+    pub(crate) violations: Vec<Violation>,
+    stop: bool,
+    leader_changes: Vec<LeaderChange>,
+    max_leader_view: Option<View>,
+    latencies: Vec<Latency>,
+    healed_at: Option<Time>,
+    converged_at: Option<Time>,
+    stable: u64,
+    deadline: Time,
+    end_limit: Time,
+    next_trim: u64,
+}
+
+fn all_mask(n: usize) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
+fn contiguous_prefix(d: &DurableState) -> Seq {
+    let mut s = d.snapshot_seq();
+    while d.ordered.contains_key(&s.next()) {
+        s = s.next();
+    }
+    s
+}
+
+impl World {
+    pub(crate) fn new(p: Params, mut rng: ChaCha8Rng, factory: ElectionFactory) -> World {
+        let n = p.n;
+        let clients: Vec<Client> = (0..p.clients)
+            .map(|c| Client {
+                id: c as u64,
+                server: NodeId(if p.bench_updates.is_some() {
+                    (c % n) as u32
+                } else {
+                    rng.gen_range(0..n as u32)
+                }),
+                ts: 0,
+                outstanding: false,
+                first_sent: Time::ZERO,
+                update: None,
+            })
+            .collect();
+        let checker = Checker::new(
+            p.seed,
+            p.payload_len,
+            n,
+            clients.iter().map(|c| c.server).collect(),
+        );
+        let loss = p.mix.loss;
+        let mut w = World {
+            now: Time::ZERO,
+            next_seq: 0,
+            heap: BinaryHeap::new(),
+            rng,
+            factory,
+            nodes: (0..n)
+                .map(|_| Node {
+                    replica: None,
+                    gen: 0,
+                    durable: DurableState::default(),
+                    unsynced: VecDeque::new(),
+                    disk_free_at: Time::ZERO,
+                    promised: ViewRecord::default(),
+                    snaps_seen: 0,
+                    digest_pos: 0,
+                })
+                .collect(),
+            clients,
+            partitions: Vec::new(),
+            next_partition: 1,
+            blocked: vec![0; n],
+            loss,
+            phase: Phase::Faults,
+            clients_active: true,
+            checker,
+            counters: Counters::default(),
+            trace: 0xcbf2_9ce4_8422_2325,
+            events: 0,
+            dirty: 0,
+            violations: Vec::new(),
+            stop: false,
+            leader_changes: Vec::new(),
+            max_leader_view: None,
+            latencies: Vec::new(),
+            healed_at: None,
+            converged_at: None,
+            stable: all_mask(n),
+            deadline: Time(u64::MAX),
+            end_limit: Time(u64::MAX),
+            next_trim: 4096,
+            p,
+        };
+        w.start();
+        w
+    }
+
+    fn schedule(&mut self, at: Time, ev: Ev) {
+        self.next_seq += 1;
+        self.heap.push(Entry {
+            at,
+            seq: self.next_seq,
+            ev,
+        });
+    }
+
+    fn log(&self, level: u8, f: impl FnOnce() -> String) {
+        if self.p.verbose >= level {
+            println!("{} {}", self.now, f());
+        }
+    }
+
+    fn violation(&mut self, kind: ViolationKind, detail: String) {
+        let v = Violation {
+            time: self.now,
+            kind,
+            detail,
+        };
+        self.log(1, || format!("VIOLATION {v}"));
+        self.violations.push(v);
+        self.stop = true;
+    }
+
+    fn start(&mut self) {
+        let n = self.p.n;
+        for i in 0..n {
+            self.boot(i);
+        }
+        for c in 0..self.clients.len() {
+            let at = if self.p.bench_updates.is_some() {
+                Time(1_000_000)
+            } else {
+                Time::ZERO + Duration::from_millis(self.rng.gen_range(0..200))
+            };
+            self.schedule(at, Ev::Submit { client: c as u32 });
+        }
+        if let Some(phase) = self.p.fault_phase {
+            let heal_at = Time::ZERO + phase;
+            self.schedule(heal_at, Ev::Heal);
+            self.end_limit = heal_at + self.p.liveness_bound + Duration::from_secs(1);
+            let crash_ok = self.p.mix.crashes && self.p.config.durability == Durability::Sync;
+            if self.p.script.is_empty() && (crash_ok || !self.p.mix.partitions.is_empty()) {
+                let first = self.exp_delay();
+                self.schedule(Time::ZERO + first, Ev::Chaos);
+            }
+            for (i, s) in self.p.script.clone().iter().enumerate() {
+                self.schedule(Time::ZERO + s.at, Ev::Script { index: i as u32 });
+            }
+        }
+    }
+
+    fn exp_delay(&mut self) -> Duration {
+        let u: f64 = self.rng.gen_range(1e-9..1.0);
+        let mean = self.p.mix.fault_interval.as_secs_f64();
+        Duration::from_secs_f64((-u.ln() * mean).clamp(0.001, 60.0))
+    }
+
+    /// Creates (or re-creates after a crash) server `i` from its durable state.
+    fn boot(&mut self, i: usize) {
+        let n = self.p.n;
+        let mut config = self.p.config.clone();
+        config.id = NodeId(i as u32);
+        let node = &mut self.nodes[i];
+        if node.replica.is_some() {
+            return;
+        }
+        let restart = node.gen > 0;
+        if restart {
+            node.durable.incarnation += 1;
+        }
+        node.gen += 1;
+        let election = (self.factory)(NodeId(i as u32), n);
+        let durable = node.durable.clone();
+        let expect = contiguous_prefix(&durable);
+        let snap = durable.snapshot_seq();
+        match Replica::new(config, SimStateMachine::new(), election, durable, self.now) {
+            Ok(r) => {
+                let aru = r.election_context().local_aru;
+                node.replica = Some(Box::new(r));
+                node.snaps_seen = 0;
+                node.digest_pos = u64::MAX;
+                node.disk_free_at = self.now;
+                self.checker.reset_node(i, snap);
+                if aru < expect {
+                    self.violation(
+                        ViolationKind::Durability,
+                        format!(
+                            "n{i} restarted at aru {} but its durable log is contiguous through {}",
+                            aru, expect
+                        ),
+                    );
+                }
+            }
+            Err(e) => {
+                self.violation(ViolationKind::Codec, format!("n{i} refused to start: {e}"));
+                return;
+            }
+        }
+        let gen = self.nodes[i].gen;
+        let offset = Duration::from_nanos(self.rng.gen_range(0..self.p.tick.as_nanos() as u64));
+        self.schedule(self.now + offset, Ev::Tick { node: i as u8, gen });
+        self.dirty |= 1 << i;
+        if restart {
+            self.counters.restarts += 1;
+            self.log(1, || format!("restart n{i}"));
+        }
+    }
+
+    fn fold_metrics(counters: &mut Counters, m: &Metrics) {
+        counters.views_installed += m.views_installed;
+        counters.reconciliations += m.recon_requests;
+        counters.snapshots_taken += m.snapshots_taken;
+        counters.snapshots_installed += m.snapshots_installed;
+    }
+
+    fn crash(&mut self, i: usize) {
+        if self.p.config.durability != Durability::Sync {
+            return;
+        }
+        let Some(r) = self.nodes[i].replica.take() else {
+            return;
+        };
+        Self::fold_metrics(&mut self.counters, r.metrics());
+        drop(r);
+        self.dirty &= !(1 << i);
+        self.counters.crashes += 1;
+        let len = self.nodes[i].unsynced.len();
+        let keep = if self.p.mix.torn_writes && len > 0 {
+            self.rng.gen_range(0..=len)
+        } else {
+            0
+        };
+        if keep < len {
+            self.counters.lost_writes += 1;
+            if keep > 0 {
+                self.counters.torn_writes += 1;
+            }
+        }
+        for _ in 0..keep {
+            if let Some(b) = self.nodes[i].unsynced.pop_front() {
+                self.make_durable(i, &b);
+            }
+        }
+        let node = &mut self.nodes[i];
+        node.unsynced.clear();
+        node.gen += 1; // invalidates ticks and fsyncs in flight
+        self.log(1, || {
+            format!("crash n{i} (kept {keep} of {len} unsynced batches)")
+        });
+        if self.phase == Phase::Faults && self.p.script.is_empty() {
+            let down = Duration::from_millis(self.rng.gen_range(20..1500));
+            self.schedule(self.now + down, Ev::Restart { node: i as u8 });
+        }
+    }
+
+    fn make_durable(&mut self, i: usize, b: &PersistBatch) {
+        let node = &mut self.nodes[i];
+        let d = &node.durable;
+        let mut problem = None;
+        if let Some(v) = b.view {
+            if v.last_attempted < d.view.last_attempted || v.last_installed < d.view.last_installed
+            {
+                problem = Some(format!(
+                    "n{i} view promise regressed: {:?} -> {:?}",
+                    d.view, v
+                ));
+            }
+        }
+        let floor = d.snapshot_seq();
+        for a in &b.accepted {
+            if a.seq > floor {
+                if let Some(old) = d.accepted.get(&a.seq) {
+                    if old.view > a.view {
+                        problem = Some(format!(
+                            "n{i} accepted view regressed at slot {}: {} -> {}",
+                            a.seq, old.view, a.view
+                        ));
+                    }
+                }
+            }
+        }
+        for o in &b.ordered {
+            if let Some(old) = d.ordered.get(&o.seq) {
+                if old.update != o.update {
+                    problem = Some(format!("n{i} ordered slot {} rewritten", o.seq));
+                }
+            }
+        }
+        if let Some(pr) = problem {
+            self.violation(ViolationKind::Durability, pr);
+            return;
+        }
+        node.durable.apply(b);
+        let v = node.durable.view;
+        if v.last_attempted < node.promised.last_attempted
+            || v.last_installed < node.promised.last_installed
+        {
+            let msg = format!(
+                "n{i} durable view {:?} below an earlier durable promise {:?}",
+                v, node.promised
+            );
+            self.violation(ViolationKind::Durability, msg);
+            return;
+        }
+        let node = &mut self.nodes[i];
+        node.promised = node.durable.view;
+        self.counters.batches_synced += 1;
+    }
+
+    fn alive(&self, i: usize) -> bool {
+        self.nodes[i].replica.is_some()
+    }
+
+    /// The live server leading the highest installed view, if any.
+    fn current_leader(&self) -> Option<usize> {
+        let mut best: Option<(View, usize)> = None;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if let Some(r) = &node.replica {
+                let c = r.election_context();
+                if c.state == ServerState::RegLeader
+                    && best.is_none_or(|(v, _)| c.last_installed > v)
+                {
+                    best = Some((c.last_installed, i));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    fn resolve(&self, sel: NodeSel) -> Option<usize> {
+        match sel {
+            NodeSel::Node(id) => (id.index() < self.p.n).then_some(id.index()),
+            NodeSel::Leader => self.current_leader(),
+        }
+    }
+
+    pub(crate) fn run(&mut self) {
+        while let Some(e) = self.heap.pop() {
+            if e.at != self.now {
+                self.drain_dirty();
+                if self.stop {
+                    break;
+                }
+                if e.at > self.end_limit {
+                    break;
+                }
+                self.now = e.at;
+            }
+            self.events += 1;
+            self.trace = mix(mix(self.trace, e.at.0), e.ev.code());
+            self.handle(e.ev);
+            if self.stop {
+                break;
+            }
+        }
+        if !self.stop {
+            self.drain_dirty();
+        }
+        if self.phase == Phase::Liveness && self.violations.is_empty() {
+            let detail = self.pending_detail();
+            self.violation(ViolationKind::NoConvergence, detail);
+        }
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Tick { node, gen } => {
+                let i = node as usize;
+                if self.nodes[i].gen != gen {
+                    return;
+                }
+                let now = self.now;
+                if let Some(r) = self.nodes[i].replica.as_mut() {
+                    if self.p.verbose >= 2 {
+                        println!("{now} tick n{i}");
+                    }
+                    r.handle_tick(now);
+                    self.dirty |= 1 << i;
+                    let next = now + self.p.tick;
+                    self.schedule(next, Ev::Tick { node, gen });
+                }
+            }
+            Ev::Deliver { from, to, msg } => {
+                let (f, t) = (from as usize, to as usize);
+                if self.blocked[f] & (1 << t) != 0 {
+                    self.counters.messages_dropped += 1;
+                    return;
+                }
+                let now = self.now;
+                match self.nodes[t].replica.as_mut() {
+                    Some(r) => {
+                        if self.p.verbose >= 2 {
+                            println!("{now} n{f} -> n{t} {}", msg.kind());
+                        }
+                        r.handle_message(now, NodeId(f as u32), msg);
+                        self.dirty |= 1 << t;
+                    }
+                    None => self.counters.messages_dropped += 1,
+                }
+            }
+            Ev::Synced { node, gen } => {
+                let i = node as usize;
+                if self.nodes[i].gen != gen {
+                    return;
+                }
+                let Some(b) = self.nodes[i].unsynced.pop_front() else {
+                    return;
+                };
+                self.make_durable(i, &b);
+                let now = self.now;
+                if let Some(r) = self.nodes[i].replica.as_mut() {
+                    r.handle_persisted(now, b.id);
+                    self.dirty |= 1 << i;
+                }
+            }
+            Ev::Submit { client } => self.submit(client as usize),
+            Ev::Timeout { client, ts } => {
+                let c = client as usize;
+                if self.clients[c].outstanding && self.clients[c].ts == ts {
+                    self.counters.client_retries += 1;
+                    self.send_to_server(c);
+                    let at = self.now + self.p.client_timeout;
+                    self.schedule(at, Ev::Timeout { client, ts });
+                }
+            }
+            Ev::Chaos => self.chaos(),
+            Ev::Restart { node } => {
+                let i = node as usize;
+                if self.phase == Phase::Faults || self.stable & (1 << i) != 0 {
+                    self.boot(i);
+                }
+            }
+            Ev::PartitionEnd { id } => {
+                self.partitions.retain(|p| p.id != id);
+                self.recompute_blocked();
+                self.log(1, || format!("partition {id} healed"));
+            }
+            Ev::Flap { id, left } => {
+                let Some(p) = self.partitions.iter_mut().find(|p| p.id == id) else {
+                    return;
+                };
+                if left == 0 {
+                    self.partitions.retain(|p| p.id != id);
+                } else {
+                    p.active = !p.active;
+                    if p.active {
+                        self.counters.partitions += 1;
+                    }
+                    let gap = Duration::from_millis(self.rng.gen_range(20..300));
+                    self.schedule(self.now + gap, Ev::Flap { id, left: left - 1 });
+                }
+                self.recompute_blocked();
+            }
+            Ev::Heal => self.heal(),
+            Ev::Check => self.check_convergence(),
+            Ev::Script { index } => self.script_step(index as usize),
+        }
+    }
+
+    fn script_step(&mut self, index: usize) {
+        let action = self.p.script[index].action;
+        self.log(1, || format!("script {action:?}"));
+        match action {
+            ScriptAction::Crash(sel) => {
+                if let Some(i) = self.resolve(sel) {
+                    self.crash(i);
+                }
+            }
+            ScriptAction::Restart(sel) => {
+                if let Some(i) = self.resolve(sel) {
+                    self.boot(i);
+                }
+            }
+            ScriptAction::Isolate(sel) => {
+                if let Some(i) = self.resolve(sel) {
+                    let masks = self.isolate_masks(i);
+                    self.add_partition(masks, None);
+                }
+            }
+            ScriptAction::HealNetwork => {
+                self.partitions.clear();
+                self.recompute_blocked();
+            }
+            ScriptAction::CrashAll => {
+                for i in 0..self.p.n {
+                    self.crash(i);
+                }
+            }
+            ScriptAction::RestartAll => {
+                for i in 0..self.p.n {
+                    self.boot(i);
+                }
+            }
+        }
+    }
+
+    fn isolate_masks(&self, x: usize) -> Vec<u64> {
+        let n = self.p.n;
+        (0..n)
+            .map(|f| {
+                if f == x {
+                    all_mask(n) & !(1 << x)
+                } else {
+                    1 << x
+                }
+            })
+            .collect()
+    }
+
+    fn add_partition(&mut self, masks: Vec<u64>, lasts: Option<Duration>) -> u64 {
+        let id = self.next_partition;
+        self.next_partition += 1;
+        self.partitions.push(Partition {
+            id,
+            masks,
+            active: true,
+        });
+        self.counters.partitions += 1;
+        self.recompute_blocked();
+        if let Some(d) = lasts {
+            self.schedule(self.now + d, Ev::PartitionEnd { id });
+        }
+        id
+    }
+
+    fn recompute_blocked(&mut self) {
+        self.blocked.iter_mut().for_each(|b| *b = 0);
+        for p in &self.partitions {
+            if p.active {
+                for (b, m) in self.blocked.iter_mut().zip(&p.masks) {
+                    *b |= m;
+                }
+            }
+        }
+    }
+
+    fn random_split(&mut self) -> u64 {
+        let n = self.p.n;
+        let all = all_mask(n);
+        loop {
+            let s = self.rng.gen_range(0..=all);
+            if s != 0 && s != all {
+                return s;
+            }
+        }
+    }
+
+    fn split_masks(&self, side: u64) -> Vec<u64> {
+        let all = all_mask(self.p.n);
+        (0..self.p.n)
+            .map(|f| {
+                if side & (1 << f) != 0 {
+                    all & !side
+                } else {
+                    side
+                }
+            })
+            .collect()
+    }
+
+    fn chaos(&mut self) {
+        if self.phase != Phase::Faults || self.p.n < 2 {
+            return;
+        }
+        let crash_ok = self.p.mix.crashes && self.p.config.durability == Durability::Sync;
+        let kinds = self.p.mix.partitions.clone();
+        let choices = usize::from(crash_ok) + usize::from(!kinds.is_empty());
+        if choices == 0 {
+            return;
+        }
+        let pick = self.rng.gen_range(0..choices);
+        if crash_ok && pick == 0 {
+            let leader = self.current_leader();
+            let target = match leader {
+                Some(l) if self.rng.gen_bool(0.4) => Some(l),
+                _ => {
+                    let alive: Vec<usize> = (0..self.p.n).filter(|&i| self.alive(i)).collect();
+                    (!alive.is_empty()).then(|| alive[self.rng.gen_range(0..alive.len())])
+                }
+            };
+            if let Some(i) = target {
+                self.crash(i);
+            }
+        } else {
+            let kind = kinds[self.rng.gen_range(0..kinds.len())];
+            let lasts = Duration::from_millis(self.rng.gen_range(100..2000));
+            let n = self.p.n;
+            match kind {
+                PartitionKind::IsolateOne => {
+                    let x = match self.current_leader() {
+                        Some(l) if self.rng.gen_bool(0.5) => l,
+                        _ => self.rng.gen_range(0..n),
+                    };
+                    let masks = self.isolate_masks(x);
+                    let id = self.add_partition(masks, Some(lasts));
+                    self.log(1, || format!("partition {id}: isolate n{x}"));
+                }
+                PartitionKind::Split => {
+                    let side = self.random_split();
+                    let masks = self.split_masks(side);
+                    let id = self.add_partition(masks, Some(lasts));
+                    self.log(1, || format!("partition {id}: split {side:#b}"));
+                }
+                PartitionKind::OneWay => {
+                    let x = self.rng.gen_range(0..n);
+                    let outgoing = self.rng.gen_bool(0.5);
+                    let masks: Vec<u64> = (0..n)
+                        .map(|f| match (f == x, outgoing) {
+                            (true, true) => all_mask(n) & !(1 << x),
+                            (false, false) => 1 << x,
+                            _ => 0,
+                        })
+                        .collect();
+                    let id = self.add_partition(masks, Some(lasts));
+                    self.log(1, || {
+                        format!(
+                            "partition {id}: n{x} cannot {}",
+                            if outgoing { "send" } else { "receive" }
+                        )
+                    });
+                }
+                PartitionKind::Flapping => {
+                    let side = self.random_split();
+                    let masks = self.split_masks(side);
+                    let id = self.add_partition(masks, None);
+                    let left = self.rng.gen_range(3..12);
+                    let gap = Duration::from_millis(self.rng.gen_range(20..300));
+                    self.schedule(self.now + gap, Ev::Flap { id, left });
+                    self.log(1, || format!("partition {id}: flapping split {side:#b}"));
+                }
+            }
+        }
+        let next = self.exp_delay();
+        self.schedule(self.now + next, Ev::Chaos);
+    }
+
+    fn heal(&mut self) {
+        let n = self.p.n;
+        self.phase = Phase::Liveness;
+        self.healed_at = Some(self.now);
+        self.clients_active = false;
+        let majority = n / 2 + 1;
+        self.stable = if self.p.heal_all || self.rng.gen_bool(0.5) {
+            all_mask(n)
+        } else {
+            let mut ids: Vec<usize> = (0..n).collect();
+            // Fisher-Yates with the seeded RNG.
+            for i in (1..n).rev() {
+                let j = self.rng.gen_range(0..=i);
+                ids.swap(i, j);
+            }
+            let size = self.rng.gen_range(majority..=n);
+            ids[..size].iter().fold(0u64, |m, &i| m | 1 << i)
+        };
+        self.partitions.clear();
+        self.loss = 0.0;
+        let outside = all_mask(n) & !self.stable;
+        let crash_ok = self.p.mix.crashes && self.p.config.durability == Durability::Sync;
+        for i in 0..n {
+            if outside & (1 << i) != 0 && self.alive(i) && crash_ok && self.rng.gen_bool(0.5) {
+                self.crash(i);
+            }
+        }
+        if outside != 0 {
+            let masks: Vec<u64> = (0..n)
+                .map(|f| {
+                    if outside & (1 << f) != 0 {
+                        all_mask(n) & !(1 << f)
+                    } else {
+                        outside
+                    }
+                })
+                .collect();
+            self.add_partition(masks, None);
+        }
+        self.recompute_blocked();
+        for i in 0..n {
+            if self.stable & (1 << i) != 0 {
+                self.boot(i);
+            }
+        }
+        // Every client of the stable set gets one more update in, so liveness is always tested.
+        for c in 0..self.clients.len() {
+            let cl = &self.clients[c];
+            if self.stable & (1 << cl.server.index()) != 0 && !cl.outstanding {
+                self.submit(c);
+            }
+        }
+        self.deadline = self.now + self.p.liveness_bound;
+        let stable = self.stable;
+        self.log(1, || format!("heal: stable set {stable:#b}"));
+        self.schedule(self.now + Duration::from_millis(50), Ev::Check);
+    }
+
+    fn pending_detail(&self) -> String {
+        let pending: Vec<String> = self
+            .clients
+            .iter()
+            .filter(|c| c.outstanding && self.stable & (1 << c.server.index()) != 0)
+            .map(|c| format!("{}:{}@n{}", c.id, c.ts, c.server.0))
+            .collect();
+        let arus: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match &n.replica {
+                Some(r) => {
+                    let c = r.election_context();
+                    format!(
+                        "n{i}:{:?}/{}/aru{}",
+                        c.state, c.last_installed, c.local_aru.0
+                    )
+                }
+                None => format!("n{i}:down"),
+            })
+            .collect();
+        format!(
+            "no convergence {:?} after healing: pending [{}], servers [{}]",
+            self.p.liveness_bound,
+            pending.join(" "),
+            arus.join(" ")
+        )
+    }
+
+    fn check_convergence(&mut self) {
+        if self.phase != Phase::Liveness {
+            return;
+        }
+        let pending = self
+            .clients
+            .iter()
+            .any(|c| c.outstanding && self.stable & (1 << c.server.index()) != 0);
+        let mut positions = Vec::new();
+        for i in 0..self.p.n {
+            if self.stable & (1 << i) != 0 {
+                match &self.nodes[i].replica {
+                    Some(r) => {
+                        positions.push((r.election_context().local_aru, r.state_machine().digest()))
+                    }
+                    None => positions.push((Seq(u64::MAX), 0)),
+                }
+            }
+        }
+        let same = positions.windows(2).all(|w| w[0] == w[1]);
+        if !pending && same {
+            self.converged_at = Some(self.now);
+            self.phase = Phase::Done;
+            self.stop = true;
+            self.log(1, || "converged".to_string());
+            return;
+        }
+        if self.now >= self.deadline {
+            let d = self.pending_detail();
+            self.violation(ViolationKind::NoConvergence, d);
+            return;
+        }
+        self.schedule(self.now + Duration::from_millis(50), Ev::Check);
+    }
+
+    fn submit(&mut self, c: usize) {
+        if self.clients[c].outstanding {
+            return;
+        }
+        let cl = &mut self.clients[c];
+        cl.ts += 1;
+        let ts = cl.ts;
+        let update = ClientUpdate {
+            client_id: ClientId(cl.id),
+            server_id: cl.server,
+            timestamp: Timestamp(ts),
+            payload: make_payload(self.p.seed, cl.id, ts, self.p.payload_len),
+        };
+        cl.update = Some(update);
+        cl.outstanding = true;
+        cl.first_sent = self.now;
+        self.checker.submitted[c] = ts;
+        self.send_to_server(c);
+        if self.p.bench_updates.is_none() {
+            let at = self.now + self.p.client_timeout;
+            self.schedule(
+                at,
+                Ev::Timeout {
+                    client: c as u32,
+                    ts,
+                },
+            );
+        }
+    }
+
+    fn send_to_server(&mut self, c: usize) {
+        let i = self.clients[c].server.index();
+        let now = self.now;
+        let Some(r) = self.nodes[i].replica.as_mut() else {
+            return;
+        };
+        let Some(u) = self.clients[c].update.clone() else {
+            return;
+        };
+        if let Err(e) = r.handle_client_update(now, u) {
+            self.violation(
+                ViolationKind::Codec,
+                format!("n{i} refused client {c}: {e}"),
+            );
+        }
+        self.dirty |= 1 << i;
+    }
+
+    fn drain_dirty(&mut self) {
+        while self.dirty != 0 {
+            let i = self.dirty.trailing_zeros() as usize;
+            self.dirty &= !(1 << i);
+            self.drain(i);
+            if self.stop {
+                return;
+            }
+        }
+    }
+
+    fn drain(&mut self, i: usize) {
+        let Some(mut r) = self.nodes[i].replica.take() else {
+            return;
+        };
+        while let Some(b) = r.poll_persist() {
+            let node = &mut self.nodes[i];
+            let delay = if self.p.mix.slow_disk {
+                self.rng.gen_range(100_000..40_000_000)
+            } else if self.p.bench_updates.is_some() {
+                50_000
+            } else {
+                self.rng.gen_range(50_000..2_000_000)
+            };
+            let at = (self.now + Duration::from_nanos(delay)).max(node.disk_free_at);
+            node.disk_free_at = at;
+            node.unsynced.push_back(b);
+            let gen = node.gen;
+            self.schedule(at, Ev::Synced { node: i as u8, gen });
+        }
+        while let Some((to, msg)) = r.poll_message() {
+            self.send(i, to, msg);
+        }
+        let snaps = r.metrics().snapshots_installed;
+        if snaps != self.nodes[i].snaps_seen {
+            self.nodes[i].snaps_seen = snaps;
+            self.checker.jump_ok[i] = true;
+        }
+        while let Some(e) = r.poll_executed() {
+            if let Err((kind, detail)) = self.checker.on_executed(i, &e) {
+                self.violation(kind, detail);
+                break;
+            }
+        }
+        while let Some(rep) = r.poll_client_reply() {
+            self.on_reply(i, rep);
+        }
+        let ctx = r.election_context();
+        let pos = ctx.local_aru.0;
+        if pos != self.nodes[i].digest_pos {
+            self.nodes[i].digest_pos = pos;
+            if let Some(d) = self.checker.digest_at(pos) {
+                let mine = r.state_machine().digest();
+                if mine != d {
+                    self.violation(
+                        ViolationKind::Digest,
+                        format!(
+                            "n{i} at slot {pos} has digest {mine:#x}, the canonical order gives {d:#x}"
+                        ),
+                    );
+                }
+            }
+        }
+        if ctx.state == ServerState::RegLeader
+            && self.max_leader_view.is_none_or(|v| ctx.last_installed > v)
+        {
+            self.max_leader_view = Some(ctx.last_installed);
+            self.counters.view_changes += 1;
+            if self.p.bench_updates.is_none() {
+                self.leader_changes.push(LeaderChange {
+                    time: self.now,
+                    view: ctx.last_installed,
+                    leader: NodeId(i as u32),
+                });
+            }
+            self.log(1, || format!("n{i} leads {}", ctx.last_installed));
+        }
+        self.nodes[i].replica = Some(r);
+        if self.checker.ordered() >= self.next_trim {
+            self.next_trim = self.checker.ordered() + 4096;
+            self.trim();
+        }
+        if let Some(target) = self.p.bench_updates {
+            if self.checker.ordered() >= target {
+                self.stop = true;
+            }
+        }
+    }
+
+    fn trim(&mut self) {
+        let sync = self.p.config.durability == Durability::Sync;
+        let mut floor = u64::MAX;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let mut f = self.checker.pos[i];
+            if sync || node.replica.is_none() {
+                f = f.min(node.durable.snapshot_seq().0);
+            }
+            floor = floor.min(f);
+        }
+        self.checker.trim(floor);
+    }
+
+    fn on_reply(&mut self, i: usize, rep: paxos_core::ClientReply) {
+        let c = rep.client_id.0 as usize;
+        if c >= self.clients.len() {
+            self.violation(
+                ViolationKind::Validity,
+                format!("n{i} replied to unknown client {}", rep.client_id.0),
+            );
+            return;
+        }
+        let ts = rep.timestamp.0;
+        let (applied_ts, applied_chain) = self.checker.applied(c);
+        if ts > self.clients[c].ts {
+            self.violation(
+                ViolationKind::ExactlyOnce,
+                format!("n{i} replied to {c}:{ts}, which was never submitted"),
+            );
+            return;
+        }
+        if ts > applied_ts {
+            self.violation(
+                ViolationKind::ExactlyOnce,
+                format!("n{i} replied to {c}:{ts}, which the canonical order never applied"),
+            );
+            return;
+        }
+        if ts == applied_ts && rep.result.as_ref() != applied_chain.to_le_bytes() {
+            self.violation(
+                ViolationKind::ExactlyOnce,
+                format!("n{i} replied to {c}:{ts} with a result its execution did not produce"),
+            );
+            return;
+        }
+        let cl = &mut self.clients[c];
+        if ts != cl.ts || !cl.outstanding {
+            return; // a late duplicate reply
+        }
+        cl.outstanding = false;
+        let latency = self.now - cl.first_sent;
+        let submitted = cl.first_sent;
+        self.counters.updates_completed += 1;
+        if self.p.record_latencies {
+            self.latencies.push(Latency {
+                client: ClientId(c as u64),
+                submitted,
+                latency,
+            });
+        }
+        if self.p.verbose >= 1 && self.p.bench_updates.is_none() {
+            println!("{} client {c}:{ts} done via n{i} in {latency:?}", self.now);
+        }
+        if self.clients_active {
+            let at = self.now + self.p.think;
+            self.schedule(at, Ev::Submit { client: c as u32 });
+        }
+    }
+
+    fn send(&mut self, from: usize, to: Destination, msg: Message) {
+        let msg = if self.p.mix.codec_sample > 0.0 && self.rng.gen_bool(self.p.mix.codec_sample) {
+            self.counters.codec_roundtrips += 1;
+            let env = Envelope {
+                from: NodeId(from as u32),
+                message: msg,
+            };
+            match encode_envelope(&env).and_then(|b| decode_envelope(&b)) {
+                Ok(back) if back == env => back.message,
+                Ok(_) => {
+                    self.violation(
+                        ViolationKind::Codec,
+                        format!("{} changed in a codec round trip", env.message.kind()),
+                    );
+                    return;
+                }
+                Err(e) => {
+                    self.violation(
+                        ViolationKind::Codec,
+                        format!("{} failed a codec round trip: {e}", env.message.kind()),
+                    );
+                    return;
+                }
+            }
+        } else {
+            msg
+        };
+        match to {
+            Destination::Node(j) => {
+                if j.index() < self.p.n && j.index() != from {
+                    self.send_one(from, j.index(), msg);
+                }
+            }
+            Destination::All => {
+                let n = self.p.n;
+                let last = if from == n - 1 {
+                    n.wrapping_sub(2)
+                } else {
+                    n - 1
+                };
+                for j in 0..n {
+                    if j == from {
+                        continue;
+                    }
+                    if j == last {
+                        self.send_one(from, j, msg);
+                        break;
+                    }
+                    self.send_one(from, j, msg.clone());
+                }
+            }
+        }
+    }
+
+    fn delay(&mut self) -> Duration {
+        if self.p.bench_updates.is_some() {
+            return self.p.base_delay;
+        }
+        let mut d = self.p.base_delay;
+        if !self.p.jitter.is_zero() {
+            d += Duration::from_nanos(self.rng.gen_range(0..=self.p.jitter.as_nanos() as u64));
+        }
+        let m = &self.p.mix;
+        if m.reorder > 0.0 && self.rng.gen_bool(m.reorder) {
+            d += Duration::from_micros(self.rng.gen_range(0..20_000));
+        }
+        if m.long_delay > 0.0 && self.rng.gen_bool(m.long_delay) {
+            let max = m.long_delay_max.as_micros().max(1) as u64;
+            d += Duration::from_micros(self.rng.gen_range(0..max));
+        }
+        d
+    }
+
+    fn send_one(&mut self, from: usize, to: usize, msg: Message) {
+        self.counters.messages_sent += 1;
+        if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
+            self.counters.messages_dropped += 1;
+            return;
+        }
+        let d = self.delay();
+        if self.p.mix.duplicate > 0.0 && self.rng.gen_bool(self.p.mix.duplicate) {
+            self.counters.messages_duplicated += 1;
+            let d2 = self.delay();
+            self.schedule(
+                self.now + d2,
+                Ev::Deliver {
+                    from: from as u8,
+                    to: to as u8,
+                    msg: msg.clone(),
+                },
+            );
+        }
+        self.schedule(
+            self.now + d,
+            Ev::Deliver {
+                from: from as u8,
+                to: to as u8,
+                msg,
+            },
+        );
+    }
+
+    pub(crate) fn into_report(mut self, election: &'static str, replay: String) -> RunReport {
+        for node in &self.nodes {
+            if let Some(r) = &node.replica {
+                Self::fold_metrics(&mut self.counters, r.metrics());
+            }
+        }
+        self.counters.duplicates_skipped = self.checker.duplicates_skipped;
+        self.counters.noops = self.checker.noops;
+        self.counters.executions = self.checker.executions;
+        self.counters.ordered = self.checker.ordered();
+        let mut trace = self.trace;
+        for (_, v) in self.counters.entries() {
+            trace = mix(trace, v);
+        }
+        RunReport {
+            seed: self.p.seed,
+            nodes: self.p.n,
+            election,
+            durability: self.p.config.durability,
+            aggregation: self.p.config.aggregation,
+            mix: self.p.mix.clone(),
+            events: self.events,
+            end_time: self.now,
+            trace_hash: finish(trace),
+            violations: self.violations,
+            counters: self.counters,
+            latencies: self.latencies,
+            leader_changes: self.leader_changes,
+            healed_at: self.healed_at,
+            stable_set: (0..self.p.n)
+                .filter(|i| self.stable & (1 << i) != 0)
+                .map(|i| NodeId(i as u32))
+                .collect(),
+            converged_at: self.converged_at,
+            replay,
+        }
+    }
+}
