@@ -1,0 +1,244 @@
+//! Highest-id alive (De Prisco, Lampson & Lynch, as summarised in [TR §6.2]; spec §15.2).
+//!
+//! Every server broadcasts a heartbeat every `heartbeat_interval`. A peer is alive while its last
+//! heartbeat is younger than `timeout`; the leader is the highest id among the alive peers and this
+//! server. Simple and fast to settle, but any higher-id server that keeps coming back (after a
+//! crash or a partition) takes the leadership every time it returns.
+
+use crate::oracle::{accepts_leader_prepare, follow, is_peer, Announce, OracleLeader};
+use bytes::Bytes;
+use paxos_core::codec::{decode_with_limit, encode, CodecError};
+use paxos_core::{
+    Destination, ElectionAction, ElectionContext, LeaderElection, NodeId, Time, View,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Timers of the highest-id-alive strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HighestIdConfig {
+    /// Period `h` of the heartbeat broadcast.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a peer leaves the alive set (`T = h + δ`, spec §15.2).
+    pub timeout: Duration,
+    /// How long this server's own Prepare may stall before it tries a higher view.
+    pub prepare_stall_timeout: Duration,
+}
+
+impl Default for HighestIdConfig {
+    fn default() -> Self {
+        HighestIdConfig {
+            heartbeat_interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(500),
+            prepare_stall_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The message of the highest-id strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HighestIdMessage {
+    /// `IAmAlive`, with the sender's view for followers that missed its Prepare.
+    Alive(Announce),
+}
+
+/// Highest-id alive as a [`LeaderElection`] strategy.
+#[derive(Debug)]
+pub struct HighestIdAlive {
+    me: NodeId,
+    servers: usize,
+    config: HighestIdConfig,
+    last_heard: Vec<Option<Time>>,
+    announce: Vec<Option<Announce>>,
+    /// Until then, listen before claiming leadership for ourselves.
+    grace_until: Time,
+    next_heartbeat: Time,
+    leader: Option<NodeId>,
+    driver: OracleLeader,
+    actions: VecDeque<ElectionAction>,
+    messages: VecDeque<(Destination, Bytes)>,
+}
+
+impl HighestIdAlive {
+    /// A strategy for server `me` of `servers`.
+    pub fn new(me: NodeId, servers: usize, config: HighestIdConfig) -> HighestIdAlive {
+        HighestIdAlive {
+            me,
+            servers,
+            config,
+            last_heard: vec![None; servers],
+            announce: vec![None; servers],
+            grace_until: Time::ZERO,
+            next_heartbeat: Time::ZERO,
+            leader: None,
+            driver: OracleLeader::new(config.prepare_stall_timeout),
+            actions: VecDeque::new(),
+            messages: VecDeque::new(),
+        }
+    }
+
+    /// The servers currently believed alive, in id order (this server included).
+    pub fn alive(&self) -> Vec<NodeId> {
+        (0..self.servers as u32)
+            .map(NodeId)
+            .filter(|p| *p == self.me || self.last_heard[p.index()].is_some())
+            .collect()
+    }
+
+    fn expire(&mut self, now: Time) {
+        for t in &mut self.last_heard {
+            if t.is_some_and(|t| now.saturating_since(t) >= self.config.timeout) {
+                *t = None;
+            }
+        }
+        let highest_peer = self
+            .last_heard
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, t)| t.is_some())
+            .map(|(i, _)| NodeId(i as u32));
+        self.leader = match highest_peer {
+            Some(p) if p > self.me => Some(p),
+            // During the start-up grace period we have not heard everyone yet: do not claim.
+            _ if now < self.grace_until => None,
+            _ => Some(self.me),
+        };
+    }
+
+    fn heartbeat(&mut self, now: Time, ctx: &ElectionContext) {
+        self.next_heartbeat = now + self.config.heartbeat_interval;
+        if let Ok(b) = encode(&HighestIdMessage::Alive(Announce::of(ctx))) {
+            self.messages.push_back((Destination::All, Bytes::from(b)));
+        }
+    }
+
+    fn drive(&mut self, now: Time, ctx: &ElectionContext) {
+        match self.leader {
+            Some(l) if l == self.me => self.driver.lead(now, ctx, &mut self.actions),
+            Some(l) => {
+                self.driver.reset();
+                follow(ctx, l, self.announce[l.index()], &mut self.actions);
+            }
+            None => self.driver.reset(),
+        }
+    }
+}
+
+impl LeaderElection for HighestIdAlive {
+    fn name(&self) -> &'static str {
+        "highest-id"
+    }
+
+    fn handle_start(&mut self, now: Time, ctx: &ElectionContext) {
+        self.last_heard.iter_mut().for_each(|t| *t = None);
+        self.announce.iter_mut().for_each(|a| *a = None);
+        self.driver.reset();
+        self.grace_until = now + self.config.timeout;
+        self.leader = None;
+        self.heartbeat(now, ctx);
+    }
+
+    fn handle_tick(&mut self, now: Time, ctx: &ElectionContext) {
+        self.expire(now);
+        if now >= self.next_heartbeat {
+            self.heartbeat(now, ctx);
+        }
+        self.drive(now, ctx);
+    }
+
+    fn handle_message(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        payload: &[u8],
+        ctx: &ElectionContext,
+    ) -> Result<(), CodecError> {
+        let HighestIdMessage::Alive(a) = decode_with_limit(payload, 64)?;
+        if !is_peer(self.me, self.servers, from) {
+            return Ok(());
+        }
+        self.last_heard[from.index()] = Some(now);
+        self.announce[from.index()] = Some(a);
+        self.expire(now);
+        self.drive(now, ctx);
+        Ok(())
+    }
+
+    fn accepts_prepare(&self, from: NodeId, view: View, ctx: &ElectionContext) -> bool {
+        accepts_leader_prepare(self.leader, from, view, ctx)
+    }
+
+    fn poll_action(&mut self) -> Option<ElectionAction> {
+        self.actions.pop_front()
+    }
+
+    fn poll_message(&mut self) -> Option<(Destination, Bytes)> {
+        self.messages.pop_front()
+    }
+
+    fn leader(&self, _ctx: &ElectionContext) -> Option<NodeId> {
+        self.leader
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oracle::tests::ctx;
+
+    fn alive(s: &mut HighestIdAlive, now: Time, from: u32, c: &ElectionContext) {
+        let b = encode(&HighestIdMessage::Alive(Announce::default())).unwrap();
+        s.handle_message(now, NodeId(from), &b, c).unwrap();
+    }
+
+    #[test]
+    fn picks_highest_alive_and_drops_a_silent_peer_after_timeout() {
+        // spec §15.2: leader = highest id in alive ∪ {me}; a peer leaves after T of silence.
+        let c = ctx(1, 4);
+        let mut s = HighestIdAlive::new(NodeId(1), 4, HighestIdConfig::default());
+        s.handle_start(Time::ZERO, &c);
+        assert_eq!(s.leader(&c), None, "listens during the grace period");
+        alive(&mut s, Time::from_millis(10), 0, &c);
+        alive(&mut s, Time::from_millis(10), 3, &c);
+        assert_eq!(s.leader(&c), Some(NodeId(3)));
+        assert_eq!(s.alive(), vec![NodeId(0), NodeId(1), NodeId(3)]);
+        // 3 falls silent; 0 keeps talking.
+        for t in (100..=600).step_by(100) {
+            alive(&mut s, Time::from_millis(t), 0, &c);
+            s.handle_tick(Time::from_millis(t), &c);
+        }
+        assert_eq!(s.alive(), vec![NodeId(0), NodeId(1)]);
+        assert_eq!(s.leader(&c), Some(NodeId(1)));
+        // As leader it asks the core to prepare its own view above every view seen.
+        let mut actions = vec![];
+        while let Some(a) = s.poll_action() {
+            actions.push(a);
+        }
+        assert_eq!(actions, vec![ElectionAction::Install(View(1))]);
+        // 3 comes back and takes over at once.
+        alive(&mut s, Time::from_millis(700), 3, &c);
+        assert_eq!(s.leader(&c), Some(NodeId(3)));
+        assert!(s.accepts_prepare(NodeId(3), View(7), &c));
+        assert!(!s.accepts_prepare(NodeId(0), View(8), &c));
+    }
+
+    #[test]
+    fn heartbeats_are_periodic_and_garbage_is_rejected() {
+        let c = ctx(0, 3);
+        let mut s = HighestIdAlive::new(NodeId(0), 3, HighestIdConfig::default());
+        s.handle_start(Time::ZERO, &c);
+        let mut sent = 0;
+        for t in (0..1000).step_by(10) {
+            s.handle_tick(Time::from_millis(t), &c);
+            while s.poll_message().is_some() {
+                sent += 1;
+            }
+        }
+        assert_eq!(sent, 10, "one at start, then every 100 ms");
+        assert!(s
+            .handle_message(Time::ZERO, NodeId(1), &[1, 9, 9], &c)
+            .is_err());
+    }
+}

@@ -1,0 +1,220 @@
+//! Turning an oracle's opinion ("server L should lead") into core actions (spec §15.1).
+//!
+//! Shared by the liveness oracles (highest-id alive, Ω) and, for the follower side, by the
+//! quorum-connected ballot election. The oracle only decides who *tries* to lead; Prepare and
+//! PrepareOk still carry the promises.
+
+use paxos_core::{ElectionAction, ElectionContext, NodeId, ServerState, Time, View};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// What a heartbeat says about its sender's place in the ordering protocol.
+///
+/// Followers use it to rejoin a view whose Prepare they missed (the leader of an installed view
+/// no longer resends Prepare), and old leaders use it to step down into their leader's view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Announce {
+    /// The sender's last installed view.
+    pub installed: View,
+    /// Whether the sender is the regular leader of `installed`.
+    pub leading: bool,
+}
+
+impl Announce {
+    /// The announcement a server with context `ctx` makes.
+    pub fn of(ctx: &ElectionContext) -> Announce {
+        Announce {
+            installed: ctx.last_installed,
+            leading: ctx.state == ServerState::RegLeader,
+        }
+    }
+}
+
+/// The leader side of an oracle strategy: prepare a view of our own whenever the oracle names us
+/// and we do not lead an unchallenged installed view.
+#[derive(Debug, Clone)]
+pub(crate) struct OracleLeader {
+    stall_timeout: Duration,
+    /// The view we asked the core to prepare, and when.
+    requested: Option<(View, Time)>,
+}
+
+impl OracleLeader {
+    pub(crate) fn new(stall_timeout: Duration) -> OracleLeader {
+        OracleLeader {
+            stall_timeout,
+            requested: None,
+        }
+    }
+
+    /// Forgets the view being prepared (after a restart, or when the oracle names someone else).
+    pub(crate) fn reset(&mut self) {
+        self.requested = None;
+    }
+
+    /// Called whenever the oracle names this server as leader.
+    pub(crate) fn lead(
+        &mut self,
+        now: Time,
+        ctx: &ElectionContext,
+        actions: &mut VecDeque<ElectionAction>,
+    ) {
+        let n = ctx.servers;
+        let me = ctx.me;
+        let top = ctx
+            .max_view_seen
+            .max(ctx.last_attempted)
+            .max(ctx.last_installed);
+        let leading = ctx.state == ServerState::RegLeader
+            && ctx.last_installed.leader(n) == me
+            && top <= ctx.last_installed;
+        if leading {
+            self.requested = None;
+            return;
+        }
+        // Still preparing the view we asked for (or the core has not caught up with the request):
+        // no view above it exists and the stall timeout has not expired.
+        let preparing = self
+            .requested
+            .is_some_and(|(v, since)| top <= v && now.saturating_since(since) < self.stall_timeout);
+        if preparing {
+            return;
+        }
+        let v = top.next_led_by(me, n);
+        self.requested = Some((v, now));
+        actions.push_back(ElectionAction::Install(v));
+    }
+}
+
+/// The follower side: join the view our leader announces it leads, if we have not installed it.
+///
+/// Installing a view as a non-leader without answering its Prepare is safe: it is a promise for that
+/// view, and accepting proposals in the view we promised is exactly what Paxos allows.
+pub(crate) fn follow(
+    ctx: &ElectionContext,
+    leader: NodeId,
+    announce: Option<Announce>,
+    actions: &mut VecDeque<ElectionAction>,
+) {
+    let Some(a) = announce else {
+        return;
+    };
+    if leader == ctx.me || !a.leading || a.installed.leader(ctx.servers) != leader {
+        return;
+    }
+    let rejoin = a.installed == ctx.last_installed && ctx.state == ServerState::LeaderElection;
+    if a.installed > ctx.last_installed || rejoin {
+        actions.push_back(ElectionAction::Install(a.installed));
+    }
+}
+
+/// `accepts_prepare` of an oracle: the Prepare of the server the oracle names, for a new view.
+pub(crate) fn accepts_leader_prepare(
+    leader: Option<NodeId>,
+    from: NodeId,
+    view: View,
+    ctx: &ElectionContext,
+) -> bool {
+    leader == Some(from) && from != ctx.me && view > ctx.last_installed
+}
+
+/// Whether `from` names a peer of a cluster of `servers` other than `me`.
+pub(crate) fn is_peer(me: NodeId, servers: usize, from: NodeId) -> bool {
+    from != me && from.index() < servers
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A context for tests: server `me` of `n`, everything else at its start value.
+    pub(crate) fn ctx(me: u32, n: usize) -> ElectionContext {
+        ElectionContext {
+            me: NodeId(me),
+            servers: n,
+            state: ServerState::LeaderElection,
+            last_attempted: View(0),
+            last_installed: View(0),
+            max_view_seen: View(0),
+            local_aru: paxos_core::Seq(0),
+            has_outstanding_work: false,
+            incarnation: 1,
+        }
+    }
+
+    #[test]
+    fn leader_prepares_smallest_own_view_above_all_seen_once() {
+        // spec §15.1: v = smallest view above every view seen with v mod N == me.
+        let mut l = OracleLeader::new(Duration::from_secs(1));
+        let mut out = VecDeque::new();
+        let mut c = ctx(2, 5);
+        c.max_view_seen = View(8);
+        l.lead(Time::ZERO, &c, &mut out);
+        assert_eq!(out.pop_front(), Some(ElectionAction::Install(View(12))));
+        // The core now prepares v12: no re-emission while it does.
+        c.last_attempted = View(12);
+        c.last_installed = View(12);
+        c.max_view_seen = View(12);
+        l.lead(Time::from_millis(500), &c, &mut out);
+        assert!(out.is_empty());
+        // Stalled past the timeout: a higher view of ours.
+        l.lead(Time::from_millis(1000), &c, &mut out);
+        assert_eq!(out.pop_front(), Some(ElectionAction::Install(View(17))));
+        // Installed and unchallenged: quiet.
+        c.state = ServerState::RegLeader;
+        c.last_attempted = View(17);
+        c.last_installed = View(17);
+        c.max_view_seen = View(17);
+        l.lead(Time::from_millis(1100), &c, &mut out);
+        assert!(out.is_empty());
+        // A higher view appears (someone else prepared it): take over above it.
+        c.max_view_seen = View(18);
+        l.lead(Time::from_millis(1200), &c, &mut out);
+        assert_eq!(out.pop_front(), Some(ElectionAction::Install(View(22))));
+    }
+
+    #[test]
+    fn follower_joins_the_view_its_leader_leads() {
+        let mut out = VecDeque::new();
+        let mut c = ctx(0, 3);
+        c.state = ServerState::RegLeader;
+        c.last_installed = View(3);
+        let a = Announce {
+            installed: View(5),
+            leading: true,
+        };
+        follow(&c, NodeId(2), Some(a), &mut out);
+        assert_eq!(out.pop_front(), Some(ElectionAction::Install(View(5))));
+        // Not leading yet, or a view led by someone else: wait for the Prepare instead.
+        follow(
+            &c,
+            NodeId(2),
+            Some(Announce {
+                leading: false,
+                ..a
+            }),
+            &mut out,
+        );
+        follow(&c, NodeId(1), Some(a), &mut out);
+        assert!(out.is_empty());
+        assert!(accepts_leader_prepare(
+            Some(NodeId(2)),
+            NodeId(2),
+            View(5),
+            &c
+        ));
+        assert!(!accepts_leader_prepare(
+            Some(NodeId(1)),
+            NodeId(2),
+            View(5),
+            &c
+        ));
+        assert!(!accepts_leader_prepare(
+            Some(NodeId(2)),
+            NodeId(2),
+            View(3),
+            &c
+        ));
+    }
+}
