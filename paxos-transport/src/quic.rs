@@ -1,0 +1,473 @@
+//! QUIC transport (quinn) with mutual TLS under a cluster CA.
+//!
+//! Every node presents a certificate signed by the cluster CA whose DNS name is
+//! `node-<id>.paxos` ([`crate::node_name`]); see [`crate::keygen`]. A node opens one connection
+//! to each peer and sends on one unidirectional stream of `u32 length | encoded envelope` frames
+//! (so each direction of a pair uses the connection its sender opened). The client side verifies
+//! that the server's certificate chains to the cluster CA and names the peer it dialled; the
+//! server side requires a client certificate chaining to the cluster CA and maps it to the member
+//! it names. Connections without a certificate, with a self-signed certificate or one from
+//! another CA fail the handshake; a certificate naming a non-member is refused after it; an
+//! envelope whose `from` differs from the authenticated peer is dropped. All are counted.
+//!
+//! A connection that fails or closes is re-dialled with exponential backoff (50 ms to 1 s).
+//! Sends go to a bounded queue per peer and are dropped (and counted) when it is full, so a dead
+//! peer never blocks the sender.
+
+use crate::keygen::NodeTls;
+use crate::{
+    node_name, Counters, DropReason, PeerConfig, Transport, TransportError, TransportStats,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use paxos_core::codec::{decode_with_limit, encode_with_limit, DEFAULT_MAX_MESSAGE_BYTES};
+use paxos_core::{Envelope, NodeId};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// The ALPN protocol name.
+pub const ALPN: &[u8] = b"paxos-sb/1";
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Bytes gathered from the queue into one stream write.
+const WRITE_BATCH: usize = 1 << 20;
+
+/// Configuration of a [`QuicTransport`].
+#[derive(Clone, Debug)]
+pub struct QuicConfig {
+    /// This node's id; its entry in `peers` is the address to bind.
+    pub id: NodeId,
+    /// Every member, this one included.
+    pub peers: Vec<PeerConfig>,
+    /// This node's certificate, key and the cluster CA.
+    pub tls: NodeTls,
+    /// Largest encoded envelope sent or received.
+    pub max_message: usize,
+    /// Envelopes queued per peer before further sends to it are dropped.
+    pub send_queue: usize,
+    /// Envelopes received but not yet taken by `recv` before further ones are dropped.
+    pub recv_queue: usize,
+    /// A connection silent this long is closed (and re-dialled when there is something to send).
+    pub idle_timeout: Duration,
+    /// Keep-alive interval (must be below `idle_timeout`).
+    pub keep_alive: Duration,
+    /// Requested UDP socket send and receive buffer size.
+    pub socket_buffer: usize,
+}
+
+impl QuicConfig {
+    /// A configuration with default bounds.
+    pub fn new(id: NodeId, peers: Vec<PeerConfig>, tls: NodeTls) -> QuicConfig {
+        QuicConfig {
+            id,
+            peers,
+            tls,
+            max_message: DEFAULT_MAX_MESSAGE_BYTES,
+            send_queue: 65_536,
+            recv_queue: 65_536,
+            idle_timeout: Duration::from_secs(3),
+            keep_alive: Duration::from_millis(500),
+            socket_buffer: 8 << 20,
+        }
+    }
+}
+
+fn tls_err(e: impl std::fmt::Display) -> TransportError {
+    TransportError::Tls(e.to_string())
+}
+
+/// The rustls server and client configurations of a node (exposed for tests that build raw
+/// clients).
+pub fn rustls_configs(
+    tls: &NodeTls,
+) -> Result<(rustls::ServerConfig, rustls::ClientConfig), TransportError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots.add(tls.ca.clone()).map_err(tls_err)?;
+    let roots = Arc::new(roots);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .build()
+        .map_err(tls_err)?;
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(tls.chain.clone(), tls.key.clone_key())
+        .map_err(tls_err)?;
+    server.alpn_protocols = vec![ALPN.to_vec()];
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(tls.chain.clone(), tls.key.clone_key())
+        .map_err(tls_err)?;
+    client.alpn_protocols = vec![ALPN.to_vec()];
+    Ok((server, client))
+}
+
+/// The QUIC transport parameters used by every node.
+pub fn transport_config(
+    idle: Duration,
+    keep_alive: Duration,
+) -> Result<quinn::TransportConfig, TransportError> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(idle.try_into().map_err(tls_err)?));
+    t.keep_alive_interval(Some(keep_alive));
+    t.stream_receive_window(quinn::VarInt::from_u32(16 << 20));
+    t.receive_window(quinn::VarInt::from_u32(32 << 20));
+    t.send_window(32 << 20);
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(16));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(0));
+    Ok(t)
+}
+
+/// Binds a UDP socket with the requested buffers for a quinn endpoint.
+fn bind_socket(addr: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket, TransportError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = s.set_send_buffer_size(buffer);
+    let _ = s.set_recv_buffer_size(buffer);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Builds a quinn endpoint from server and client TLS configurations (exposed for tests).
+pub fn endpoint(
+    bind: SocketAddr,
+    server: Option<rustls::ServerConfig>,
+    client: rustls::ClientConfig,
+    transport: quinn::TransportConfig,
+    socket_buffer: usize,
+) -> Result<quinn::Endpoint, TransportError> {
+    let transport = Arc::new(transport);
+    let server = match server {
+        Some(server) => {
+            let mut s = quinn::ServerConfig::with_crypto(Arc::new(
+                QuicServerConfig::try_from(server).map_err(tls_err)?,
+            ));
+            s.transport_config(transport.clone());
+            Some(s)
+        }
+        None => None,
+    };
+    let mut c = quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(client).map_err(tls_err)?,
+    ));
+    c.transport_config(transport);
+    let socket = bind_socket(bind, socket_buffer)?;
+    let mut ep = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    ep.set_default_client_config(c);
+    Ok(ep)
+}
+
+/// Which member a certificate chain names, if any (the chain is already verified by rustls).
+fn member_of(chain: &[CertificateDer<'static>], members: &[NodeId]) -> Option<NodeId> {
+    let leaf = chain.first()?;
+    let cert = webpki::EndEntityCert::try_from(leaf).ok()?;
+    members.iter().copied().find(|&id| {
+        ServerName::try_from(node_name(id))
+            .map(|name| cert.verify_is_valid_for_subject_name(&name).is_ok())
+            .unwrap_or(false)
+    })
+}
+
+/// A QUIC transport with mutual TLS.
+#[derive(Debug)]
+pub struct QuicTransport {
+    id: NodeId,
+    queues: HashMap<NodeId, mpsc::Sender<Bytes>>,
+    max_message: usize,
+    inbound: tokio::sync::Mutex<mpsc::Receiver<(NodeId, Envelope)>>,
+    counters: Arc<Counters>,
+    endpoint: quinn::Endpoint,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for QuicTransport {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.endpoint.close(quinn::VarInt::from_u32(0), b"shutdown");
+    }
+}
+
+impl QuicTransport {
+    /// Binds the endpoint and starts dialling peers and accepting connections. Must be called
+    /// inside a tokio runtime.
+    pub async fn bind(config: QuicConfig) -> Result<QuicTransport, TransportError> {
+        let local = config
+            .peers
+            .iter()
+            .find(|p| p.id == config.id)
+            .ok_or(TransportError::UnknownPeer(config.id))?
+            .addr;
+        let (server, client) = rustls_configs(&config.tls)?;
+        let endpoint = endpoint(
+            local,
+            Some(server),
+            client,
+            transport_config(config.idle_timeout, config.keep_alive)?,
+            config.socket_buffer,
+        )?;
+        let counters = Arc::new(Counters::default());
+        let (inbound_tx, inbound) = mpsc::channel(config.recv_queue.max(1));
+        let members: Arc<Vec<NodeId>> = Arc::new(
+            config
+                .peers
+                .iter()
+                .map(|p| p.id)
+                .filter(|&id| id != config.id)
+                .collect(),
+        );
+        let mut tasks = Vec::new();
+        let mut queues = HashMap::new();
+        for peer in config.peers.iter().filter(|p| p.id != config.id) {
+            let (tx, rx) = mpsc::channel(config.send_queue.max(1));
+            queues.insert(peer.id, tx);
+            tasks.push(tokio::spawn(dial(
+                endpoint.clone(),
+                *peer,
+                rx,
+                counters.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(accept(
+            endpoint.clone(),
+            members,
+            config.max_message,
+            inbound_tx,
+            counters.clone(),
+        )));
+        Ok(QuicTransport {
+            id: config.id,
+            queues,
+            max_message: config.max_message,
+            inbound: tokio::sync::Mutex::new(inbound),
+            counters,
+            endpoint,
+            tasks,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
+        Ok(self.endpoint.local_addr()?)
+    }
+
+    fn frame(&self, env: &Envelope) -> Result<Bytes, TransportError> {
+        let body = encode_with_limit(env, self.max_message)?;
+        let mut f = Vec::with_capacity(4 + body.len());
+        f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        f.extend_from_slice(&body);
+        Ok(Bytes::from(f))
+    }
+
+    fn enqueue(&self, to: NodeId, frame: Bytes) {
+        if let Some(q) = self.queues.get(&to) {
+            if q.try_send(frame).is_err() {
+                self.counters.dropped(DropReason::QueueFull);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for QuicTransport {
+    fn local_id(&self) -> NodeId {
+        self.id
+    }
+
+    async fn send(&self, to: NodeId, env: &Envelope) -> Result<(), TransportError> {
+        if !self.queues.contains_key(&to) {
+            return Err(TransportError::UnknownPeer(to));
+        }
+        let frame = self.frame(env)?;
+        self.counters.sent_message();
+        self.enqueue(to, frame);
+        Ok(())
+    }
+
+    async fn broadcast(&self, env: &Envelope) -> Result<(), TransportError> {
+        let frame = self.frame(env)?;
+        self.counters.sent_message();
+        for &to in self.queues.keys() {
+            self.enqueue(to, frame.clone());
+        }
+        Ok(())
+    }
+
+    async fn recv(&self) -> Result<(NodeId, Envelope), TransportError> {
+        self.inbound
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or(TransportError::Closed)
+    }
+
+    fn stats(&self) -> TransportStats {
+        self.counters.snapshot()
+    }
+}
+
+/// Keeps a connection to `peer` and writes queued frames to one unidirectional stream.
+async fn dial(
+    endpoint: quinn::Endpoint,
+    peer: PeerConfig,
+    mut rx: mpsc::Receiver<Bytes>,
+    counters: Arc<Counters>,
+) {
+    let name = node_name(peer.id);
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let conn = match endpoint.connect(peer.addr, &name) {
+            Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::debug!(peer = peer.id.0, error = %e, "quic dial failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        let mut stream = match conn.open_uni().await {
+            Ok(s) => s,
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        backoff = BACKOFF_MIN;
+        let mut buf = Vec::with_capacity(WRITE_BATCH);
+        loop {
+            let first = tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
+                _ = conn.closed() => break,
+            };
+            buf.clear();
+            buf.extend_from_slice(&first);
+            let mut frames = 1;
+            while buf.len() < WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        buf.extend_from_slice(&m);
+                        frames += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = stream.write_all(&buf).await {
+                tracing::debug!(peer = peer.id.0, error = %e, "quic write failed");
+                for _ in 0..frames {
+                    counters.dropped(DropReason::QueueFull);
+                }
+                break;
+            }
+            counters.sent_packets(frames, buf.len());
+        }
+    }
+}
+
+/// Accepts connections, authenticates them and reads their streams.
+async fn accept(
+    endpoint: quinn::Endpoint,
+    members: Arc<Vec<NodeId>>,
+    max_message: usize,
+    inbound: mpsc::Sender<(NodeId, Envelope)>,
+    counters: Arc<Counters>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let members = members.clone();
+        let inbound = inbound.clone();
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "quic handshake refused");
+                    counters.dropped(DropReason::Unauthenticated);
+                    return;
+                }
+            };
+            let chain = conn
+                .peer_identity()
+                .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok());
+            let Some(peer) = chain.and_then(|chain| member_of(&chain, &members)) else {
+                counters.dropped(DropReason::NonMember);
+                conn.close(quinn::VarInt::from_u32(1), b"not a member");
+                return;
+            };
+            while let Ok(stream) = conn.accept_uni().await {
+                let inbound = inbound.clone();
+                let counters = counters.clone();
+                tokio::spawn(read_stream(stream, peer, max_message, inbound, counters));
+            }
+        });
+    }
+}
+
+async fn read_stream(
+    stream: quinn::RecvStream,
+    peer: NodeId,
+    max_message: usize,
+    inbound: mpsc::Sender<(NodeId, Envelope)>,
+    counters: Arc<Counters>,
+) {
+    let mut r = tokio::io::BufReader::with_capacity(256 << 10, stream);
+    let mut body = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        if r.read_exact(&mut len).await.is_err() {
+            return;
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len == 0 || len > max_message {
+            counters.dropped(DropReason::Malformed);
+            return;
+        }
+        body.resize(len, 0);
+        if r.read_exact(&mut body).await.is_err() {
+            counters.dropped(DropReason::Malformed);
+            return;
+        }
+        counters.received_bytes(4 + len);
+        let env: Envelope = match decode_with_limit(&body, max_message) {
+            Ok(env) => env,
+            Err(_) => {
+                counters.dropped(DropReason::Malformed);
+                continue;
+            }
+        };
+        if env.from != peer {
+            counters.dropped(DropReason::ForgedSender);
+            continue;
+        }
+        match inbound.try_send((peer, env)) {
+            Ok(()) => counters.received_message(),
+            Err(_) => counters.dropped(DropReason::InboundFull),
+        }
+    }
+}
