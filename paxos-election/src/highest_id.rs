@@ -24,6 +24,9 @@ pub struct HighestIdConfig {
     pub timeout: Duration,
     /// How long this server's own Prepare may stall before it tries a higher view.
     pub prepare_stall_timeout: Duration,
+    /// How long a leader with outstanding work may go without executing anything before it
+    /// prepares a higher view of its own (a watchdog; see docs/elections.md).
+    pub leader_progress_timeout: Duration,
 }
 
 impl Default for HighestIdConfig {
@@ -32,6 +35,7 @@ impl Default for HighestIdConfig {
             heartbeat_interval: Duration::from_millis(100),
             timeout: Duration::from_millis(500),
             prepare_stall_timeout: Duration::from_secs(1),
+            leader_progress_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -72,7 +76,7 @@ impl HighestIdAlive {
             grace_until: Time::ZERO,
             next_heartbeat: Time::ZERO,
             leader: None,
-            driver: OracleLeader::new(config.prepare_stall_timeout),
+            driver: OracleLeader::new(config.prepare_stall_timeout, config.leader_progress_timeout),
             actions: VecDeque::new(),
             messages: VecDeque::new(),
         }
@@ -164,6 +168,14 @@ impl LeaderElection for HighestIdAlive {
         self.expire(now);
         self.drive(now, ctx);
         Ok(())
+    }
+
+    fn handle_progress(&mut self, now: Time, _ctx: &ElectionContext) {
+        self.driver.progress(now);
+    }
+
+    fn handle_view_installed(&mut self, now: Time, _ctx: &ElectionContext) {
+        self.driver.progress(now);
     }
 
     fn accepts_prepare(&self, from: NodeId, view: View, ctx: &ElectionContext) -> bool {

@@ -132,7 +132,8 @@ impl ElectionConfig {
     /// Every strategy tuned to one failure-detection time `timeout`, for fair comparisons:
     /// heartbeats every `timeout / 5`; highest-id's and Ω's initial timeouts, BLE's round and PSB's
     /// base progress timer equal to `timeout` (PSB's cap is `20 × timeout`, Ω's `20 × timeout`);
-    /// Prepare stalls retried after `2 × timeout`; PSB resends every `timeout / 5`.
+    /// Prepare stalls retried after `2 × timeout`; the oracles' leader watchdog fires after
+    /// `10 × timeout`; PSB resends every `timeout / 5`.
     pub fn uniform(timeout: Duration) -> ElectionConfig {
         let hb = (timeout / 5).max(Duration::from_millis(1));
         ElectionConfig {
@@ -145,6 +146,7 @@ impl ElectionConfig {
                 heartbeat_interval: hb,
                 timeout,
                 prepare_stall_timeout: timeout * 2,
+                leader_progress_timeout: timeout * 10,
             },
             omega: OmegaConfig {
                 heartbeat_interval: hb,
@@ -152,6 +154,7 @@ impl ElectionConfig {
                 timeout_increment: timeout / 2,
                 max_timeout: timeout * 20,
                 prepare_stall_timeout: timeout * 2,
+                leader_progress_timeout: timeout * 10,
             },
             ble: BleConfig {
                 election_timeout: timeout,

@@ -33,6 +33,9 @@ pub struct OmegaConfig {
     pub max_timeout: Duration,
     /// How long this server's own Prepare may stall before it tries a higher view.
     pub prepare_stall_timeout: Duration,
+    /// How long a leader with outstanding work may go without executing anything before it
+    /// prepares a higher view of its own (a watchdog; see docs/elections.md).
+    pub leader_progress_timeout: Duration,
 }
 
 impl Default for OmegaConfig {
@@ -43,6 +46,7 @@ impl Default for OmegaConfig {
             timeout_increment: Duration::from_millis(250),
             max_timeout: Duration::from_secs(10),
             prepare_stall_timeout: Duration::from_secs(1),
+            leader_progress_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -115,7 +119,7 @@ impl Omega {
             grace_until: Time::ZERO,
             next_heartbeat: Time::ZERO,
             leader: None,
-            driver: OracleLeader::new(config.prepare_stall_timeout),
+            driver: OracleLeader::new(config.prepare_stall_timeout, config.leader_progress_timeout),
             actions: VecDeque::new(),
             messages: VecDeque::new(),
         }
@@ -273,6 +277,14 @@ impl LeaderElection for Omega {
         self.expire(now);
         self.drive(now, ctx);
         Ok(())
+    }
+
+    fn handle_progress(&mut self, now: Time, _ctx: &ElectionContext) {
+        self.driver.progress(now);
+    }
+
+    fn handle_view_installed(&mut self, now: Time, _ctx: &ElectionContext) {
+        self.driver.progress(now);
     }
 
     fn accepts_prepare(&self, from: NodeId, view: View, ctx: &ElectionContext) -> bool {

@@ -33,19 +33,34 @@ impl Announce {
 
 /// The leader side of an oracle strategy: prepare a view of our own whenever the oracle names us
 /// and we do not lead an unchallenged installed view.
+///
+/// It also runs a leader-side progress watchdog: a regular leader that knows of outstanding work
+/// but has executed nothing for `progress_timeout` prepares a higher view of its own. A fresh
+/// Prepare rebuilds the core's per-view state (see the gap noted in docs/elections.md, where a
+/// leader's own update stays marked as bound after its slot was ordered with another update).
 #[derive(Debug, Clone)]
 pub(crate) struct OracleLeader {
     stall_timeout: Duration,
+    progress_timeout: Duration,
     /// The view we asked the core to prepare, and when.
     requested: Option<(View, Time)>,
+    /// Last time the installed view executed something (or had nothing to execute).
+    last_progress: Time,
 }
 
 impl OracleLeader {
-    pub(crate) fn new(stall_timeout: Duration) -> OracleLeader {
+    pub(crate) fn new(stall_timeout: Duration, progress_timeout: Duration) -> OracleLeader {
         OracleLeader {
             stall_timeout,
+            progress_timeout,
             requested: None,
+            last_progress: Time::ZERO,
         }
+    }
+
+    /// The installed view executed an update, or a view was installed.
+    pub(crate) fn progress(&mut self, now: Time) {
+        self.last_progress = now;
     }
 
     /// Forgets the view being prepared (after a restart, or when the oracle names someone else).
@@ -71,7 +86,14 @@ impl OracleLeader {
             && top <= ctx.last_installed;
         if leading {
             self.requested = None;
-            return;
+            if !ctx.has_outstanding_work {
+                self.last_progress = now;
+            }
+            if now.saturating_since(self.last_progress) < self.progress_timeout {
+                return;
+            }
+            // Leading but stuck with work outstanding: re-prepare (watchdog).
+            self.last_progress = now;
         }
         // Still preparing the view we asked for (or the core has not caught up with the request):
         // no view above it exists and the stall timeout has not expired.
@@ -146,7 +168,7 @@ pub(crate) mod tests {
     #[test]
     fn leader_prepares_smallest_own_view_above_all_seen_once() {
         // spec §15.1: v = smallest view above every view seen with v mod N == me.
-        let mut l = OracleLeader::new(Duration::from_secs(1));
+        let mut l = OracleLeader::new(Duration::from_secs(1), Duration::from_secs(5));
         let mut out = VecDeque::new();
         let mut c = ctx(2, 5);
         c.max_view_seen = View(8);
@@ -172,6 +194,27 @@ pub(crate) mod tests {
         c.max_view_seen = View(18);
         l.lead(Time::from_millis(1200), &c, &mut out);
         assert_eq!(out.pop_front(), Some(ElectionAction::Install(View(22))));
+    }
+
+    #[test]
+    fn leader_without_progress_on_outstanding_work_reprepares() {
+        let mut l = OracleLeader::new(Duration::from_secs(1), Duration::from_secs(5));
+        let mut out = VecDeque::new();
+        let mut c = ctx(1, 3);
+        c.state = ServerState::RegLeader;
+        c.last_attempted = View(4);
+        c.last_installed = View(4);
+        c.max_view_seen = View(4);
+        // Idle: no watchdog, however long.
+        l.lead(Time::from_millis(10_000), &c, &mut out);
+        assert!(out.is_empty());
+        c.has_outstanding_work = true;
+        l.lead(Time::from_millis(12_000), &c, &mut out);
+        l.progress(Time::from_millis(14_000));
+        l.lead(Time::from_millis(18_000), &c, &mut out);
+        assert!(out.is_empty(), "progress resets the watchdog");
+        l.lead(Time::from_millis(19_000), &c, &mut out);
+        assert_eq!(out.pop_front(), Some(ElectionAction::Install(View(7))));
     }
 
     #[test]
