@@ -471,10 +471,11 @@ fn msg_code(m: &Message) -> u64 {
     }
 }
 
+/// A heap key; the event itself lives in the world's slab so heap moves stay small.
 struct Entry {
     at: Time,
     seq: u64,
-    ev: Ev,
+    slot: u32,
 }
 
 impl PartialEq for Entry {
@@ -534,6 +535,10 @@ pub(crate) struct World {
     now: Time,
     next_seq: u64,
     heap: BinaryHeap<Entry>,
+    slab: Vec<Option<Ev>>,
+    free: Vec<u32>,
+    /// Clients with zero think time whose next update goes in right after the current drain.
+    resubmit: Vec<u32>,
     rng: ChaCha8Rng,
     factory: ElectionFactory,
     nodes: Vec<Node>,
@@ -606,6 +611,9 @@ impl World {
             now: Time::ZERO,
             next_seq: 0,
             heap: BinaryHeap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            resubmit: Vec::new(),
             rng,
             factory,
             nodes: (0..n)
@@ -651,10 +659,20 @@ impl World {
 
     fn schedule(&mut self, at: Time, ev: Ev) {
         self.next_seq += 1;
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = Some(ev);
+                i
+            }
+            None => {
+                self.slab.push(Some(ev));
+                (self.slab.len() - 1) as u32
+            }
+        };
         self.heap.push(Entry {
             at,
             seq: self.next_seq,
-            ev,
+            slot,
         });
     }
 
@@ -900,9 +918,13 @@ impl World {
                 }
                 self.now = e.at;
             }
+            let Some(ev) = self.slab[e.slot as usize].take() else {
+                continue;
+            };
+            self.free.push(e.slot);
             self.events += 1;
-            self.trace = mix(mix(self.trace, e.at.0), e.ev.code());
-            self.handle(e.ev);
+            self.trace = mix(mix(self.trace, e.at.0), ev.code());
+            self.handle(ev);
             if self.stop {
                 break;
             }
@@ -943,7 +965,9 @@ impl World {
                 let now = self.now;
                 match self.nodes[t].replica.as_mut() {
                     Some(r) => {
-                        if self.p.verbose >= 2 {
+                        if self.p.verbose >= 3 {
+                            println!("{now} n{f} -> n{t} {msg:?}");
+                        } else if self.p.verbose >= 2 {
                             println!("{now} n{f} -> n{t} {}", msg.kind());
                         }
                         r.handle_message(now, NodeId(f as u32), msg);
@@ -1156,7 +1180,10 @@ impl World {
                     self.log(1, || format!("partition {id}: split {side:#b}"));
                 }
                 PartitionKind::OneWay => {
-                    let x = self.rng.gen_range(0..n);
+                    let x = match self.current_leader() {
+                        Some(l) if self.rng.gen_bool(0.5) => l,
+                        _ => self.rng.gen_range(0..n),
+                    };
                     let outgoing = self.rng.gen_bool(0.5);
                     let masks: Vec<u64> = (0..n)
                         .map(|f| match (f == x, outgoing) {
@@ -1243,7 +1270,8 @@ impl World {
         self.deadline = self.now + self.p.liveness_bound;
         let stable = self.stable;
         self.log(1, || format!("heal: stable set {stable:#b}"));
-        self.schedule(self.now + Duration::from_millis(50), Ev::Check);
+        let first = self.p.liveness_bound.min(Duration::from_millis(50));
+        self.schedule(self.now + first, Ev::Check);
     }
 
     fn pending_detail(&self) -> String {
@@ -1360,13 +1388,24 @@ impl World {
     }
 
     fn drain_dirty(&mut self) {
-        while self.dirty != 0 {
-            let i = self.dirty.trailing_zeros() as usize;
-            self.dirty &= !(1 << i);
-            self.drain(i);
-            if self.stop {
+        loop {
+            while self.dirty != 0 {
+                let i = self.dirty.trailing_zeros() as usize;
+                self.dirty &= !(1 << i);
+                self.drain(i);
+                if self.stop {
+                    return;
+                }
+            }
+            if self.resubmit.is_empty() {
                 return;
             }
+            let mut batch = std::mem::take(&mut self.resubmit);
+            for &c in &batch {
+                self.submit(c as usize);
+            }
+            batch.clear();
+            self.resubmit = batch;
         }
     }
 
@@ -1512,8 +1551,12 @@ impl World {
             println!("{} client {c}:{ts} done via n{i} in {latency:?}", self.now);
         }
         if self.clients_active {
-            let at = self.now + self.p.think;
-            self.schedule(at, Ev::Submit { client: c as u32 });
+            if self.p.think.is_zero() {
+                self.resubmit.push(c as u32);
+            } else {
+                let at = self.now + self.p.think;
+                self.schedule(at, Ev::Submit { client: c as u32 });
+            }
         }
     }
 

@@ -3,7 +3,6 @@
 use bytes::Bytes;
 use paxos_core::{ClientUpdate, Seq, SnapshotError, StateMachine};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// FxHash-style word mixer: cheap, deterministic and good enough to tell states apart.
 #[inline]
@@ -21,19 +20,40 @@ pub(crate) fn finish(mut h: u64) -> u64 {
     h ^ (h >> 33)
 }
 
-/// A 64-bit hash of a byte string (length-prefixed, word at a time).
+/// A 64-bit hash of a byte string (length-prefixed; four independent lanes over 32-byte blocks so
+/// the multiplies overlap).
 pub fn payload_hash(bytes: &[u8]) -> u64 {
-    let mut h = mix(0x243f_6a88_85a3_08d3, bytes.len() as u64);
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
+    #[inline]
+    fn word(c: &[u8]) -> u64 {
         let mut w = [0u8; 8];
         w.copy_from_slice(c);
-        h = mix(h, u64::from_le_bytes(w));
+        u64::from_le_bytes(w)
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
+    let mut lanes = [
+        0x243f_6a88_85a3_08d3u64,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+        0x082e_fa98_ec4e_6c89,
+    ];
+    let mut blocks = bytes.chunks_exact(32);
+    for b in &mut blocks {
+        for (k, lane) in lanes.iter_mut().enumerate() {
+            *lane = mix(*lane, word(&b[8 * k..8 * k + 8]));
+        }
+    }
+    let mut h = mix(bytes.len() as u64, lanes[0]);
+    h = mix(h, lanes[1]);
+    h = mix(h, lanes[2]);
+    h = mix(h, lanes[3]);
+    let rest = blocks.remainder();
+    let mut words = rest.chunks_exact(8);
+    for c in &mut words {
+        h = mix(h, word(c));
+    }
+    let tail = words.remainder();
+    if !tail.is_empty() {
         let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
+        w[..tail.len()].copy_from_slice(tail);
         h = mix(h, u64::from_le_bytes(w));
     }
     finish(h)
@@ -50,7 +70,7 @@ pub struct SimStateMachine {
     chain: u64,
     applied: u64,
     last_seq: u64,
-    kv: BTreeMap<u8, u64>,
+    kv: [u64; 16],
 }
 
 impl SimStateMachine {
@@ -89,8 +109,8 @@ impl SimStateMachine {
         Seq(self.last_seq)
     }
 
-    /// The key-value map.
-    pub fn kv(&self) -> &BTreeMap<u8, u64> {
+    /// The key-value map: value (payload hash of the last write, 0 if never written) per key.
+    pub fn kv(&self) -> &[u64; 16] {
         &self.kv
     }
 }
@@ -102,7 +122,7 @@ impl StateMachine for SimStateMachine {
         self.applied += 1;
         self.last_seq = seq.0;
         let key = update.payload.first().copied().unwrap_or(0) % 16;
-        self.kv.insert(key, ph);
+        self.kv[usize::from(key)] = ph;
         Bytes::copy_from_slice(&self.chain.to_le_bytes())
     }
 
