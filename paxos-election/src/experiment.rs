@@ -73,14 +73,15 @@ pub fn run_scenario<C: ClusterDriver>(
     let mut now = Time::ZERO;
     let mut next_sample = Time::ZERO;
     loop {
+        // Sample first: a sample taken at a fault's time shows the cluster just before it.
+        if now >= next_sample {
+            samples.push(cluster.sample());
+            next_sample = next_sample + interval;
+        }
         let due = cursor.due(now, || current_leader(&cluster.sample()));
         for a in due {
             cluster.apply(a);
             actions.push((now, a));
-        }
-        if now >= next_sample {
-            samples.push(cluster.sample());
-            next_sample = next_sample + interval;
         }
         if now >= end {
             break;

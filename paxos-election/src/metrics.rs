@@ -333,6 +333,47 @@ impl Report {
         out
     }
 
+    /// A scenario × strategy matrix: per cell the mean ordering percentage, the mean number of
+    /// leader changes and the worst stall, as `ordering% / changes / stall s`.
+    pub fn to_markdown_matrix(&self) -> String {
+        let cells = self.summaries();
+        let mut strategies: Vec<&str> = vec![];
+        let mut scenarios: Vec<&str> = vec![];
+        for c in &cells {
+            if !strategies.contains(&c.strategy.as_str()) {
+                strategies.push(&c.strategy);
+            }
+            if !scenarios.contains(&c.scenario.as_str()) {
+                scenarios.push(&c.scenario);
+            }
+        }
+        let mut out = format!("| scenario | {} |\n|---|", strategies.join(" | "));
+        out.push_str(&"---:|".repeat(strategies.len()));
+        out.push('\n');
+        for sc in &scenarios {
+            let _ = write!(out, "| {sc} |");
+            for st in &strategies {
+                match cells
+                    .iter()
+                    .find(|c| c.scenario == *sc && c.strategy == *st)
+                {
+                    Some(c) => {
+                        let _ = write!(
+                            out,
+                            " {:.0}% / {:.1} / {} |",
+                            100.0 * c.ordering_fraction_mean,
+                            c.leader_changes_mean,
+                            secs(c.longest_stall_max)
+                        );
+                    }
+                    None => out.push_str(" – |"),
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+
     /// One CSV row per run (times in seconds; empty when a run never stabilised).
     pub fn to_csv(&self) -> String {
         let mut out = String::from(
@@ -488,6 +529,9 @@ mod tests {
         let md = r.to_markdown();
         assert!(md.contains("| crash-loop | omega | 2 | 1/2 | 1.50 (1.50) |"));
         assert_eq!(r.to_csv().lines().count(), 4);
+        let matrix = r.to_markdown_matrix();
+        assert!(matrix.starts_with("| scenario | omega | psb |"));
+        assert!(matrix.contains("| crash-loop | 50% / 2.0 / 3.00 | 50% / 2.0 / 3.00 |"));
         let json = r.to_json();
         assert!(json.contains("\"strategy\":\"psb\""));
         assert!(json.contains("\"time_to_stable_median_s\":1.5000"));
