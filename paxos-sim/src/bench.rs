@@ -90,6 +90,9 @@ impl Bench {
         config.record_executions = true;
         config.window = 4096;
         config.accept_window = 8192;
+        // Compact often so the history ring stays small and hot in cache.
+        config.snapshot_interval = Some(20_000);
+        config.history_retention = 2_000;
         let params = Params {
             seed: self.seed,
             n,
