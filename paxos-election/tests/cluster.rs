@@ -83,3 +83,33 @@ fn every_strategy_runs_the_stable_scenario_through_the_experiment_loop() {
         assert_eq!(r.samples.last().unwrap().at, Time::ZERO + p.duration);
     }
 }
+
+#[test]
+fn isolated_old_leader_steps_down_into_the_new_view_without_a_prepare() {
+    // The core demotes an old leader only when a Prepare reaches it, and a leader of an installed
+    // view no longer sends Prepare. With BLE, the isolated leader keeps believing in itself (it is
+    // not QC, so nothing changes) while the others elect a new one; after healing it learns the
+    // higher ballot, and the follower rule installs the new leader's view from its announcement.
+    let mut c = cluster(5, Strategy::QuorumBallot);
+    c.run_for(Duration::from_secs(2));
+    let old = c.leader().expect("leader");
+    for j in 0..5u32 {
+        if j != old.0 {
+            c.apply(paxos_election::Action::Cut(old, NodeId(j)));
+        }
+    }
+    c.run_for(Duration::from_secs(3));
+    let new = c.leader().expect("new leader");
+    assert_ne!(new, old);
+    assert_eq!(
+        c.replica(old.index()).unwrap().status().state,
+        ServerState::RegLeader,
+        "the isolated old leader still leads its dead view"
+    );
+    c.apply(paxos_election::Action::HealAll);
+    c.run_for(Duration::from_secs(2));
+    let s = c.replica(old.index()).unwrap().status();
+    assert_eq!(s.state, ServerState::RegNonLeader);
+    assert_eq!(s.leader, Some(new));
+    assert_eq!(c.leader(), Some(new), "no disruption of the new leader");
+}
