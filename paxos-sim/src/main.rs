@@ -58,6 +58,9 @@ struct RunArgs {
     /// Number of clients (default: drawn per seed; bench: 2000).
     #[arg(long)]
     clients: Option<usize>,
+    /// Length of the fault phase in virtual milliseconds (default: drawn per seed, 2000–5000).
+    #[arg(long)]
+    fault_ms: Option<u64>,
     /// Worker threads for the sweep.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -124,6 +127,9 @@ fn simulation(a: &RunArgs) -> Result<Simulation> {
     }
     if let Some(c) = a.clients {
         sim = sim.clients(c);
+    }
+    if let Some(ms) = a.fault_ms {
+        sim = sim.duration(std::time::Duration::from_millis(ms));
     }
     #[cfg(feature = "planted-bugs")]
     if let Some(b) = &a.planted_bug {

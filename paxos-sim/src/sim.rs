@@ -259,6 +259,9 @@ impl Simulation {
         if let Some(c) = self.clients {
             s.push_str(&format!(" --clients {c}"));
         }
+        if let Some(d) = self.fault_phase {
+            s.push_str(&format!(" --fault-ms {}", d.as_millis()));
+        }
         if let Some(f) = &self.election_flag {
             s.push(' ');
             s.push_str(f);
@@ -960,6 +963,13 @@ impl World {
                 let (f, t) = (from as usize, to as usize);
                 if self.blocked[f] & (1 << t) != 0 {
                     self.counters.messages_dropped += 1;
+                    if self.p.verbose >= 3 {
+                        println!(
+                            "{} n{f} -> n{t} {} DROPPED (partition)",
+                            self.now,
+                            msg.kind()
+                        );
+                    }
                     return;
                 }
                 let now = self.now;
