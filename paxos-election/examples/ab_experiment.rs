@@ -1,7 +1,7 @@
 //! The election A/B experiment on the crate's in-memory cluster (no loss, instant disks).
 //!
 //! ```sh
-//! cargo run --release -p paxos-election --example ab_experiment -- [seeds] [timeout_ms] [md|matrix|csv|json] [scenario...]
+//! cargo run --release -p paxos-election --example ab_experiment -- [seeds] [timeout_ms] [md|matrix|both|csv|json] [scenario...]
 //! ```
 //!
 //! Runs every strategy on every scenario of the library (or the ones named) for `seeds` seeds
@@ -50,6 +50,7 @@ fn main() {
         "csv" => print!("{}", report.to_csv()),
         "json" => print!("{}", report.to_json()),
         "matrix" => print!("{}", report.to_markdown_matrix()),
+        "both" => print!("{}\n{}", report.to_markdown(), report.to_markdown_matrix()),
         _ => print!("{}", report.to_markdown()),
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Not the simulator: no loss, duplication or reordering, and persistence is instant. Messages are
 //! delivered in per-link FIFO order after a seeded latency; every server is ticked on a fixed
-//! period; each client server runs one closed-loop client. It implements [`ClusterDriver`], so the
+//! period with a seeded phase offset; each client server runs one closed-loop client. It implements [`ClusterDriver`], so the
 //! experiment loop runs on it unchanged.
 
 use crate::experiment::ClusterDriver;
@@ -57,7 +57,8 @@ struct Client {
 /// An in-memory cluster.
 pub struct MemCluster {
     now: Time,
-    next_tick: Time,
+    /// Per server: its next tick (servers tick with seeded phase offsets).
+    next_tick: Vec<Time>,
     n: usize,
     strategy: Strategy,
     election: ElectionConfig,
@@ -98,7 +99,7 @@ impl MemCluster {
     ) -> MemCluster {
         let mut c = MemCluster {
             now: Time::ZERO,
-            next_tick: Time::ZERO,
+            next_tick: vec![Time::ZERO; servers],
             n: servers,
             strategy,
             election,
@@ -121,7 +122,9 @@ impl MemCluster {
             executed: 0,
             completed: 0,
         };
+        let tick = c.config.tick.as_nanos() as u64;
         for i in 0..servers {
+            c.next_tick[i] = Time(c.rand() % tick.max(1));
             c.start(i);
         }
         c
@@ -226,10 +229,12 @@ impl MemCluster {
         }
     }
 
-    fn run_clients(&mut self) {
+    fn run_clients(&mut self, i: usize) {
         for k in 0..self.clients.len() {
             let c = self.clients[k];
-            let i = c.server.index();
+            if c.server.index() != i {
+                continue;
+            }
             let due = match c.outstanding {
                 None => true,
                 Some((_, since)) => self.now.saturating_since(since) >= self.config.client_retry,
@@ -252,15 +257,13 @@ impl MemCluster {
         }
     }
 
-    fn tick(&mut self) {
-        for i in 0..self.n {
-            let now = self.now;
-            if let Some(r) = self.nodes[i].as_mut() {
-                r.handle_tick(now);
-                self.drain(i);
-            }
+    fn tick(&mut self, i: usize) {
+        let now = self.now;
+        if let Some(r) = self.nodes[i].as_mut() {
+            r.handle_tick(now);
+            self.drain(i);
         }
-        self.run_clients();
+        self.run_clients(i);
     }
 
     /// Current simulated time.
@@ -299,15 +302,22 @@ impl ClusterDriver for MemCluster {
     fn run_until(&mut self, t: Time) {
         loop {
             let next_msg = self.queue.keys().next().map(|k| k.0);
+            let (ticker, next_tick) = self
+                .next_tick
+                .iter()
+                .copied()
+                .enumerate()
+                .min_by_key(|(i, t)| (*t, *i))
+                .unwrap_or((0, Time(u64::MAX)));
             let next = match next_msg {
-                Some(m) if m < self.next_tick => m,
-                _ => self.next_tick,
+                Some(m) if m < next_tick => m,
+                _ => next_tick,
             };
             if next > t {
                 break;
             }
             self.now = self.now.max(next);
-            if next_msg == Some(next) && next < self.next_tick {
+            if next_msg == Some(next) && next < next_tick {
                 let Some((_, (from, to, m))) = self.queue.pop_first() else {
                     break;
                 };
@@ -321,8 +331,8 @@ impl ClusterDriver for MemCluster {
                     self.drain(j);
                 }
             } else {
-                self.next_tick = self.next_tick + self.config.tick;
-                self.tick();
+                self.next_tick[ticker] = next_tick + self.config.tick;
+                self.tick(ticker);
             }
         }
         self.now = self.now.max(t);
