@@ -1362,6 +1362,7 @@ impl World {
             timestamp: Timestamp(ts),
             payload: make_payload(self.p.seed, cl.id, ts, self.p.payload_len),
         };
+        self.checker.submitted_at[c] = (update.payload.as_ptr() as usize, update.payload.len());
         cl.update = Some(update);
         cl.outstanding = true;
         cl.first_sent = self.now;
