@@ -14,7 +14,8 @@
 //! each copy); `vs TCP` compares MB/s with the TCP row of the same cell. The TCP baseline writes
 //! the same encoded envelope (encoded once) as `u32 length | bytes` frames on one connection per
 //! receiver and the receiver reads frames without decoding, so the transports pay for the codec
-//! and the baseline does not.
+//! and the baseline does not; the `tcp+codec` row encodes every envelope at the sender and
+//! decodes it at the receiver, the per-message work every transport must do (`vs TCP+codec`).
 
 use bytes::Bytes;
 use paxos_core::codec::encode_envelope;
@@ -231,7 +232,7 @@ async fn bench_transport(
     Some(result)
 }
 
-async fn bench_tcp(receivers: usize, size: usize, secs: f64) -> Result {
+async fn bench_tcp(receivers: usize, size: usize, secs: f64, codec: bool) -> Result {
     let frame = {
         let body = encode_envelope(&envelope(size)).expect("encode");
         let mut f = (body.len() as u32).to_be_bytes().to_vec();
@@ -261,6 +262,9 @@ async fn bench_tcp(receivers: usize, size: usize, secs: f64) -> Result {
                 if r.read_exact(&mut body).await.is_err() {
                     return;
                 }
+                if codec && paxos_core::decode_envelope(&body).is_err() {
+                    return;
+                }
                 p.received[i].fetch_add(1, Ordering::Relaxed);
                 p.notify.notify_one();
             }
@@ -271,8 +275,21 @@ async fn bench_tcp(receivers: usize, size: usize, secs: f64) -> Result {
     }
     let writers = tokio::sync::Mutex::new(writers);
     let frame = &frame;
+    let env = envelope(size);
+    let env = &env;
     let result = drive(&progress, size, secs, receivers, || async {
         let mut w = writers.lock().await;
+        let encoded;
+        let frame: &[u8] = if codec {
+            let body = encode_envelope(env).expect("encode");
+            let mut f = Vec::with_capacity(4 + body.len());
+            f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            f.extend_from_slice(&body);
+            encoded = f;
+            &encoded
+        } else {
+            frame
+        };
         for w in w.iter_mut() {
             let _ = w.write_all(frame).await;
         }
@@ -339,7 +356,7 @@ async fn main() {
     }
     let began = Instant::now();
     println!(
-        "| nodes | pattern | size | transport | msgs/s | MB/s | lost | vs TCP |\n|---|---|---|---|---|---|---|---|"
+        "| nodes | pattern | size | transport | msgs/s | MB/s | lost | vs TCP | vs TCP+codec |\n|---|---|---|---|---|---|---|---|---|"
     );
     for n in [3u32, 5] {
         for pattern in [Pattern::OneToOne, Pattern::OneToAll] {
@@ -348,33 +365,36 @@ async fn main() {
                     Pattern::OneToOne => 1,
                     Pattern::OneToAll => n as usize - 1,
                 };
-                let tcp = bench_tcp(receivers, size, secs).await;
+                let tcp = bench_tcp(receivers, size, secs, false).await;
+                let tcp_codec = bench_tcp(receivers, size, secs, true).await;
                 let pat = match pattern {
                     Pattern::OneToOne => "one-to-one",
                     Pattern::OneToAll => "one-to-all",
                 };
                 let row = |name: &str, r: &Result| {
                     println!(
-                        "| {n} | {pat} | {size} | {name} | {:.0} | {:.1} | {:.1}% | {:.0}% |",
+                        "| {n} | {pat} | {size} | {name} | {:.0} | {:.1} | {:.1}% | {:.0}% | {:.0}% |",
                         r.msgs_per_s,
                         r.mb_per_s,
                         r.lost_pct,
-                        100.0 * r.mb_per_s / tcp.mb_per_s.max(1e-9)
+                        100.0 * r.mb_per_s / tcp.mb_per_s.max(1e-9),
+                        100.0 * r.mb_per_s / tcp_codec.mb_per_s.max(1e-9)
                     )
                 };
                 row("tcp (baseline)", &tcp);
+                row("tcp+codec", &tcp_codec);
                 for kind in ["memory", "udp", "quic"] {
                     if kind == "udp" && !udp_ok {
                         continue;
                     }
                     let Some(nodes) = cluster(kind, n).await else {
-                        println!("| {n} | {pat} | {size} | {kind} | setup failed | | | |");
+                        println!("| {n} | {pat} | {size} | {kind} | setup failed | | | | |");
                         continue;
                     };
                     match bench_transport(nodes, pattern, size, secs).await {
                         Some(r) => row(kind, &r),
                         None => {
-                            println!("| {n} | {pat} | {size} | {kind} | warm-up failed | | | |")
+                            println!("| {n} | {pat} | {size} | {kind} | warm-up failed | | | | |")
                         }
                     }
                 }

@@ -183,6 +183,64 @@ impl Counters {
     }
 }
 
+/// A bounded queue of received envelopes, filled in batches (one per datagram or stream read)
+/// and drained one envelope per [`Transport::recv`].
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    rx: tokio::sync::Mutex<InboxState>,
+}
+
+type InboxState = (
+    tokio::sync::mpsc::Receiver<Vec<(NodeId, Envelope)>>,
+    std::collections::VecDeque<(NodeId, Envelope)>,
+);
+
+/// The sending side of an [`Inbox`].
+pub(crate) type InboxSender = tokio::sync::mpsc::Sender<Vec<(NodeId, Envelope)>>;
+
+impl Inbox {
+    /// An inbox holding about `capacity` envelopes (in batches).
+    pub(crate) fn new(capacity: usize) -> (InboxSender, Inbox) {
+        let (tx, rx) = tokio::sync::mpsc::channel((capacity / 64).max(16));
+        (
+            tx,
+            Inbox {
+                rx: tokio::sync::Mutex::new((rx, Default::default())),
+            },
+        )
+    }
+
+    /// Queues a batch, counting it as received or, when full, as dropped.
+    pub(crate) fn push(tx: &InboxSender, batch: Vec<(NodeId, Envelope)>, counters: &Counters) {
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len();
+        match tx.try_send(batch) {
+            Ok(()) => {
+                counters
+                    .received_messages
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(_) => {
+                counters.drops[DropReason::InboundFull as usize]
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The next envelope.
+    pub(crate) async fn recv(&self) -> Result<(NodeId, Envelope), TransportError> {
+        let mut g = self.rx.lock().await;
+        if let Some(m) = g.1.pop_front() {
+            return Ok(m);
+        }
+        let batch = g.0.recv().await.ok_or(TransportError::Closed)?;
+        g.1.extend(batch);
+        g.1.pop_front().ok_or(TransportError::Closed)
+    }
+}
+
 /// A way for servers to exchange [`Envelope`]s.
 ///
 /// Delivery is best effort (messages may be lost, duplicated by the peer's retransmission, or

@@ -16,7 +16,8 @@
 
 use crate::keygen::NodeTls;
 use crate::{
-    node_name, Counters, DropReason, PeerConfig, Transport, TransportError, TransportStats,
+    node_name, Counters, DropReason, Inbox, InboxSender, PeerConfig, Transport, TransportError,
+    TransportStats,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -128,6 +129,11 @@ pub fn transport_config(
     t.send_window(32 << 20);
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(16));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(0));
+    // Paths with a large MTU (loopback, jumbo frames) get large packets; others settle at
+    // their MTU.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(65_000);
+    t.mtu_discovery_config(Some(mtu));
     Ok(t)
 }
 
@@ -192,7 +198,7 @@ pub struct QuicTransport {
     id: NodeId,
     queues: HashMap<NodeId, mpsc::Sender<Bytes>>,
     max_message: usize,
-    inbound: tokio::sync::Mutex<mpsc::Receiver<(NodeId, Envelope)>>,
+    inbox: Inbox,
     counters: Arc<Counters>,
     endpoint: quinn::Endpoint,
     tasks: Vec<JoinHandle<()>>,
@@ -226,7 +232,7 @@ impl QuicTransport {
             config.socket_buffer,
         )?;
         let counters = Arc::new(Counters::default());
-        let (inbound_tx, inbound) = mpsc::channel(config.recv_queue.max(1));
+        let (inbound_tx, inbox) = Inbox::new(config.recv_queue);
         let members: Arc<Vec<NodeId>> = Arc::new(
             config
                 .peers
@@ -258,7 +264,7 @@ impl QuicTransport {
             id: config.id,
             queues,
             max_message: config.max_message,
-            inbound: tokio::sync::Mutex::new(inbound),
+            inbox,
             counters,
             endpoint,
             tasks,
@@ -271,11 +277,7 @@ impl QuicTransport {
     }
 
     fn frame(&self, env: &Envelope) -> Result<Bytes, TransportError> {
-        let body = encode_with_limit(env, self.max_message)?;
-        let mut f = Vec::with_capacity(4 + body.len());
-        f.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        f.extend_from_slice(&body);
-        Ok(Bytes::from(f))
+        Ok(Bytes::from(encode_with_limit(env, self.max_message)?))
     }
 
     fn enqueue(&self, to: NodeId, frame: Bytes) {
@@ -313,12 +315,7 @@ impl Transport for QuicTransport {
     }
 
     async fn recv(&self) -> Result<(NodeId, Envelope), TransportError> {
-        self.inbound
-            .lock()
-            .await
-            .recv()
-            .await
-            .ok_or(TransportError::Closed)
+        self.inbox.recv().await
     }
 
     fn stats(&self) -> TransportStats {
@@ -368,11 +365,13 @@ async fn dial(
                 _ = conn.closed() => break,
             };
             buf.clear();
+            buf.extend_from_slice(&(first.len() as u32).to_be_bytes());
             buf.extend_from_slice(&first);
             let mut frames = 1;
             while buf.len() < WRITE_BATCH {
                 match rx.try_recv() {
                     Ok(m) => {
+                        buf.extend_from_slice(&(m.len() as u32).to_be_bytes());
                         buf.extend_from_slice(&m);
                         frames += 1;
                     }
@@ -396,7 +395,7 @@ async fn accept(
     endpoint: quinn::Endpoint,
     members: Arc<Vec<NodeId>>,
     max_message: usize,
-    inbound: mpsc::Sender<(NodeId, Envelope)>,
+    inbound: InboxSender,
     counters: Arc<Counters>,
 ) {
     while let Some(incoming) = endpoint.accept().await {
@@ -433,41 +432,37 @@ async fn read_stream(
     stream: quinn::RecvStream,
     peer: NodeId,
     max_message: usize,
-    inbound: mpsc::Sender<(NodeId, Envelope)>,
+    inbound: InboxSender,
     counters: Arc<Counters>,
 ) {
     let mut r = tokio::io::BufReader::with_capacity(256 << 10, stream);
     let mut body = Vec::new();
+    let mut batch = Vec::new();
     loop {
         let mut len = [0u8; 4];
         if r.read_exact(&mut len).await.is_err() {
-            return;
+            break;
         }
         let len = u32::from_be_bytes(len) as usize;
         if len == 0 || len > max_message {
             counters.dropped(DropReason::Malformed);
-            return;
+            break;
         }
         body.resize(len, 0);
         if r.read_exact(&mut body).await.is_err() {
             counters.dropped(DropReason::Malformed);
-            return;
+            break;
         }
         counters.received_bytes(4 + len);
-        let env: Envelope = match decode_with_limit(&body, max_message) {
-            Ok(env) => env,
-            Err(_) => {
-                counters.dropped(DropReason::Malformed);
-                continue;
-            }
-        };
-        if env.from != peer {
-            counters.dropped(DropReason::ForgedSender);
-            continue;
+        match decode_with_limit::<Envelope>(&body, max_message) {
+            Ok(env) if env.from == peer => batch.push((peer, env)),
+            Ok(_) => counters.dropped(DropReason::ForgedSender),
+            Err(_) => counters.dropped(DropReason::Malformed),
         }
-        match inbound.try_send((peer, env)) {
-            Ok(()) => counters.received_message(),
-            Err(_) => counters.dropped(DropReason::InboundFull),
+        // Hand over what was read once no more is buffered (or the batch is large).
+        if r.buffer().is_empty() || batch.len() >= 256 {
+            Inbox::push(&inbound, std::mem::take(&mut batch), &counters);
         }
     }
+    Inbox::push(&inbound, batch, &counters);
 }

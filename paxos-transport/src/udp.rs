@@ -32,9 +32,10 @@
 //! Messages are queued and a sender task packs whatever is queued for the same destination into
 //! as few datagrams as possible, so a burst of sends becomes a few datagrams without any timer.
 
-use crate::{Counters, DropReason, PeerConfig, Transport, TransportError, TransportStats};
+use crate::{
+    Counters, DropReason, Inbox, InboxSender, PeerConfig, Transport, TransportError, TransportStats,
+};
 use async_trait::async_trait;
-use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use paxos_core::codec::{decode_with_limit, encode_with_limit, DEFAULT_MAX_MESSAGE_BYTES};
 use paxos_core::{Envelope, NodeId};
@@ -46,7 +47,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -89,8 +90,9 @@ pub struct UdpConfig {
     pub max_message: usize,
     /// Bound on bytes held in partial (fragmented) messages.
     pub reassembly_bytes: usize,
-    /// Envelopes queued for sending before further sends are dropped.
-    pub send_queue: usize,
+    /// Bytes queued for sending (not yet handed to the socket) before further sends are
+    /// dropped.
+    pub send_queue_bytes: usize,
     /// Envelopes received but not yet taken by `recv` before further ones are dropped.
     pub recv_queue: usize,
     /// Requested socket send and receive buffer size.
@@ -117,7 +119,7 @@ impl UdpConfig {
             max_datagram: LOOPBACK_DATAGRAM,
             max_message: DEFAULT_MAX_MESSAGE_BYTES,
             reassembly_bytes: 64 << 20,
-            send_queue: 65_536,
+            send_queue_bytes: 16 << 20,
             recv_queue: 65_536,
             socket_buffer: 8 << 20,
             loss: 0.0,
@@ -137,8 +139,8 @@ pub struct UdpTransport {
     id: NodeId,
     addrs: HashMap<NodeId, SocketAddr>,
     max_message: usize,
-    queue: mpsc::Sender<(Dest, Bytes)>,
-    inbound: tokio::sync::Mutex<mpsc::Receiver<(NodeId, Envelope)>>,
+    outbox: Arc<Outbox>,
+    inbox: Inbox,
     counters: Arc<Counters>,
     tasks: Vec<JoinHandle<()>>,
     local_addr: SocketAddr,
@@ -182,16 +184,23 @@ pub fn seal(
     payload: &[u8],
 ) -> Vec<u8> {
     let mut d = Vec::with_capacity(HEADER_LEN + payload.len() + TAG_LEN);
-    d.extend_from_slice(&MAGIC);
-    d.push(kind);
-    d.extend_from_slice(&sender.0.to_be_bytes());
-    d.extend_from_slice(&epoch.to_be_bytes());
-    d.extend_from_slice(&seq.to_be_bytes());
+    d.resize(HEADER_LEN, 0);
     d.extend_from_slice(payload);
-    let mut m = mac(key);
-    m.update(&d);
-    d.extend_from_slice(&m.finalize().into_bytes());
+    seal_in_place(key, kind, sender, epoch, seq, &mut d);
     d
+}
+
+/// Writes the header into the first [`HEADER_LEN`] bytes of `d` and appends the tag.
+fn seal_in_place(key: &[u8; 32], kind: u8, sender: NodeId, epoch: u64, seq: u64, d: &mut Vec<u8>) {
+    d[..4].copy_from_slice(&MAGIC);
+    d[4] = kind;
+    d[5..9].copy_from_slice(&sender.0.to_be_bytes());
+    d[9..17].copy_from_slice(&epoch.to_be_bytes());
+    d[17..25].copy_from_slice(&seq.to_be_bytes());
+    let mut m = mac(key);
+    m.update(d);
+    let tag = m.finalize().into_bytes();
+    d.extend_from_slice(&tag);
 }
 
 /// Builds a batch payload (`u32 length | bytes` per item). Exposed for tests.
@@ -246,8 +255,14 @@ impl UdpTransport {
         let multi = Arc::new(UdpSocket::from_std(multi.into())?);
 
         let counters = Arc::new(Counters::default());
-        let (queue, queue_rx) = mpsc::channel(config.send_queue.max(1));
-        let (inbound_tx, inbound) = mpsc::channel(config.recv_queue.max(1));
+        let max_payload = config.max_datagram - HEADER_LEN - TAG_LEN;
+        let outbox = Arc::new(Outbox {
+            state: Mutex::new(OutboxState::default()),
+            notify: Notify::new(),
+            max_payload,
+            limit: config.send_queue_bytes,
+        });
+        let (inbound_tx, inbox) = Inbox::new(config.recv_queue);
         let receiver = Arc::new(Receiver {
             id: config.id,
             members: addrs.keys().copied().collect(),
@@ -263,15 +278,13 @@ impl UdpTransport {
             key: config.key,
             epoch: new_epoch(),
             seq: 0,
-            msg_id: 0,
-            max_payload: config.max_datagram - HEADER_LEN - TAG_LEN,
             socket: uni.clone(),
             group: SocketAddr::V4(config.group),
             counters: counters.clone(),
             loss: config.loss.clamp(0.0, 1.0),
         };
         let tasks = vec![
-            tokio::spawn(sender.run(queue_rx)),
+            tokio::spawn(sender.run(outbox.clone())),
             tokio::spawn(receiver.clone().run(uni)),
             tokio::spawn(receiver.run(multi)),
         ];
@@ -279,8 +292,8 @@ impl UdpTransport {
             id: config.id,
             addrs,
             max_message: config.max_message,
-            queue,
-            inbound: tokio::sync::Mutex::new(inbound),
+            outbox,
+            inbox,
             counters,
             tasks,
             local_addr,
@@ -293,16 +306,99 @@ impl UdpTransport {
     }
 
     fn enqueue(&self, dest: Dest, env: &Envelope) -> Result<(), TransportError> {
-        let bytes = Bytes::from(encode_with_limit(env, self.max_message)?);
+        let bytes = encode_with_limit(env, self.max_message)?;
         self.counters.sent_message();
-        match self.queue.try_send((dest, bytes)) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.counters.dropped(DropReason::QueueFull);
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(TransportError::Closed),
+        if !self.outbox.push(dest, &bytes) {
+            self.counters.dropped(DropReason::QueueFull);
         }
+        Ok(())
+    }
+}
+
+/// Datagrams being assembled, shared by the senders and the sender task. Every buffer starts
+/// with [`HEADER_LEN`] bytes reserved for the header, so sealing does not copy.
+#[derive(Debug)]
+struct Outbox {
+    state: Mutex<OutboxState>,
+    notify: Notify,
+    max_payload: usize,
+    limit: usize,
+}
+
+#[derive(Debug, Default)]
+struct OutboxState {
+    /// Complete datagrams in order: destination, kind, buffer.
+    ready: Vec<(Dest, u8, Vec<u8>)>,
+    /// The batch being filled per destination.
+    open: Vec<(Dest, Vec<u8>)>,
+    bytes: usize,
+    msg_id: u64,
+}
+
+impl Outbox {
+    /// Queues one encoded envelope; false if the queue is full.
+    fn push(&self, dest: Dest, msg: &[u8]) -> bool {
+        let mut st = self.state.lock().expect("udp outbox");
+        if st.bytes + msg.len() > self.limit {
+            return false;
+        }
+        st.bytes += msg.len();
+        let i = match st.open.iter().position(|(d, _)| *d == dest) {
+            Some(i) => i,
+            None => {
+                st.open.push((dest, Vec::new()));
+                st.open.len() - 1
+            }
+        };
+        let fits_alone = msg.len() + 4 <= self.max_payload;
+        let used = st.open[i].1.len().saturating_sub(HEADER_LEN);
+        if used > 0 && (!fits_alone || used + 4 + msg.len() > self.max_payload) {
+            let full = std::mem::take(&mut st.open[i].1);
+            st.ready.push((dest, KIND_BATCH, full));
+        }
+        if fits_alone {
+            let buf = &mut st.open[i].1;
+            if buf.is_empty() {
+                buf.reserve(HEADER_LEN + self.max_payload.min(4 * (msg.len() + 4)) + TAG_LEN);
+                buf.resize(HEADER_LEN, 0);
+            }
+            buf.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+            buf.extend_from_slice(msg);
+        } else {
+            let chunk = self.max_payload - FRAGMENT_HEADER;
+            let count = msg.len().div_ceil(chunk);
+            if count > u16::MAX as usize {
+                st.bytes -= msg.len();
+                return false;
+            }
+            let id = st.msg_id;
+            st.msg_id += 1;
+            for (index, part) in msg.chunks(chunk).enumerate() {
+                let mut p = Vec::with_capacity(HEADER_LEN + FRAGMENT_HEADER + part.len() + TAG_LEN);
+                p.resize(HEADER_LEN, 0);
+                p.extend_from_slice(&id.to_be_bytes());
+                p.extend_from_slice(&(index as u16).to_be_bytes());
+                p.extend_from_slice(&(count as u16).to_be_bytes());
+                p.extend_from_slice(part);
+                st.ready.push((dest, KIND_FRAGMENT, p));
+            }
+        }
+        drop(st);
+        self.notify.notify_one();
+        true
+    }
+
+    /// Takes every queued datagram, complete ones first, in order.
+    fn take(&self) -> Vec<(Dest, u8, Vec<u8>)> {
+        let mut st = self.state.lock().expect("udp outbox");
+        let mut out = std::mem::take(&mut st.ready);
+        for (dest, buf) in st.open.iter_mut() {
+            if buf.len() > HEADER_LEN {
+                out.push((*dest, KIND_BATCH, std::mem::take(buf)));
+            }
+        }
+        st.bytes = 0;
+        out
     }
 }
 
@@ -322,12 +418,7 @@ impl Transport for UdpTransport {
     }
 
     async fn recv(&self) -> Result<(NodeId, Envelope), TransportError> {
-        self.inbound
-            .lock()
-            .await
-            .recv()
-            .await
-            .ok_or(TransportError::Closed)
+        self.inbox.recv().await
     }
 
     fn stats(&self) -> TransportStats {
@@ -340,8 +431,6 @@ struct Sender {
     key: [u8; 32],
     epoch: u64,
     seq: u64,
-    msg_id: u64,
-    max_payload: usize,
     socket: Arc<UdpSocket>,
     group: SocketAddr,
     counters: Arc<Counters>,
@@ -349,66 +438,23 @@ struct Sender {
 }
 
 impl Sender {
-    async fn run(mut self, mut rx: mpsc::Receiver<(Dest, Bytes)>) {
-        let mut bufs: Vec<(Dest, Vec<u8>)> = Vec::new();
-        while let Some(first) = rx.recv().await {
-            self.add(&mut bufs, first).await;
-            for _ in 0..4096 {
-                match rx.try_recv() {
-                    Ok(item) => self.add(&mut bufs, item).await,
-                    Err(_) => break,
+    async fn run(mut self, outbox: Arc<Outbox>) {
+        loop {
+            outbox.notify.notified().await;
+            loop {
+                let datagrams = outbox.take();
+                if datagrams.is_empty() {
+                    break;
                 }
-            }
-            for (dest, buf) in bufs.iter_mut() {
-                if !buf.is_empty() {
-                    let payload = std::mem::take(buf);
-                    self.emit(*dest, KIND_BATCH, &payload).await;
+                for (dest, kind, d) in datagrams {
+                    self.emit(dest, kind, d).await;
                 }
             }
         }
     }
 
-    async fn add(&mut self, bufs: &mut Vec<(Dest, Vec<u8>)>, (dest, msg): (Dest, Bytes)) {
-        let i = match bufs.iter().position(|(d, _)| *d == dest) {
-            Some(i) => i,
-            None => {
-                bufs.push((dest, Vec::with_capacity(self.max_payload)));
-                bufs.len() - 1
-            }
-        };
-        let fits_alone = msg.len() + 4 <= self.max_payload;
-        if !bufs[i].1.is_empty()
-            && (!fits_alone || bufs[i].1.len() + 4 + msg.len() > self.max_payload)
-        {
-            let payload = std::mem::take(&mut bufs[i].1);
-            self.emit(dest, KIND_BATCH, &payload).await;
-        }
-        if fits_alone {
-            let buf = &mut bufs[i].1;
-            buf.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-            buf.extend_from_slice(&msg);
-        } else {
-            let chunk = self.max_payload - FRAGMENT_HEADER;
-            let count = msg.len().div_ceil(chunk);
-            if count > u16::MAX as usize {
-                self.counters.dropped(DropReason::QueueFull);
-                return;
-            }
-            let id = self.msg_id;
-            self.msg_id += 1;
-            for (index, part) in msg.chunks(chunk).enumerate() {
-                let mut p = Vec::with_capacity(FRAGMENT_HEADER + part.len());
-                p.extend_from_slice(&id.to_be_bytes());
-                p.extend_from_slice(&(index as u16).to_be_bytes());
-                p.extend_from_slice(&(count as u16).to_be_bytes());
-                p.extend_from_slice(part);
-                self.emit(dest, KIND_FRAGMENT, &p).await;
-            }
-        }
-    }
-
-    async fn emit(&mut self, dest: Dest, kind: u8, payload: &[u8]) {
-        let d = seal(&self.key, kind, self.id, self.epoch, self.seq, payload);
+    async fn emit(&mut self, dest: Dest, kind: u8, mut d: Vec<u8>) {
+        seal_in_place(&self.key, kind, self.id, self.epoch, self.seq, &mut d);
         self.seq += 1;
         if self.loss > 0.0 && rand::random::<f64>() < self.loss {
             self.counters.dropped(DropReason::Injected);
@@ -515,7 +561,7 @@ struct Receiver {
     max_message: usize,
     reassembly_bytes: usize,
     state: Mutex<RecvState>,
-    inbound: mpsc::Sender<(NodeId, Envelope)>,
+    inbound: InboxSender,
     counters: Arc<Counters>,
 }
 
@@ -549,6 +595,10 @@ impl Receiver {
             self.counters.dropped(DropReason::Malformed);
             return;
         }
+        if be_u32(&d[5..]) == self.id.0 {
+            // Our own multicast, looped back: no genuine datagram claims to come from us.
+            return;
+        }
         let (body, tag) = d.split_at(d.len() - TAG_LEN);
         let mut m = mac(&self.key);
         m.update(body);
@@ -561,9 +611,6 @@ impl Receiver {
         let epoch = be_u64(&body[9..]);
         let seq = be_u64(&body[17..]);
         let payload = &body[HEADER_LEN..];
-        if sender == self.id {
-            return; // our own multicast, looped back
-        }
         if !self.members.contains(&sender) {
             self.counters.dropped(DropReason::NonMember);
             return;
@@ -583,19 +630,23 @@ impl Receiver {
         match kind {
             KIND_BATCH => {
                 drop(state);
-                self.batch(sender, payload);
+                let mut out = Vec::new();
+                self.batch(sender, payload, &mut out);
+                Inbox::push(&self.inbound, out, &self.counters);
             }
             KIND_FRAGMENT => {
                 if let Some(msg) = self.fragment(&mut state, sender, epoch, payload) {
                     drop(state);
-                    self.deliver(sender, &msg);
+                    let mut out = Vec::new();
+                    self.deliver(sender, &msg, &mut out);
+                    Inbox::push(&self.inbound, out, &self.counters);
                 }
             }
             _ => self.counters.dropped(DropReason::Malformed),
         }
     }
 
-    fn batch(&self, sender: NodeId, mut p: &[u8]) {
+    fn batch(&self, sender: NodeId, mut p: &[u8], out: &mut Vec<(NodeId, Envelope)>) {
         if p.is_empty() {
             self.counters.dropped(DropReason::Malformed);
         }
@@ -609,7 +660,7 @@ impl Receiver {
                 self.counters.dropped(DropReason::Malformed);
                 return;
             }
-            self.deliver(sender, &p[4..4 + len]);
+            self.deliver(sender, &p[4..4 + len], out);
             p = &p[4 + len..];
         }
     }
@@ -706,7 +757,7 @@ impl Receiver {
         Some(msg)
     }
 
-    fn deliver(&self, sender: NodeId, bytes: &[u8]) {
+    fn deliver(&self, sender: NodeId, bytes: &[u8], out: &mut Vec<(NodeId, Envelope)>) {
         let env: Envelope = match decode_with_limit(bytes, self.max_message) {
             Ok(env) => env,
             Err(_) => {
@@ -718,10 +769,7 @@ impl Receiver {
             self.counters.dropped(DropReason::ForgedSender);
             return;
         }
-        match self.inbound.try_send((sender, env)) {
-            Ok(()) => self.counters.received_message(),
-            Err(_) => self.counters.dropped(DropReason::InboundFull),
-        }
+        out.push((sender, env));
     }
 }
 
