@@ -164,6 +164,105 @@ impl ElectionConfig {
     }
 }
 
+/// A strategy timer that cannot work.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ElectionConfigError {
+    /// A timer is zero.
+    #[error("election timer {field} must be positive")]
+    Zero {
+        /// The field, as `strategy.field`.
+        field: &'static str,
+    },
+    /// A heartbeat period is not shorter than the timeout it feeds.
+    #[error("{field} ({heartbeat:?}) must be shorter than the failure timeout ({timeout:?})")]
+    HeartbeatTooSlow {
+        /// The heartbeat field, as `strategy.field`.
+        field: &'static str,
+        /// Its value.
+        heartbeat: Duration,
+        /// The timeout it must fit in.
+        timeout: Duration,
+    },
+    /// A cap is below the value it caps.
+    #[error("{field} must not be below the base value it caps")]
+    CapBelowBase {
+        /// The cap field, as `strategy.field`.
+        field: &'static str,
+    },
+}
+
+impl ElectionConfig {
+    /// Checks every strategy's timers once (call it where the configuration is loaded; [`build`]
+    /// assumes a valid configuration but never panics on an invalid one).
+    pub fn validate(&self) -> Result<(), ElectionConfigError> {
+        use ElectionConfigError::*;
+        let positive = [
+            ("psb.progress_timeout", self.psb.progress_timeout),
+            ("psb.resend_interval", self.psb.resend_interval),
+            (
+                "highest_id.heartbeat_interval",
+                self.highest_id.heartbeat_interval,
+            ),
+            ("highest_id.timeout", self.highest_id.timeout),
+            (
+                "highest_id.prepare_stall_timeout",
+                self.highest_id.prepare_stall_timeout,
+            ),
+            (
+                "highest_id.leader_progress_timeout",
+                self.highest_id.leader_progress_timeout,
+            ),
+            ("omega.heartbeat_interval", self.omega.heartbeat_interval),
+            ("omega.initial_timeout", self.omega.initial_timeout),
+            (
+                "omega.prepare_stall_timeout",
+                self.omega.prepare_stall_timeout,
+            ),
+            (
+                "omega.leader_progress_timeout",
+                self.omega.leader_progress_timeout,
+            ),
+            ("ble.election_timeout", self.ble.election_timeout),
+            ("ble.prepare_stall_timeout", self.ble.prepare_stall_timeout),
+        ];
+        if let Some((field, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
+            return Err(Zero { field });
+        }
+        let heartbeats = [
+            (
+                "highest_id.heartbeat_interval",
+                self.highest_id.heartbeat_interval,
+                self.highest_id.timeout,
+            ),
+            (
+                "omega.heartbeat_interval",
+                self.omega.heartbeat_interval,
+                self.omega.initial_timeout,
+            ),
+        ];
+        for (field, heartbeat, timeout) in heartbeats {
+            if heartbeat >= timeout {
+                return Err(HeartbeatTooSlow {
+                    field,
+                    heartbeat,
+                    timeout,
+                });
+            }
+        }
+        if self.psb.max_progress_timeout < self.psb.progress_timeout {
+            return Err(CapBelowBase {
+                field: "psb.max_progress_timeout",
+            });
+        }
+        if self.omega.max_timeout < self.omega.initial_timeout {
+            return Err(CapBelowBase {
+                field: "omega.max_timeout",
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Builds strategy `strategy` for server `me` of a cluster of `servers`.
 ///
 /// The box is `Send`, so a replica holding it can move between threads; it coerces to
@@ -199,6 +298,38 @@ mod tests {
         assert_eq!(
             "raft".parse::<Strategy>(),
             Err(ParseStrategyError("raft".into()))
+        );
+    }
+
+    #[test]
+    fn config_validation_names_the_field() {
+        assert_eq!(ElectionConfig::default().validate(), Ok(()));
+        assert_eq!(
+            ElectionConfig::uniform(Duration::from_millis(50)).validate(),
+            Ok(())
+        );
+        let mut c = ElectionConfig::default();
+        c.ble.election_timeout = Duration::ZERO;
+        assert_eq!(
+            c.validate(),
+            Err(ElectionConfigError::Zero {
+                field: "ble.election_timeout"
+            })
+        );
+        let mut c = ElectionConfig::default();
+        c.omega.heartbeat_interval = c.omega.initial_timeout;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("omega.heartbeat_interval"));
+        let mut c = ElectionConfig::default();
+        c.psb.max_progress_timeout = Duration::from_secs(1);
+        assert_eq!(
+            c.validate(),
+            Err(ElectionConfigError::CapBelowBase {
+                field: "psb.max_progress_timeout"
+            })
         );
     }
 
