@@ -1019,9 +1019,12 @@ impl World {
                 }
             }
             Ev::PartitionEnd { id } => {
+                let before = self.partitions.len();
                 self.partitions.retain(|p| p.id != id);
-                self.recompute_blocked();
-                self.log(1, || format!("partition {id} healed"));
+                if self.partitions.len() != before {
+                    self.recompute_blocked();
+                    self.log(1, || format!("partition {id} healed"));
+                }
             }
             Ev::Flap { id, left } => {
                 let Some(p) = self.partitions.iter_mut().find(|p| p.id == id) else {

@@ -194,3 +194,22 @@ fn cli_prints_summary_line_and_exit_code() {
         .expect("binary runs");
     assert!(out.status.success());
 }
+
+#[test]
+fn coverage_check_notices_missing_fault_types() {
+    let base = Simulation::new(3, 0).faults(FaultProfile::None);
+    let report = sweep(&base, 0..3, 1, |_| {});
+    assert_eq!(report.violations, 0);
+    let missing = report.never_exercised();
+    for name in [
+        "crashes",
+        "partitions",
+        "lost_writes",
+        "messages_duplicated",
+    ] {
+        assert!(
+            missing.contains(&name),
+            "{name} should be reported: {missing:?}"
+        );
+    }
+}
