@@ -1,7 +1,7 @@
 //! The election A/B experiment on the crate's in-memory cluster (no loss, instant disks).
 //!
 //! ```sh
-//! cargo run --release -p paxos-election --example ab_experiment -- [seeds] [timeout_ms] [md|matrix|both|csv|json] [scenario...]
+//! cargo run --release -p paxos-election --example ab_experiment -- [seeds] [timeout_ms] [md|matrix|both|csv|json|strips] [scenario...]
 //! ```
 //!
 //! Runs every strategy on every scenario of the library (or the ones named) for `seeds` seeds
@@ -11,7 +11,7 @@
 
 use paxos_election::memnet::{MemCluster, MemConfig};
 use paxos_election::scenario::{library, scenario, ScenarioParams};
-use paxos_election::{run_experiment, ElectionConfig, RunOptions, Strategy};
+use paxos_election::{run_experiment, run_scenario, strip, ElectionConfig, RunOptions, Strategy};
 use std::time::Duration;
 
 fn main() {
@@ -32,6 +32,19 @@ fn main() {
         library(&params)
     };
     let election = ElectionConfig::uniform(Duration::from_millis(timeout_ms));
+    if format == "strips" {
+        // A text figure per scenario: one character per second after the fault start.
+        for sc in &scenarios {
+            println!("{} (one char per second from {}):", sc.name, sc.fault_start);
+            for strategy in Strategy::ALL {
+                let mut c = MemCluster::for_scenario(sc, strategy, election, MemConfig::default());
+                let r = run_scenario(&mut c, sc, &RunOptions::default());
+                let fig = strip(&r.samples, sc.fault_start, Duration::from_secs(1));
+                println!("  {:>10} {fig}", strategy.name());
+            }
+        }
+        return;
+    }
     let seeds: Vec<u64> = (1..=seeds).collect();
     let report = run_experiment(
         &Strategy::ALL,

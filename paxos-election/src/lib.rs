@@ -41,7 +41,7 @@ pub mod scenario;
 pub use ble::{Ballot, BleConfig, BleMessage, QuorumBallot};
 pub use experiment::{run_experiment, run_scenario, ClusterDriver, RunOptions, RunResult};
 pub use highest_id::{HighestIdAlive, HighestIdConfig, HighestIdMessage};
-pub use metrics::{CellSummary, MetricsConfig, Report, RunMetrics, RunRecord, Sample};
+pub use metrics::{strip, CellSummary, MetricsConfig, Report, RunMetrics, RunRecord, Sample};
 pub use omega::{Omega, OmegaConfig, OmegaMessage};
 pub use oracle::Announce;
 pub use paxos_core::psb::{PsbConfig, PsbMessage, PsbViewChange};

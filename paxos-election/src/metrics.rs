@@ -148,6 +148,57 @@ impl RunMetrics {
     }
 }
 
+/// A one-line text figure of a run, one character per `bucket` from `from` on:
+/// `#` new updates executed under the same leader, `+` executed and the leader view changed,
+/// `.` nothing executed, `x` nothing executed and the leader view changed.
+pub fn strip(samples: &[Sample], from: Time, bucket: Duration) -> String {
+    let bucket = bucket.max(Duration::from_nanos(1));
+    let mut out = String::new();
+    let mut prev_exec = None;
+    let mut prev_leader: Option<View> = None;
+    let mut start = from;
+    let mut progress = false;
+    let mut changed = false;
+    let mut any = false;
+    let symbol = |progress: bool, changed: bool| match (progress, changed) {
+        (true, false) => '#',
+        (true, true) => '+',
+        (false, false) => '.',
+        (false, true) => 'x',
+    };
+    for s in samples {
+        if s.at < from {
+            prev_exec = Some(s.executed);
+            prev_leader = s.leader_view().or(prev_leader);
+            continue;
+        }
+        while s.at >= start + bucket {
+            if any {
+                out.push(symbol(progress, changed));
+            }
+            start = start + bucket;
+            progress = false;
+            changed = false;
+            any = true;
+        }
+        any = true;
+        if prev_exec.is_some_and(|e| s.executed > e) {
+            progress = true;
+        }
+        prev_exec = Some(s.executed);
+        if let Some(v) = s.leader_view() {
+            if prev_leader.is_some_and(|p| p != v) {
+                changed = true;
+            }
+            prev_leader = Some(v);
+        }
+    }
+    if any {
+        out.push(symbol(progress, changed));
+    }
+    out
+}
+
 /// One run's result, as recorded in a [`Report`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunRecord {
@@ -489,6 +540,16 @@ mod tests {
         assert!((m.updates_per_second - 300.0 / 3.4).abs() < 1e-9);
         // Progress in 30 of 34 intervals.
         assert!((m.ordering_fraction - 30.0 / 34.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn strip_marks_progress_stalls_and_changes() {
+        // 0.0–0.3 s v1 ordering; 0.4–0.7 s no leader, no progress; 0.8 s on v2 ordering.
+        let mut steps = vec![(Some(1), 0), (Some(1), 10), (Some(1), 20), (Some(1), 30)];
+        steps.extend([(None, 30); 4]);
+        steps.extend((0..4).map(|k| (Some(2), 40 + 10 * k)));
+        let s = strip(&timeline(&steps), Time::ZERO, Duration::from_millis(400));
+        assert_eq!(s, "#.+");
     }
 
     #[test]
