@@ -49,13 +49,18 @@ pub use paxos_core::LeaderElection;
 pub use scenario::{Action, Fault, FaultCursor, Scenario, ScenarioParams, Target, TimedFault};
 
 use paxos_core::NodeId;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 use thiserror::Error;
 
 /// The selectable strategies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Serialised as its command-line name (so a TOML or JSON configuration can say
+/// `election = "omega"`); deserialisation accepts every name [`FromStr`] accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Strategy {
     /// PSB's view change (spec §5), [`PsbViewChange`]. Name: `psb`.
     PsbViewChange,
@@ -91,6 +96,20 @@ impl Strategy {
 impl fmt::Display for Strategy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+impl From<Strategy> for String {
+    fn from(s: Strategy) -> String {
+        s.name().to_string()
+    }
+}
+
+impl TryFrom<String> for Strategy {
+    type Error = ParseStrategyError;
+
+    fn try_from(s: String) -> Result<Strategy, ParseStrategyError> {
+        s.parse()
     }
 }
 
@@ -295,6 +314,14 @@ mod tests {
             "quorum-ballot".parse::<Strategy>(),
             Ok(Strategy::QuorumBallot)
         );
+        for s in Strategy::ALL {
+            let bytes = paxos_core::codec::encode(&s).unwrap();
+            assert_eq!(paxos_core::codec::decode::<Strategy>(&bytes), Ok(s));
+            let name = paxos_core::codec::encode(&s.name().to_string()).unwrap();
+            assert_eq!(bytes, name, "serialised as its name");
+        }
+        let raft = paxos_core::codec::encode(&"raft".to_string()).unwrap();
+        assert!(paxos_core::codec::decode::<Strategy>(&raft).is_err());
         assert_eq!(
             "raft".parse::<Strategy>(),
             Err(ParseStrategyError("raft".into()))
