@@ -23,9 +23,11 @@ fn main() {
             .election(election, None);
         let mut latencies = Vec::new();
         let mut leader_changes = 0usize;
+        let mut leaderless = Duration::ZERO;
         let report = sweep(&base, 0..50, 2, |r| {
             latencies.extend(r.latencies.iter().map(|l| l.latency));
             leader_changes += r.leader_changes.len();
+            leaderless += r.leaderless;
         });
         latencies.sort();
         let pct = |p: f64| {
@@ -35,9 +37,10 @@ fn main() {
                 .unwrap_or_default()
         };
         println!(
-            "{name}: {} | {} leader changes, {} updates, latency p50 {:?} p99 {:?}",
+            "{name}: {} | {} leader changes, {:.1?} leaderless, {} updates, latency p50 {:?} p99 {:?}",
             report.summary_line(),
             leader_changes,
+            leaderless,
             latencies.len(),
             pct(0.5),
             pct(0.99)

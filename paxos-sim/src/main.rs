@@ -202,13 +202,14 @@ fn run(a: &RunArgs) -> Result<ExitCode> {
     if let Some(seed) = a.seed {
         let r = sim.seed(seed).verbose(a.verbose).run();
         println!(
-            "seed {seed}: {} events, end {}, trace {:016x}, ordered {}, completed {}, leader changes {}",
+            "seed {seed}: {} events, end {}, trace {:016x}, ordered {}, completed {}, leader changes {}, leaderless {:?}",
             r.events,
             r.end_time,
             r.trace_hash,
             r.counters.ordered,
             r.counters.updates_completed,
-            r.leader_changes.len()
+            r.leader_changes.len(),
+            r.leaderless
         );
         for v in &r.violations {
             println!("violation: {v}");

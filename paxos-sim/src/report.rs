@@ -195,6 +195,9 @@ pub struct RunReport {
     pub latencies: Vec<Latency>,
     /// When each new leader took over.
     pub leader_changes: Vec<LeaderChange>,
+    /// Total virtual time during which no live server was leader of an installed view (a deposed
+    /// but still running leader counts as a leader until it notices).
+    pub leaderless: Duration,
     /// Time the fault phase ended and the stable majority was healed (None: no liveness phase).
     pub healed_at: Option<Time>,
     /// Servers of the stable majority.

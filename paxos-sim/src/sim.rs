@@ -561,6 +561,10 @@ pub(crate) struct World {
     stop: bool,
     leader_changes: Vec<LeaderChange>,
     max_leader_view: Option<View>,
+    /// Live servers that consider themselves leader (RegLeader), one bit each.
+    leader_mask: u64,
+    leaderless_since: Option<Time>,
+    leaderless: Duration,
     latencies: Vec<Latency>,
     healed_at: Option<Time>,
     converged_at: Option<Time>,
@@ -647,6 +651,9 @@ impl World {
             stop: false,
             leader_changes: Vec::new(),
             max_leader_view: None,
+            leader_mask: 0,
+            leaderless_since: Some(Time::ZERO),
+            leaderless: Duration::ZERO,
             latencies: Vec::new(),
             healed_at: None,
             converged_at: None,
@@ -797,6 +804,7 @@ impl World {
         };
         Self::fold_metrics(&mut self.counters, r.metrics());
         drop(r);
+        self.set_leader(i, false);
         self.dirty &= !(1 << i);
         self.counters.crashes += 1;
         let len = self.nodes[i].unsynced.len();
@@ -880,6 +888,22 @@ impl World {
         let node = &mut self.nodes[i];
         node.promised = node.durable.view;
         self.counters.batches_synced += 1;
+    }
+
+    fn set_leader(&mut self, i: usize, leads: bool) {
+        if leads {
+            self.leader_mask |= 1 << i;
+        } else {
+            self.leader_mask &= !(1 << i);
+        }
+        match (self.leader_mask == 0, self.leaderless_since) {
+            (true, None) => self.leaderless_since = Some(self.now),
+            (false, Some(since)) => {
+                self.leaderless += self.now - since;
+                self.leaderless_since = None;
+            }
+            _ => {}
+        }
     }
 
     fn alive(&self, i: usize) -> bool {
@@ -1477,9 +1501,11 @@ impl World {
                 }
             }
         }
-        if ctx.state == ServerState::RegLeader
-            && self.max_leader_view.is_none_or(|v| ctx.last_installed > v)
-        {
+        let leads = ctx.state == ServerState::RegLeader;
+        if leads != (self.leader_mask & (1 << i) != 0) {
+            self.set_leader(i, leads);
+        }
+        if leads && self.max_leader_view.is_none_or(|v| ctx.last_installed > v) {
             self.max_leader_view = Some(ctx.last_installed);
             self.counters.view_changes += 1;
             if self.p.bench_updates.is_none() {
@@ -1684,6 +1710,9 @@ impl World {
                 Self::fold_metrics(&mut self.counters, r.metrics());
             }
         }
+        if let Some(since) = self.leaderless_since {
+            self.leaderless += self.now - since;
+        }
         self.counters.duplicates_skipped = self.checker.duplicates_skipped;
         self.counters.noops = self.checker.noops;
         self.counters.executions = self.checker.executions;
@@ -1706,6 +1735,7 @@ impl World {
             counters: self.counters,
             latencies: self.latencies,
             leader_changes: self.leader_changes,
+            leaderless: self.leaderless,
             healed_at: self.healed_at,
             stable_set: (0..self.p.n)
                 .filter(|i| self.stable & (1 << i) != 0)

@@ -96,6 +96,7 @@ fn scenario_leader_crash() {
             ],
         );
         assert_eq!(r.counters.crashes, 1);
+        assert!(r.leaderless > Duration::ZERO);
         assert!(r.counters.view_changes >= 2, "{:?}", r.leader_changes);
         // Progress resumed while the old leader was down.
         let first = r.leader_changes[0].leader;
