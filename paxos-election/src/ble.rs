@@ -32,6 +32,9 @@ pub struct BleConfig {
     /// How long this server's own Prepare may stall behind a higher view before it raises its
     /// ballot above that view.
     pub prepare_stall_timeout: Duration,
+    /// How long an elected leader with outstanding work may go without executing anything before
+    /// it raises its ballot and prepares again (a watchdog; see docs/elections.md).
+    pub leader_progress_timeout: Duration,
 }
 
 impl Default for BleConfig {
@@ -39,6 +42,7 @@ impl Default for BleConfig {
         BleConfig {
             election_timeout: Duration::from_millis(250),
             prepare_stall_timeout: Duration::from_secs(1),
+            leader_progress_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -55,6 +59,15 @@ pub struct Ballot {
 }
 
 impl Ballot {
+    /// The ballot whose view is `view` in a cluster of `servers` (the inverse of [`Ballot::view`]).
+    pub fn of_view(view: View, servers: usize) -> Ballot {
+        let n = servers.max(1) as u64;
+        Ballot {
+            n: view.0 / n,
+            pid: NodeId((view.0 % n) as u32),
+        }
+    }
+
     /// The core view this ballot prepares in a cluster of `servers`: `n·N + pid`, so that ballot
     /// order and view order agree and the view's leader is `pid`.
     pub fn view(self, servers: usize) -> View {
@@ -104,6 +117,8 @@ pub struct QuorumBallot {
     install_pending: bool,
     /// The view we asked the core to prepare, and when.
     requested: Option<(View, Time)>,
+    /// Last time the installed view executed something (or had nothing to execute).
+    last_progress: Time,
     actions: VecDeque<ElectionAction>,
     messages: VecDeque<(Destination, Bytes)>,
 }
@@ -124,6 +139,7 @@ impl QuorumBallot {
             period_end: Time::ZERO,
             install_pending: false,
             requested: None,
+            last_progress: Time::ZERO,
             actions: VecDeque::new(),
             messages: VecDeque::new(),
         }
@@ -149,7 +165,19 @@ impl QuorumBallot {
     }
 
     /// End of an election period: the BLE rule of spec §16.1.
-    fn end_period(&mut self) {
+    ///
+    /// DERIVED addition: the ballot of the view the core has installed counts as a leader this
+    /// server follows. Followers answer any higher Prepare, so the core may have promised a
+    /// ballot that this server's own rounds never saw (its owner was elected elsewhere and then
+    /// cut off); without this, every server would keep a lower leader that can no longer order
+    /// anything, and nobody would ever raise a ballot.
+    fn end_period(&mut self, ctx: &ElectionContext) {
+        if ctx.last_installed > View(0) {
+            let promised = Ballot::of_view(ctx.last_installed, self.servers);
+            if self.leader.is_some_and(|l| l < promised) {
+                self.leader = Some(promised);
+            }
+        }
         let heard = self.replies.iter().flatten().count();
         if heard + 1 < self.majority() {
             self.qc = false;
@@ -236,7 +264,16 @@ impl QuorumBallot {
                 && ctx.max_view_seen > v
                 && now.saturating_since(since) >= self.config.prepare_stall_timeout
         });
-        if stalled {
+        // Watchdog: leading with work outstanding and nothing executed for too long.
+        let leading = ctx.state == ServerState::RegLeader
+            && ctx.last_installed.leader(self.servers) == self.me;
+        if !(leading && ctx.has_outstanding_work) {
+            self.last_progress = now;
+        }
+        let stuck = leading
+            && now.saturating_since(self.last_progress) >= self.config.leader_progress_timeout;
+        if stalled || stuck {
+            self.last_progress = now;
             self.install(now, ctx);
         }
     }
@@ -257,7 +294,7 @@ impl LeaderElection for QuorumBallot {
 
     fn handle_tick(&mut self, now: Time, ctx: &ElectionContext) {
         if now >= self.period_end {
-            self.end_period();
+            self.end_period(ctx);
             self.new_round(now);
         }
         self.drive(now, ctx);
@@ -298,6 +335,14 @@ impl LeaderElection for QuorumBallot {
             }
         }
         Ok(())
+    }
+
+    fn handle_progress(&mut self, now: Time, _ctx: &ElectionContext) {
+        self.last_progress = now;
+    }
+
+    fn handle_view_installed(&mut self, now: Time, _ctx: &ElectionContext) {
+        self.last_progress = now;
     }
 
     fn accepts_prepare(&self, from: NodeId, view: View, ctx: &ElectionContext) -> bool {
@@ -491,6 +536,37 @@ mod tests {
             ballots
         );
         assert_eq!(settled[0], Some(NodeId(1)), "A follows B's higher ballot");
+    }
+
+    #[test]
+    fn a_promised_ballot_whose_owner_vanished_is_outbid() {
+        // The core answered a higher Prepare (ballot (1, 0), view 5) that these servers' own rounds
+        // never elected, and its owner is then cut off. The promised ballot counts as their leader,
+        // so they notice it is gone and elect a new one above it.
+        let mut c = Cluster::new(5);
+        c.run_periods(4);
+        assert_eq!(c.leaders(), vec![Some(NodeId(4)); 5]);
+        for i in 1..5 {
+            c.ctxs[i].last_installed = View(5);
+            c.ctxs[i].max_view_seen = View(5);
+            c.ctxs[i].state = ServerState::RegNonLeader;
+            c.cut(0, i);
+        }
+        let before = c.installs.len();
+        c.run_periods(6);
+        let (who, v) = *c.installs.last().unwrap();
+        assert!(c.installs.len() > before, "a new leader prepares");
+        assert!(v > View(5) && who != 0, "{:?}", c.installs);
+        for i in 1..5 {
+            assert_eq!(c.leaders()[i], Some(NodeId(who as u32)));
+        }
+        assert_eq!(
+            Ballot::of_view(View(17), 5),
+            Ballot {
+                n: 3,
+                pid: NodeId(2)
+            }
+        );
     }
 
     #[test]

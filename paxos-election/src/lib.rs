@@ -151,7 +151,7 @@ impl ElectionConfig {
     /// Every strategy tuned to one failure-detection time `timeout`, for fair comparisons:
     /// heartbeats every `timeout / 5`; highest-id's and Ω's initial timeouts, BLE's round and PSB's
     /// base progress timer equal to `timeout` (PSB's cap is `20 × timeout`, Ω's `20 × timeout`);
-    /// Prepare stalls retried after `2 × timeout`; the oracles' leader watchdog fires after
+    /// Prepare stalls retried after `2 × timeout`; the leader watchdog fires after
     /// `10 × timeout`; PSB resends every `timeout / 5`.
     pub fn uniform(timeout: Duration) -> ElectionConfig {
         let hb = (timeout / 5).max(Duration::from_millis(1));
@@ -178,6 +178,7 @@ impl ElectionConfig {
             ble: BleConfig {
                 election_timeout: timeout,
                 prepare_stall_timeout: timeout * 2,
+                leader_progress_timeout: timeout * 10,
             },
         }
     }
@@ -243,6 +244,10 @@ impl ElectionConfig {
             ),
             ("ble.election_timeout", self.ble.election_timeout),
             ("ble.prepare_stall_timeout", self.ble.prepare_stall_timeout),
+            (
+                "ble.leader_progress_timeout",
+                self.ble.leader_progress_timeout,
+            ),
         ];
         if let Some((field, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
             return Err(Zero { field });
