@@ -229,6 +229,16 @@ async fn bench_transport(
     for t in tasks {
         t.abort();
     }
+    let st = nodes[0].stats();
+    if std::env::var("PXT_BENCH_VERBOSE").is_ok() {
+        eprintln!(
+            "sender: {} messages, {} packets, {:.0} bytes/packet, {} dropped",
+            st.sent_messages,
+            st.sent_packets,
+            st.sent_bytes as f64 / st.sent_packets.max(1) as f64,
+            st.dropped_total()
+        );
+    }
     Some(result)
 }
 
@@ -350,6 +360,8 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
+    // PXT_BENCH_FILTER selects transport rows by "nodes-pattern-size-transport" substring.
+    let filter = std::env::var("PXT_BENCH_FILTER").unwrap_or_default();
     let udp_ok = multicast_ready();
     if !udp_ok {
         eprintln!("loopback is not multicast-capable (run as root): UDP rows skipped");
@@ -365,8 +377,20 @@ async fn main() {
                     Pattern::OneToOne => 1,
                     Pattern::OneToAll => n as usize - 1,
                 };
-                let tcp = bench_tcp(receivers, size, secs, false).await;
-                let tcp_codec = bench_tcp(receivers, size, secs, true).await;
+                let (tcp, tcp_codec) = if filter.is_empty() {
+                    (
+                        bench_tcp(receivers, size, secs, false).await,
+                        bench_tcp(receivers, size, secs, true).await,
+                    )
+                } else {
+                    // Filtered runs (for profiling) skip the baselines.
+                    let none = || Result {
+                        msgs_per_s: 0.0,
+                        mb_per_s: 0.0,
+                        lost_pct: 0.0,
+                    };
+                    (none(), none())
+                };
                 let pat = match pattern {
                     Pattern::OneToOne => "one-to-one",
                     Pattern::OneToAll => "one-to-all",
@@ -385,6 +409,9 @@ async fn main() {
                 row("tcp+codec", &tcp_codec);
                 for kind in ["memory", "udp", "quic"] {
                     if kind == "udp" && !udp_ok {
+                        continue;
+                    }
+                    if !filter.is_empty() && !format!("{n}-{pat}-{size}-{kind}").contains(&filter) {
                         continue;
                     }
                     let Some(nodes) = cluster(kind, n).await else {

@@ -170,6 +170,7 @@ fn new_epoch() -> u64 {
     }
 }
 
+/// A keyed HMAC state (cloned per datagram, so the key pads are hashed once).
 fn mac(key: &[u8; 32]) -> HmacSha256 {
     <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length")
 }
@@ -186,18 +187,25 @@ pub fn seal(
     let mut d = Vec::with_capacity(HEADER_LEN + payload.len() + TAG_LEN);
     d.resize(HEADER_LEN, 0);
     d.extend_from_slice(payload);
-    seal_in_place(key, kind, sender, epoch, seq, &mut d);
+    seal_in_place(&mac(key), kind, sender, epoch, seq, &mut d);
     d
 }
 
 /// Writes the header into the first [`HEADER_LEN`] bytes of `d` and appends the tag.
-fn seal_in_place(key: &[u8; 32], kind: u8, sender: NodeId, epoch: u64, seq: u64, d: &mut Vec<u8>) {
+fn seal_in_place(
+    keyed: &HmacSha256,
+    kind: u8,
+    sender: NodeId,
+    epoch: u64,
+    seq: u64,
+    d: &mut Vec<u8>,
+) {
     d[..4].copy_from_slice(&MAGIC);
     d[4] = kind;
     d[5..9].copy_from_slice(&sender.0.to_be_bytes());
     d[9..17].copy_from_slice(&epoch.to_be_bytes());
     d[17..25].copy_from_slice(&seq.to_be_bytes());
-    let mut m = mac(key);
+    let mut m = keyed.clone();
     m.update(d);
     let tag = m.finalize().into_bytes();
     d.extend_from_slice(&tag);
@@ -266,7 +274,7 @@ impl UdpTransport {
         let receiver = Arc::new(Receiver {
             id: config.id,
             members: addrs.keys().copied().collect(),
-            key: config.key,
+            mac: mac(&config.key),
             max_message: config.max_message,
             reassembly_bytes: config.reassembly_bytes,
             state: Mutex::new(RecvState::default()),
@@ -275,7 +283,7 @@ impl UdpTransport {
         });
         let sender = Sender {
             id: config.id,
-            key: config.key,
+            mac: mac(&config.key),
             epoch: new_epoch(),
             seq: 0,
             socket: uni.clone(),
@@ -428,7 +436,7 @@ impl Transport for UdpTransport {
 
 struct Sender {
     id: NodeId,
-    key: [u8; 32],
+    mac: HmacSha256,
     epoch: u64,
     seq: u64,
     socket: Arc<UdpSocket>,
@@ -454,7 +462,7 @@ impl Sender {
     }
 
     async fn emit(&mut self, dest: Dest, kind: u8, mut d: Vec<u8>) {
-        seal_in_place(&self.key, kind, self.id, self.epoch, self.seq, &mut d);
+        seal_in_place(&self.mac, kind, self.id, self.epoch, self.seq, &mut d);
         self.seq += 1;
         if self.loss > 0.0 && rand::random::<f64>() < self.loss {
             self.counters.dropped(DropReason::Injected);
@@ -557,7 +565,7 @@ struct RecvState {
 struct Receiver {
     id: NodeId,
     members: Vec<NodeId>,
-    key: [u8; 32],
+    mac: HmacSha256,
     max_message: usize,
     reassembly_bytes: usize,
     state: Mutex<RecvState>,
@@ -600,7 +608,7 @@ impl Receiver {
             return;
         }
         let (body, tag) = d.split_at(d.len() - TAG_LEN);
-        let mut m = mac(&self.key);
+        let mut m = self.mac.clone();
         m.update(body);
         if m.verify_slice(tag).is_err() {
             self.counters.dropped(DropReason::Unauthenticated);
