@@ -24,6 +24,8 @@ pub enum ViolationKind {
     NoConvergence,
     /// A message did not survive an encode/decode round trip, or the core refused a valid input.
     Codec,
+    /// The core (or the simulator) panicked; the run stopped there.
+    Panic,
 }
 
 /// One broken invariant, with the virtual time it was detected at.

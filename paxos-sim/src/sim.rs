@@ -371,7 +371,15 @@ impl Simulation {
                 world.p.mix.describe()
             );
         }
-        world.run();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
+        if let Err(payload) = outcome {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic".to_string());
+            world.violation(ViolationKind::Panic, format!("panic: {msg}"));
+        }
         world.into_report(election_name, self.replay_command())
     }
 }

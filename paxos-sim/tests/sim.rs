@@ -214,3 +214,46 @@ fn coverage_check_notices_missing_fault_types() {
         );
     }
 }
+
+/// An election strategy that never elects anyone and panics after one virtual second.
+struct Bomb;
+
+impl paxos_core::LeaderElection for Bomb {
+    fn name(&self) -> &'static str {
+        "bomb"
+    }
+    fn handle_start(&mut self, _now: paxos_core::Time, _ctx: &paxos_core::ElectionContext) {}
+    fn handle_tick(&mut self, now: paxos_core::Time, _ctx: &paxos_core::ElectionContext) {
+        assert!(now < paxos_core::Time::from_millis(1000), "bomb went off");
+    }
+    fn handle_message(
+        &mut self,
+        _now: paxos_core::Time,
+        _from: NodeId,
+        _payload: &[u8],
+        _ctx: &paxos_core::ElectionContext,
+    ) -> Result<(), paxos_core::CodecError> {
+        Ok(())
+    }
+    fn poll_action(&mut self) -> Option<paxos_core::ElectionAction> {
+        None
+    }
+    fn poll_message(&mut self) -> Option<(paxos_core::Destination, bytes::Bytes)> {
+        None
+    }
+    fn leader(&self, _ctx: &paxos_core::ElectionContext) -> Option<NodeId> {
+        None
+    }
+}
+
+#[test]
+fn a_panic_is_reported_as_a_violation_with_replay() {
+    let factory: paxos_sim::ElectionFactory = std::sync::Arc::new(|_, _| Box::new(Bomb));
+    let r = Simulation::new(3, 5)
+        .election(factory, Some("--election bomb".into()))
+        .run();
+    let v = r.violations.first().expect("the panic is reported");
+    assert_eq!(v.kind, ViolationKind::Panic);
+    assert!(v.detail.contains("bomb went off"), "{v}");
+    assert!(r.replay.contains("--election bomb"));
+}
