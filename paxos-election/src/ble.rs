@@ -172,10 +172,11 @@ impl QuorumBallot {
     /// cut off); without this, every server would keep a lower leader that can no longer order
     /// anything, and nobody would ever raise a ballot.
     fn end_period(&mut self, ctx: &ElectionContext) {
-        if ctx.last_installed > View(0) {
-            let promised = Ballot::of_view(ctx.last_installed, self.servers);
-            if self.leader.is_some_and(|l| l < promised) {
-                self.leader = Some(promised);
+        let promised = (ctx.last_installed > View(0))
+            .then(|| Ballot::of_view(ctx.last_installed, self.servers));
+        if let Some(p) = promised {
+            if self.leader.is_some_and(|l| l < p) {
+                self.leader = Some(p);
             }
         }
         let heard = self.replies.iter().flatten().count();
@@ -184,12 +185,17 @@ impl QuorumBallot {
             return;
         }
         self.qc = true;
+        // A QC answer from the owner of the promised ballot supports that ballot even if it was
+        // sent before the owner raised its ballot to prepare it (the answer and the Prepare race).
         let top = self
             .replies
             .iter()
             .flatten()
             .filter(|(_, qc)| *qc)
-            .map(|(b, _)| *b)
+            .map(|(b, _)| match promised {
+                Some(p) if p.pid == b.pid => (*b).max(p),
+                _ => *b,
+            })
             .chain([self.ballot])
             .max()
             .unwrap_or(self.ballot);
