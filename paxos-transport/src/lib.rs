@@ -215,17 +215,12 @@ impl Inbox {
         if batch.is_empty() {
             return;
         }
-        let n = batch.len();
-        match tx.try_send(batch) {
-            Ok(()) => {
-                counters
-                    .received_messages
-                    .fetch_add(n as u64, Ordering::Relaxed);
-            }
-            Err(_) => {
-                counters.drops[DropReason::InboundFull as usize]
-                    .fetch_add(n as u64, Ordering::Relaxed);
-            }
+        let n = batch.len() as u64;
+        // Counted before the hand-over so a receiver never sees a message its stats miss.
+        counters.received_messages.fetch_add(n, Ordering::Relaxed);
+        if tx.try_send(batch).is_err() {
+            counters.received_messages.fetch_sub(n, Ordering::Relaxed);
+            counters.drops[DropReason::InboundFull as usize].fetch_add(n, Ordering::Relaxed);
         }
     }
 

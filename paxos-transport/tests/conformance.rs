@@ -196,10 +196,13 @@ async fn lossy_link_recovers(kind: Kind) {
     let h = Harness::new(kind, 2);
     let (a, b): (std::sync::Arc<dyn Transport>, std::sync::Arc<dyn Transport>) = match kind {
         Kind::Udp => {
+            // Small datagrams, so there are many to lose.
             let mut ca = h.udp_config(0);
             ca.loss = 0.3;
+            ca.max_datagram = paxos_transport::udp::ETHERNET_DATAGRAM;
             let mut cb = h.udp_config(1);
             cb.loss = 0.3;
+            cb.max_datagram = paxos_transport::udp::ETHERNET_DATAGRAM;
             (
                 std::sync::Arc::new(paxos_transport::udp::UdpTransport::bind(ca).await.unwrap()),
                 std::sync::Arc::new(paxos_transport::udp::UdpTransport::bind(cb).await.unwrap()),
@@ -217,7 +220,7 @@ async fn lossy_link_recovers(kind: Kind) {
         // Send every unacknowledged message, then collect acks (b echoes the tag back).
         for n in 0..total {
             if !delivered.contains(&n) {
-                a.send(NodeId(1), &env(NodeId(0), n, 100)).await.unwrap();
+                a.send(NodeId(1), &env(NodeId(0), n, 400)).await.unwrap();
             }
         }
         let got = recv_n(&*b, total as usize, Duration::from_millis(100)).await;
