@@ -278,7 +278,9 @@ impl QuorumBallot {
         }
         let stuck = leading
             && now.saturating_since(self.last_progress) >= self.config.leader_progress_timeout;
-        if stalled || stuck {
+        // Only a quorum-connected server may raise its ballot (the BLE invariant): a leader cut off
+        // from its quorum keeps still instead of returning with a ballot that outbids everyone.
+        if self.qc && (stalled || stuck) {
             self.last_progress = now;
             self.install(now, ctx);
         }
