@@ -20,7 +20,6 @@ use crate::{
     TransportStats,
 };
 use async_trait::async_trait;
-use bytes::Bytes;
 use paxos_core::codec::{decode_with_limit, encode_with_limit, DEFAULT_MAX_MESSAGE_BYTES};
 use paxos_core::{Envelope, NodeId};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -32,7 +31,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// The ALPN protocol name.
@@ -40,8 +38,6 @@ pub const ALPN: &[u8] = b"paxos-sb/1";
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// Bytes gathered from the queue into one stream write.
-const WRITE_BATCH: usize = 1 << 20;
 
 /// Configuration of a [`QuicTransport`].
 #[derive(Clone, Debug)]
@@ -54,8 +50,9 @@ pub struct QuicConfig {
     pub tls: NodeTls,
     /// Largest encoded envelope sent or received.
     pub max_message: usize,
-    /// Envelopes queued per peer before further sends to it are dropped.
-    pub send_queue: usize,
+    /// Bytes queued per peer (not yet written to its stream) before further sends to it are
+    /// dropped.
+    pub send_queue_bytes: usize,
     /// Envelopes received but not yet taken by `recv` before further ones are dropped.
     pub recv_queue: usize,
     /// A connection silent this long is closed (and re-dialled when there is something to send).
@@ -74,7 +71,7 @@ impl QuicConfig {
             peers,
             tls,
             max_message: DEFAULT_MAX_MESSAGE_BYTES,
-            send_queue: 65_536,
+            send_queue_bytes: 16 << 20,
             recv_queue: 65_536,
             idle_timeout: Duration::from_secs(3),
             keep_alive: Duration::from_millis(500),
@@ -196,7 +193,7 @@ fn member_of(chain: &[CertificateDer<'static>], members: &[NodeId]) -> Option<No
 #[derive(Debug)]
 pub struct QuicTransport {
     id: NodeId,
-    queues: HashMap<NodeId, mpsc::Sender<Bytes>>,
+    queues: HashMap<NodeId, Arc<PeerQueue>>,
     max_message: usize,
     inbox: Inbox,
     counters: Arc<Counters>,
@@ -244,12 +241,16 @@ impl QuicTransport {
         let mut tasks = Vec::new();
         let mut queues = HashMap::new();
         for peer in config.peers.iter().filter(|p| p.id != config.id) {
-            let (tx, rx) = mpsc::channel(config.send_queue.max(1));
-            queues.insert(peer.id, tx);
+            let queue = Arc::new(PeerQueue {
+                state: std::sync::Mutex::new((Vec::new(), 0)),
+                notify: tokio::sync::Notify::new(),
+                limit: config.send_queue_bytes,
+            });
+            queues.insert(peer.id, queue.clone());
             tasks.push(tokio::spawn(dial(
                 endpoint.clone(),
                 *peer,
-                rx,
+                queue,
                 counters.clone(),
             )));
         }
@@ -276,16 +277,47 @@ impl QuicTransport {
         Ok(self.endpoint.local_addr()?)
     }
 
-    fn frame(&self, env: &Envelope) -> Result<Bytes, TransportError> {
-        Ok(Bytes::from(encode_with_limit(env, self.max_message)?))
+    fn frame(&self, env: &Envelope) -> Result<Vec<u8>, TransportError> {
+        Ok(encode_with_limit(env, self.max_message)?)
     }
 
-    fn enqueue(&self, to: NodeId, frame: Bytes) {
+    fn enqueue(&self, to: NodeId, frame: &[u8]) {
         if let Some(q) = self.queues.get(&to) {
-            if q.try_send(frame).is_err() {
+            if !q.push(frame) {
                 self.counters.dropped(DropReason::QueueFull);
             }
         }
+    }
+}
+
+/// Frames waiting for one peer's stream: `u32 length | body` back to back, bounded in bytes.
+#[derive(Debug)]
+struct PeerQueue {
+    /// The frames and how many there are.
+    state: std::sync::Mutex<(Vec<u8>, u64)>,
+    notify: tokio::sync::Notify,
+    limit: usize,
+}
+
+impl PeerQueue {
+    fn push(&self, body: &[u8]) -> bool {
+        let mut st = self.state.lock().expect("quic queue");
+        if !st.0.is_empty() && st.0.len() + 4 + body.len() > self.limit {
+            return false;
+        }
+        st.0.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        st.0.extend_from_slice(body);
+        st.1 += 1;
+        drop(st);
+        self.notify.notify_one();
+        true
+    }
+
+    fn take(&self, spare: &mut Vec<u8>) -> u64 {
+        let mut st = self.state.lock().expect("quic queue");
+        spare.clear();
+        std::mem::swap(&mut st.0, spare);
+        std::mem::take(&mut st.1)
     }
 }
 
@@ -301,7 +333,7 @@ impl Transport for QuicTransport {
         }
         let frame = self.frame(env)?;
         self.counters.sent_message();
-        self.enqueue(to, frame);
+        self.enqueue(to, &frame);
         Ok(())
     }
 
@@ -309,7 +341,7 @@ impl Transport for QuicTransport {
         let frame = self.frame(env)?;
         self.counters.sent_message();
         for &to in self.queues.keys() {
-            self.enqueue(to, frame.clone());
+            self.enqueue(to, &frame);
         }
         Ok(())
     }
@@ -327,7 +359,7 @@ impl Transport for QuicTransport {
 async fn dial(
     endpoint: quinn::Endpoint,
     peer: PeerConfig,
-    mut rx: mpsc::Receiver<Bytes>,
+    queue: Arc<PeerQueue>,
     counters: Arc<Counters>,
 ) {
     let name = node_name(peer.id);
@@ -355,28 +387,17 @@ async fn dial(
             }
         };
         backoff = BACKOFF_MIN;
-        let mut buf = Vec::with_capacity(WRITE_BATCH);
+        let mut buf = Vec::new();
         loop {
-            let first = tokio::select! {
-                m = rx.recv() => match m {
-                    Some(m) => m,
-                    None => return,
-                },
+            tokio::select! {
+                _ = queue.notify.notified() => {},
                 _ = conn.closed() => break,
-            };
-            buf.clear();
-            buf.extend_from_slice(&(first.len() as u32).to_be_bytes());
-            buf.extend_from_slice(&first);
-            let mut frames = 1;
-            while buf.len() < WRITE_BATCH {
-                match rx.try_recv() {
-                    Ok(m) => {
-                        buf.extend_from_slice(&(m.len() as u32).to_be_bytes());
-                        buf.extend_from_slice(&m);
-                        frames += 1;
-                    }
-                    Err(_) => break,
-                }
+            }
+            // Let concurrent senders add to the write before it is taken.
+            tokio::task::yield_now().await;
+            let frames = queue.take(&mut buf);
+            if frames == 0 {
+                continue;
             }
             if let Err(e) = stream.write_all(&buf).await {
                 tracing::debug!(peer = peer.id.0, error = %e, "quic write failed");

@@ -449,6 +449,8 @@ impl Sender {
     async fn run(mut self, outbox: Arc<Outbox>) {
         loop {
             outbox.notify.notified().await;
+            // Let concurrent senders add to the batch before it is taken (costs microseconds).
+            tokio::task::yield_now().await;
             loop {
                 let datagrams = outbox.take();
                 if datagrams.is_empty() {

@@ -165,7 +165,7 @@ async fn forged_sender(kind: Kind) {
     }
     let h = Harness::new(kind, 3);
     let nodes = h.start_all().await;
-    assert!(send_until_received(&*nodes[0], &*nodes[1], &env(NodeId(0), 1, 10), T).await);
+    assert!(send_until_received(&*nodes[0], &*nodes[1], &env(NodeId(0), WARMUP, 10), T).await);
     // Node 0 claims to be node 2.
     nodes[0]
         .send(NodeId(1), &env(NodeId(2), 2, 10))

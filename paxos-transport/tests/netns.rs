@@ -182,7 +182,12 @@ fn udp_multicast_and_quic_across_namespaces() {
         .output();
     match lossy {
         Ok(o) if o.status.success() => run(&topo, "udp", keys.path(), 7200, &["1472"]),
-        _ => eprintln!("netem unavailable: lossy namespace run skipped"),
+        Ok(o) => eprintln!(
+            "netem unavailable ({}): lossy namespace run skipped (the lossy-link tests in \
+             conformance.rs inject loss in the transport instead)",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => eprintln!("tc unavailable ({e}): lossy namespace run skipped"),
     }
     let t = Instant::now();
     drop(topo);
