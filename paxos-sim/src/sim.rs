@@ -1335,17 +1335,29 @@ impl World {
             .map(|(i, n)| match &n.replica {
                 Some(r) => {
                     let c = r.election_context();
+                    let st = r.status();
                     format!(
-                        "n{i}:{:?}/{}/aru{}",
-                        c.state, c.last_installed, c.local_aru.0
+                        "n{i}:{:?}/attempted {}/installed {}/aru {}/proposed {}/queued {}/pending {}",
+                        c.state,
+                        c.last_attempted,
+                        c.last_installed,
+                        c.local_aru.0,
+                        st.last_proposed.0,
+                        st.queued,
+                        st.pending
                     )
                 }
                 None => format!("n{i}:down"),
             })
             .collect();
+        let stable: Vec<String> = (0..self.p.n)
+            .filter(|i| self.stable & (1 << i) != 0)
+            .map(|i| format!("n{i}"))
+            .collect();
         format!(
-            "no convergence {:?} after healing: pending [{}], servers [{}]",
+            "no convergence {:?} after healing: stable set [{}], pending [{}], servers [{}]",
             self.p.liveness_bound,
+            stable.join(" "),
             pending.join(" "),
             arus.join(" ")
         )
