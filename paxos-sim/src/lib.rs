@@ -27,6 +27,7 @@ mod bench;
 mod checker;
 mod faults;
 mod report;
+pub mod scenarios;
 mod sim;
 mod state_machine;
 mod sweep;

@@ -1,9 +1,7 @@
 //! Simulator tests: determinism, a small sweep with coverage, named scenarios, bench and CLI.
 
 use paxos_core::{Durability, NodeId};
-use paxos_sim::{
-    sweep, Bench, FaultProfile, NodeSel, ScriptAction, ScriptStep, Simulation, ViolationKind,
-};
+use paxos_sim::{scenarios, sweep, Bench, FaultProfile, ScriptStep, Simulation, ViolationKind};
 use std::time::Duration;
 
 #[test]
@@ -77,24 +75,10 @@ fn scripted(nodes: usize, seed: u64, steps: Vec<ScriptStep>) -> paxos_sim::RunRe
     r
 }
 
-fn at(ms: u64, action: ScriptAction) -> ScriptStep {
-    ScriptStep {
-        at: Duration::from_millis(ms),
-        action,
-    }
-}
-
 #[test]
 fn scenario_leader_crash() {
     for seed in 0..5 {
-        let r = scripted(
-            3,
-            seed,
-            vec![
-                at(800, ScriptAction::Crash(NodeSel::Leader)),
-                at(2500, ScriptAction::RestartAll),
-            ],
-        );
+        let r = scripted(3, seed, scenarios::leader_crash());
         assert_eq!(r.counters.crashes, 1);
         assert!(r.leaderless > Duration::ZERO);
         assert!(r.counters.view_changes >= 2, "{:?}", r.leader_changes);
@@ -107,14 +91,7 @@ fn scenario_leader_crash() {
 #[test]
 fn scenario_partition_of_the_leader() {
     for seed in 0..5 {
-        let r = scripted(
-            5,
-            seed,
-            vec![
-                at(800, ScriptAction::Isolate(NodeSel::Leader)),
-                at(3000, ScriptAction::HealNetwork),
-            ],
-        );
+        let r = scripted(5, seed, scenarios::leader_partition());
         assert!(r.counters.view_changes >= 2, "{:?}", r.leader_changes);
         assert!(r.counters.partitions >= 1);
     }
@@ -123,20 +100,19 @@ fn scenario_partition_of_the_leader() {
 #[test]
 fn scenario_all_nodes_restart() {
     for seed in 0..5 {
-        let r = scripted(
-            3,
-            seed,
-            vec![
-                at(700, ScriptAction::CrashAll),
-                at(900, ScriptAction::RestartAll),
-                at(1800, ScriptAction::CrashAll),
-                at(1850, ScriptAction::Restart(NodeSel::Node(NodeId(0)))),
-                at(1900, ScriptAction::Restart(NodeSel::Node(NodeId(2)))),
-                at(2600, ScriptAction::RestartAll),
-            ],
-        );
+        let r = scripted(3, seed, scenarios::all_restart());
         assert_eq!(r.counters.crashes, 6);
         assert!(r.counters.updates_completed > 0);
+    }
+}
+
+#[test]
+fn every_named_scenario_on_every_size() {
+    for (name, steps) in scenarios::all() {
+        for nodes in [3, 5, 7] {
+            let r = scripted(nodes, 11, steps.clone());
+            assert!(r.converged_at.is_some(), "{name} on {nodes}");
+        }
     }
 }
 
