@@ -183,6 +183,10 @@ pub struct RunReport {
     pub aggregation: bool,
     /// The fault mix drawn for this seed.
     pub mix: FaultMix,
+    /// The replica configuration drawn for this seed (as given to server 0).
+    pub config: paxos_core::Config,
+    /// Number of clients.
+    pub clients: usize,
     /// Events processed.
     pub events: u64,
     /// Virtual time at the end.

@@ -1748,6 +1748,8 @@ impl World {
             durability: self.p.config.durability,
             aggregation: self.p.config.aggregation,
             mix: self.p.mix.clone(),
+            config: self.p.config.clone(),
+            clients: self.p.clients,
             events: self.events,
             end_time: self.now,
             trace_hash: finish(trace),
