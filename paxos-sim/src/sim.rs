@@ -46,7 +46,8 @@ pub enum NodeSel {
 /// A fault injected at a fixed time by a scripted scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScriptAction {
-    /// Crash a server (its unsynced writes are lost).
+    /// Crash a server (its unsynced writes are lost). Only with `Durability::Sync` (scripts default
+    /// to it); ignored otherwise, since crashing a server without stable storage is unsafe by design.
     Crash(NodeSel),
     /// Restart a crashed server.
     Restart(NodeSel),
