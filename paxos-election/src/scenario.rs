@@ -330,6 +330,20 @@ pub fn scenario(name: &str, p: &ScenarioParams) -> Option<Scenario> {
     Some(s)
 }
 
+impl Scenario {
+    /// The whole fault timeline resolved against `leader`, for drivers that take a fixed script
+    /// (run the cluster to `fault_start` first to learn the leader, or pass the strategy's usual
+    /// first leader).
+    pub fn timeline(&self, leader: NodeId) -> Vec<(Time, Action)> {
+        let mut cursor = FaultCursor::new(self);
+        let mut out = vec![];
+        while let Some(t) = cursor.next_at() {
+            out.extend(cursor.due(t, || Some(leader)).into_iter().map(|a| (t, a)));
+        }
+        out
+    }
+}
+
 /// Every scenario of the library, in [`SCENARIO_NAMES`] order.
 pub fn library(p: &ScenarioParams) -> Vec<Scenario> {
     SCENARIO_NAMES
@@ -431,16 +445,7 @@ mod tests {
     use super::*;
 
     fn all_actions(s: &Scenario, leader: u32) -> Vec<(Time, Action)> {
-        let mut c = FaultCursor::new(s);
-        let mut out = vec![];
-        while let Some(t) = c.next_at() {
-            out.extend(
-                c.due(t, || Some(NodeId(leader)))
-                    .into_iter()
-                    .map(|a| (t, a)),
-            );
-        }
-        out
+        s.timeline(NodeId(leader))
     }
 
     #[test]
