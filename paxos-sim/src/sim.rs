@@ -1355,8 +1355,13 @@ impl World {
             .filter(|i| self.stable & (1 << i) != 0)
             .map(|i| format!("n{i}"))
             .collect();
+        let what = if pending.is_empty() {
+            "every client completed, but the stable servers did not reach the same aru"
+        } else {
+            "client updates still pending"
+        };
         format!(
-            "no convergence {:?} after healing: stable set [{}], pending [{}], servers [{}]",
+            "no convergence {:?} after healing ({what}): stable set [{}], pending [{}], servers [{}]",
             self.p.liveness_bound,
             stable.join(" "),
             pending.join(" "),
