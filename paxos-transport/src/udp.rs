@@ -58,6 +58,10 @@ pub const LOOPBACK_DATAGRAM: usize = 65_000;
 pub const ETHERNET_DATAGRAM: usize = 1472;
 /// How long a partially reassembled message is kept.
 pub const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Within one fragmented message, the sender pauses 1 ms after each this many bytes (so a
+/// multi-megabyte message does not overrun a receiver's socket buffer; messages up to twice this
+/// size are not paced).
+pub const PACE_BYTES: usize = 128 << 10;
 /// Width of the per-sender replay window, in datagrams.
 pub const REPLAY_WINDOW: u64 = 1024;
 
@@ -457,6 +461,16 @@ impl Sender {
                     break;
                 }
                 for (dest, kind, d) in datagrams {
+                    if kind == KIND_FRAGMENT && d.len() > HEADER_LEN + FRAGMENT_HEADER {
+                        // Pace long fragment trains (snapshots): a 1 ms pause every
+                        // PACE_BYTES lets receivers with small socket buffers keep up.
+                        let index = be_u16(&d[HEADER_LEN + 8..]) as usize;
+                        let chunk = d.len() - HEADER_LEN - FRAGMENT_HEADER;
+                        let every = (PACE_BYTES / chunk.max(1)).max(1);
+                        if index > 0 && index % every == 0 {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
                     self.emit(dest, kind, d).await;
                 }
             }

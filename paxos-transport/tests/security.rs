@@ -244,7 +244,8 @@ async fn udp_reassembly_is_bounded() {
     assert!(b.stats().dropped_reassembly > 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Single-threaded: the 50 sends complete before the sender task runs, so batching is certain.
+#[tokio::test]
 async fn udp_small_datagrams_fragment_and_batch() {
     if skip(Kind::Udp) {
         return;
@@ -265,6 +266,6 @@ async fn udp_small_datagrams_fragment_and_batch() {
     let got = recv_n(&b, 50, Duration::from_secs(3)).await;
     assert_eq!(got.len(), 50);
     let s = a.stats();
-    assert!(s.sent_packets < 50 + 14, "batched: {s:?}");
+    assert!(s.sent_packets < 30, "batched: {s:?}");
     assert!(s.sent_bytes / s.sent_packets <= 1472);
 }

@@ -111,13 +111,21 @@ impl Harness {
     }
 
     pub fn udp_config(&self, id: u32) -> UdpConfig {
-        UdpConfig::new(
+        let mut c = UdpConfig::new(
             NodeId(id),
             self.peers.clone(),
             self.group,
             Ipv4Addr::LOCALHOST,
             self.key,
-        )
+        );
+        // To check behaviour with small kernel buffers (e.g. a default net.core.rmem_max).
+        if let Some(b) = std::env::var("PXT_TEST_SOCKET_BUFFER")
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            c.socket_buffer = b;
+        }
+        c
     }
 
     pub fn quic_config(&self, id: u32) -> QuicConfig {
