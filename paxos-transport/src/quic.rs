@@ -78,6 +78,20 @@ impl QuicConfig {
             socket_buffer: 8 << 20,
         }
     }
+
+    /// A configuration whose TLS identity is read from `keys_dir` (`ca.pem`, `node-<id>.pem`,
+    /// `node-<id>.key`, as written by [`crate::keygen::keygen`]).
+    pub fn from_keys_dir(
+        id: NodeId,
+        peers: Vec<PeerConfig>,
+        keys_dir: &std::path::Path,
+    ) -> Result<QuicConfig, TransportError> {
+        Ok(QuicConfig::new(
+            id,
+            peers,
+            crate::keygen::load_node_tls(keys_dir, id)?,
+        ))
+    }
 }
 
 fn tls_err(e: impl std::fmt::Display) -> TransportError {

@@ -129,6 +129,30 @@ impl UdpConfig {
             loss: 0.0,
         }
     }
+
+    /// A configuration whose key is read from `keys_dir/cluster.key` and whose multicast
+    /// interface is this node's own (IPv4) peer address.
+    pub fn from_keys_dir(
+        id: NodeId,
+        peers: Vec<PeerConfig>,
+        group: SocketAddrV4,
+        keys_dir: &std::path::Path,
+    ) -> Result<UdpConfig, TransportError> {
+        let key = crate::keygen::load_cluster_key(keys_dir)?;
+        let own = peers
+            .iter()
+            .find(|p| p.id == id)
+            .ok_or(TransportError::UnknownPeer(id))?;
+        let interface = match own.addr.ip() {
+            std::net::IpAddr::V4(ip) if !ip.is_unspecified() => ip,
+            other => {
+                return Err(TransportError::Config(format!(
+                    "UDP multicast needs this node's IPv4 address, not {other}"
+                )))
+            }
+        };
+        Ok(UdpConfig::new(id, peers, group, interface, key))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

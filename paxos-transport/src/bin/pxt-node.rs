@@ -95,14 +95,14 @@ async fn main() -> ExitCode {
             }
         }
         "quic" => {
-            let tls = match keygen::load_node_tls(keys, id) {
-                Ok(t) => t,
+            let config = match QuicConfig::from_keys_dir(id, peers.clone(), keys) {
+                Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::FAILURE;
                 }
             };
-            match QuicTransport::bind(QuicConfig::new(id, peers.clone(), tls)).await {
+            match QuicTransport::bind(config).await {
                 Ok(t) => Box::new(t),
                 Err(e) => {
                     eprintln!("node {}: bind: {e}", id.0);
