@@ -1,16 +1,17 @@
 //! QUIC transport (quinn) with mutual TLS under a cluster CA.
 //!
 //! Every node presents a certificate signed by the cluster CA whose DNS name is
-//! `node-<id>.paxos` ([`crate::node_name`]); see [`crate::keygen`]. A node opens one connection
-//! to each peer and sends on one unidirectional stream of `u32 length | encoded envelope` frames
-//! (so each direction of a pair uses the connection its sender opened). The client side verifies
+//! `node-<id>.paxos` ([`crate::node_name`]); see [`crate::keygen`]. Each pair of nodes shares one
+//! connection, dialled by the lower id and accepted by the higher; each side sends on its own
+//! unidirectional stream of `u32 length | encoded envelope` frames. The client side verifies
 //! that the server's certificate chains to the cluster CA and names the peer it dialled; the
 //! server side requires a client certificate chaining to the cluster CA and maps it to the member
 //! it names. Connections without a certificate, with a self-signed certificate or one from
 //! another CA fail the handshake; a certificate naming a non-member is refused after it; an
 //! envelope whose `from` differs from the authenticated peer is dropped. All are counted.
 //!
-//! A connection that fails or closes is re-dialled with exponential backoff (50 ms to 1 s).
+//! A connection that fails or closes is re-dialled (by the lower id) with exponential backoff
+//! (50 ms to 1 s); frames wait in the peer's queue until a connection is up.
 //! Sends go to a bounded queue per peer and are dropped (and counted) when it is full, so a dead
 //! peer never blocks the sender.
 
@@ -31,6 +32,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// The ALPN protocol name.
@@ -254,6 +256,12 @@ impl QuicTransport {
         );
         let mut tasks = Vec::new();
         let mut queues = HashMap::new();
+        let mut slots = HashMap::new();
+        let reader = Reader {
+            max_message: config.max_message,
+            inbound: inbound_tx,
+            counters: counters.clone(),
+        };
         for peer in config.peers.iter().filter(|p| p.id != config.id) {
             let queue = Arc::new(PeerQueue {
                 state: std::sync::Mutex::new((Vec::new(), 0)),
@@ -261,19 +269,30 @@ impl QuicTransport {
                 limit: config.send_queue_bytes,
             });
             queues.insert(peer.id, queue.clone());
-            tasks.push(tokio::spawn(dial(
-                endpoint.clone(),
-                *peer,
+            let (slot, slot_rx) = watch::channel(None);
+            let slot = Arc::new(slot);
+            slots.insert(peer.id, slot.clone());
+            tasks.push(tokio::spawn(write(
+                peer.id,
                 queue,
+                slot_rx,
                 counters.clone(),
             )));
+            // One connection per pair: the lower id dials, the higher id accepts.
+            if config.id < peer.id {
+                tasks.push(tokio::spawn(dial(
+                    endpoint.clone(),
+                    *peer,
+                    slot,
+                    reader.clone(),
+                )));
+            }
         }
         tasks.push(tokio::spawn(accept(
             endpoint.clone(),
             members,
-            config.max_message,
-            inbound_tx,
-            counters.clone(),
+            Arc::new(slots),
+            reader,
         )));
         Ok(QuicTransport {
             id: config.id,
@@ -369,13 +388,35 @@ impl Transport for QuicTransport {
     }
 }
 
-/// Keeps a connection to `peer` and writes queued frames to one unidirectional stream.
-async fn dial(
-    endpoint: quinn::Endpoint,
-    peer: PeerConfig,
-    queue: Arc<PeerQueue>,
+/// The current connection to a peer (dialled or accepted), shared with its writer.
+type Slot = Arc<watch::Sender<Option<quinn::Connection>>>;
+
+/// What reading a peer's streams needs.
+#[derive(Clone, Debug)]
+struct Reader {
+    max_message: usize,
+    inbound: InboxSender,
     counters: Arc<Counters>,
-) {
+}
+
+impl Reader {
+    /// Reads every stream `peer` opens on `conn` until the connection ends.
+    async fn serve(&self, conn: &quinn::Connection, peer: NodeId) {
+        while let Ok(stream) = conn.accept_uni().await {
+            tokio::spawn(read_stream(
+                stream,
+                peer,
+                self.max_message,
+                self.inbound.clone(),
+                self.counters.clone(),
+            ));
+        }
+    }
+}
+
+/// Keeps a connection to `peer` (a higher id): dials with backoff, publishes the connection
+/// for the writer, serves the peer's streams, and re-dials when the connection ends.
+async fn dial(endpoint: quinn::Endpoint, peer: PeerConfig, slot: Slot, reader: Reader) {
     let name = node_name(peer.id);
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -383,29 +424,65 @@ async fn dial(
             Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        let conn = match conn {
-            Ok(conn) => conn,
+        match conn {
+            Ok(conn) => {
+                backoff = BACKOFF_MIN;
+                slot.send_replace(Some(conn.clone()));
+                reader.serve(&conn, peer.id).await;
+                tracing::debug!(peer = peer.id.0, reason = ?conn.close_reason(), "quic connection ended");
+            }
             Err(e) => {
                 tracing::debug!(peer = peer.id.0, error = %e, "quic dial failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Writes `peer`'s queued frames to one unidirectional stream on the current connection,
+/// switching when the connection is replaced; frames wait in the queue while there is none.
+async fn write(
+    peer: NodeId,
+    queue: Arc<PeerQueue>,
+    mut slot: watch::Receiver<Option<quinn::Connection>>,
+    counters: Arc<Counters>,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let conn = {
+            let current = slot.borrow_and_update().clone();
+            match current {
+                Some(c) if c.close_reason().is_none() => c,
+                _ => {
+                    if slot.changed().await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
             }
         };
         let mut stream = match conn.open_uni().await {
             Ok(s) => s,
-            Err(_) => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
-            }
+            Err(_) => continue,
         };
-        backoff = BACKOFF_MIN;
-        let mut buf = Vec::new();
         loop {
             tokio::select! {
                 _ = queue.notify.notified() => {},
                 _ = conn.closed() => break,
+                changed = slot.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let same = slot
+                        .borrow()
+                        .as_ref()
+                        .is_some_and(|c| c.stable_id() == conn.stable_id());
+                    if !same {
+                        break;
+                    }
+                    continue;
+                }
             }
             // Let concurrent senders add to the write before it is taken.
             tokio::task::yield_now().await;
@@ -414,7 +491,7 @@ async fn dial(
                 continue;
             }
             if let Err(e) = stream.write_all(&buf).await {
-                tracing::debug!(peer = peer.id.0, error = %e, "quic write failed");
+                tracing::debug!(peer = peer.0, error = %e, "quic write failed");
                 for _ in 0..frames {
                     counters.dropped(DropReason::QueueFull);
                 }
@@ -425,24 +502,24 @@ async fn dial(
     }
 }
 
-/// Accepts connections, authenticates them and reads their streams.
+/// Accepts connections, authenticates them, publishes them for the writers and reads their
+/// streams.
 async fn accept(
     endpoint: quinn::Endpoint,
     members: Arc<Vec<NodeId>>,
-    max_message: usize,
-    inbound: InboxSender,
-    counters: Arc<Counters>,
+    slots: Arc<HashMap<NodeId, Slot>>,
+    reader: Reader,
 ) {
     while let Some(incoming) = endpoint.accept().await {
         let members = members.clone();
-        let inbound = inbound.clone();
-        let counters = counters.clone();
+        let slots = slots.clone();
+        let reader = reader.clone();
         tokio::spawn(async move {
             let conn = match incoming.await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(error = %e, "quic handshake refused");
-                    counters.dropped(DropReason::Unauthenticated);
+                    reader.counters.dropped(DropReason::Unauthenticated);
                     return;
                 }
             };
@@ -450,15 +527,14 @@ async fn accept(
                 .peer_identity()
                 .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok());
             let Some(peer) = chain.and_then(|chain| member_of(&chain, &members)) else {
-                counters.dropped(DropReason::NonMember);
+                reader.counters.dropped(DropReason::NonMember);
                 conn.close(quinn::VarInt::from_u32(1), b"not a member");
                 return;
             };
-            while let Ok(stream) = conn.accept_uni().await {
-                let inbound = inbound.clone();
-                let counters = counters.clone();
-                tokio::spawn(read_stream(stream, peer, max_message, inbound, counters));
+            if let Some(slot) = slots.get(&peer) {
+                slot.send_replace(Some(conn.clone()));
             }
+            reader.serve(&conn, peer).await;
         });
     }
 }
