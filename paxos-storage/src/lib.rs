@@ -16,8 +16,10 @@ use paxos_core::Seq;
 use std::path::PathBuf;
 use thiserror::Error;
 
+pub mod backend;
 pub mod memory;
 
+pub use backend::{open, Backend};
 pub use memory::MemoryStorage;
 
 /// Why a storage operation failed.
