@@ -112,6 +112,7 @@ impl Bench {
             record_latencies: false,
             script: Vec::new(),
             verbose: 0,
+            driven_clients: None,
         };
         let start = Instant::now();
         let mut world = World::new(

@@ -124,6 +124,23 @@ impl FaultMix {
         }
     }
 
+    /// A mildly imperfect network and nothing else, for the election experiment
+    /// ([`crate::SimCluster`]): 1 % loss, 1 % duplication, 5 % of messages reordered (up to
+    /// 20 ms extra), 0.5 % held up to 100 ms, torn writes on (driver) crashes, 1 % of messages
+    /// through the codec.
+    pub fn network() -> FaultMix {
+        FaultMix {
+            loss: 0.01,
+            duplicate: 0.01,
+            reorder: 0.05,
+            long_delay: 0.005,
+            long_delay_max: Duration::from_millis(100),
+            torn_writes: true,
+            codec_sample: 0.01,
+            ..FaultMix::none()
+        }
+    }
+
     /// Every fault type at high intensity (the mix of the `all` profile before randomisation).
     pub fn everything() -> FaultMix {
         FaultMix {

@@ -25,7 +25,9 @@
 
 mod bench;
 mod checker;
+pub mod elections;
 mod faults;
+pub mod figures;
 mod report;
 pub mod scenarios;
 mod sim;
@@ -34,6 +36,9 @@ mod sweep;
 
 pub use bench::{Bench, BenchReport};
 pub use checker::make_payload;
+pub use elections::{
+    strategy_factory, ElectionExperiment, ElectionOutcome, ElectionRun, SimCluster,
+};
 pub use faults::{FaultMix, FaultProfile, PartitionKind};
 pub use report::{Counters, Latency, LeaderChange, RunReport, Violation, ViolationKind};
 pub use sim::{

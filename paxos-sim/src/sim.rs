@@ -277,27 +277,15 @@ impl Simulation {
         s
     }
 
-    /// Runs the simulation to the end and reports.
-    pub fn run(&self) -> RunReport {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        let n = self.nodes.max(1);
-        let scripted = !self.script.is_empty();
-        let mix = match (&self.mix, scripted) {
-            (Some(m), _) => m.clone(),
-            (None, true) => FaultMix::none(),
-            (None, false) => FaultMix::draw(self.profile, &mut rng),
-        };
-        let durability = self.durability.unwrap_or_else(|| {
-            if scripted {
-                return Durability::Sync;
-            }
-            match rng.gen_range(0..10) {
-                0 | 1 => Durability::Async,
-                2 => Durability::None,
-                _ => Durability::Sync,
-            }
-        });
-        let aggregation = self.aggregation.unwrap_or_else(|| rng.gen_bool(0.6));
+    /// The replica configuration of a run: the fixed options plus the per-seed knob draws (in a
+    /// fixed order, so a seed always gets the same knobs).
+    fn draw_config(
+        &self,
+        rng: &mut ChaCha8Rng,
+        n: usize,
+        durability: Durability,
+        aggregation: bool,
+    ) -> Config {
         let mut config = Config::new(NodeId(0), n);
         config.durability = durability;
         config.aggregation = aggregation;
@@ -322,6 +310,75 @@ impl Simulation {
         {
             config.planted_bug = self.planted_bug;
         }
+        config
+    }
+
+    /// A world for a driver ([`crate::SimCluster`]): no random crashes or partitions, no fault
+    /// or liveness phase, `Durability::Sync` unless fixed (so crashes are safe), one closed-loop
+    /// client at each server of `clients`, and the network of the fixed fault mix (default
+    /// [`FaultMix::network`]). Knobs, delays and client timers are drawn from the seed as in
+    /// [`Simulation::run`].
+    pub(crate) fn driven_world(&self, clients: &[NodeId]) -> (World, &'static str) {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let n = self.nodes.max(1);
+        let mut mix = self.mix.clone().unwrap_or_else(FaultMix::network);
+        mix.crashes = false;
+        mix.partitions.clear();
+        let durability = self.durability.unwrap_or(Durability::Sync);
+        let aggregation = self.aggregation.unwrap_or_else(|| rng.gen_bool(0.6));
+        let config = self.draw_config(&mut rng, n, durability, aggregation);
+        let clients: Vec<NodeId> = clients.iter().copied().filter(|c| c.index() < n).collect();
+        let base_delay = Duration::from_micros(rng.gen_range(100..2000));
+        let params = Params {
+            seed: self.seed,
+            n,
+            mix,
+            config,
+            clients: clients.len(),
+            client_timeout: Duration::from_millis(rng.gen_range(150..1000)),
+            think: Duration::from_millis(rng.gen_range(0..30)),
+            base_delay,
+            jitter: Duration::from_micros(rng.gen_range(0..=base_delay.as_micros() as u64)),
+            tick: Duration::from_millis(5),
+            fault_phase: None,
+            liveness_bound: self.liveness_bound,
+            heal_all: true,
+            payload_len: None,
+            bench_updates: None,
+            record_latencies: false,
+            script: Vec::new(),
+            verbose: self.verbose,
+            driven_clients: Some(clients),
+        };
+        let election_name = (self.election)(NodeId(0), n).name();
+        (
+            World::new(params, rng, self.election.clone()),
+            election_name,
+        )
+    }
+
+    /// Runs the simulation to the end and reports.
+    pub fn run(&self) -> RunReport {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let n = self.nodes.max(1);
+        let scripted = !self.script.is_empty();
+        let mix = match (&self.mix, scripted) {
+            (Some(m), _) => m.clone(),
+            (None, true) => FaultMix::none(),
+            (None, false) => FaultMix::draw(self.profile, &mut rng),
+        };
+        let durability = self.durability.unwrap_or_else(|| {
+            if scripted {
+                return Durability::Sync;
+            }
+            match rng.gen_range(0..10) {
+                0 | 1 => Durability::Async,
+                2 => Durability::None,
+                _ => Durability::Sync,
+            }
+        });
+        let aggregation = self.aggregation.unwrap_or_else(|| rng.gen_bool(0.6));
+        let config = self.draw_config(&mut rng, n, durability, aggregation);
         let clients = self.clients.unwrap_or_else(|| rng.gen_range(1..=2 * n));
         let fault_phase = self.fault_phase.unwrap_or_else(|| {
             if scripted {
@@ -355,6 +412,7 @@ impl Simulation {
             record_latencies: true,
             script: self.script.clone(),
             verbose: self.verbose,
+            driven_clients: None,
         };
         let election_name = (self.election)(NodeId(0), n).name();
         let mut world = World::new(params, rng, self.election.clone());
@@ -428,6 +486,9 @@ pub(crate) struct Params {
     pub(crate) record_latencies: bool,
     pub(crate) script: Vec<ScriptStep>,
     pub(crate) verbose: u8,
+    /// Driven by a [`crate::SimCluster`]: clients sit at these servers (one each) and faults come
+    /// only from the driver (a crashed server stays down until the driver restarts it).
+    pub(crate) driven_clients: Option<Vec<NodeId>>,
 }
 
 type SimReplica = Replica<SimStateMachine, Box<dyn LeaderElection>>;
@@ -557,6 +618,8 @@ pub(crate) struct World {
     clients: Vec<Client>,
     partitions: Vec<Partition>,
     next_partition: u64,
+    /// Links cut by a driver, per sender: bit `t` of `cuts[f]` blocks `f -> t`.
+    cuts: Vec<u64>,
     blocked: Vec<u64>,
     loss: f64,
     phase: Phase,
@@ -605,11 +668,11 @@ impl World {
         let clients: Vec<Client> = (0..p.clients)
             .map(|c| Client {
                 id: c as u64,
-                server: NodeId(if p.bench_updates.is_some() {
-                    (c % n) as u32
-                } else {
-                    rng.gen_range(0..n as u32)
-                }),
+                server: match &p.driven_clients {
+                    Some(at) => at[c],
+                    None if p.bench_updates.is_some() => NodeId((c % n) as u32),
+                    None => NodeId(rng.gen_range(0..n as u32)),
+                },
                 ts: 0,
                 outstanding: false,
                 first_sent: Time::ZERO,
@@ -647,6 +710,7 @@ impl World {
             clients,
             partitions: Vec::new(),
             next_partition: 1,
+            cuts: vec![0; n],
             blocked: vec![0; n],
             loss,
             phase: Phase::Faults,
@@ -839,7 +903,10 @@ impl World {
         self.log(1, || {
             format!("crash n{i} (kept {keep} of {len} unsynced batches)")
         });
-        if self.phase == Phase::Faults && self.p.script.is_empty() {
+        if self.phase == Phase::Faults
+            && self.p.script.is_empty()
+            && self.p.driven_clients.is_none()
+        {
             let down = Duration::from_millis(self.rng.gen_range(20..1500));
             self.schedule(self.now + down, Ev::Restart { node: i as u8 });
         }
@@ -954,13 +1021,7 @@ impl World {
                 }
                 self.now = e.at;
             }
-            let Some(ev) = self.slab[e.slot as usize].take() else {
-                continue;
-            };
-            self.free.push(e.slot);
-            self.events += 1;
-            self.trace = mix(mix(self.trace, e.at.0), ev.code());
-            self.handle(ev);
+            self.process(e);
             if self.stop {
                 break;
             }
@@ -972,6 +1033,113 @@ impl World {
             let detail = self.pending_detail();
             self.violation(ViolationKind::NoConvergence, detail);
         }
+    }
+
+    fn process(&mut self, e: Entry) {
+        let Some(ev) = self.slab[e.slot as usize].take() else {
+            return;
+        };
+        self.free.push(e.slot);
+        self.events += 1;
+        self.trace = mix(mix(self.trace, e.at.0), ev.code());
+        self.handle(ev);
+    }
+
+    /// Processes every event due at or before `t` (rounds as in [`World::run`]), drains, and
+    /// leaves the clock at `t`. Does nothing more once a violation stopped the world.
+    pub(crate) fn run_until(&mut self, t: Time) {
+        while !self.stop {
+            match self.heap.peek() {
+                Some(e) if e.at <= t => {}
+                _ => break,
+            }
+            let Some(e) = self.heap.pop() else { break };
+            if e.at != self.now {
+                self.drain_dirty();
+                if self.stop {
+                    break;
+                }
+                self.now = e.at;
+            }
+            self.process(e);
+        }
+        if !self.stop {
+            self.drain_dirty();
+        }
+        self.now = self.now.max(t);
+    }
+
+    /// The current virtual time.
+    pub(crate) fn now(&self) -> Time {
+        self.now
+    }
+
+    /// Crashes server `i` now (driver fault; only with `Durability::Sync`).
+    pub(crate) fn drive_crash(&mut self, i: usize) {
+        if i < self.p.n {
+            self.log(1, || format!("driver: crash n{i}"));
+            self.crash(i);
+            self.drain_dirty();
+        }
+    }
+
+    /// Restarts server `i` from its durable state now, if it is down (driver fault).
+    pub(crate) fn drive_restart(&mut self, i: usize) {
+        if i < self.p.n {
+            self.boot(i);
+            self.drain_dirty();
+        }
+    }
+
+    /// Cuts (or heals) the link between `a` and `b`, both ways (driver fault).
+    pub(crate) fn drive_link(&mut self, a: usize, b: usize, cut: bool) {
+        let n = self.p.n;
+        if a >= n || b >= n || a == b {
+            return;
+        }
+        self.log(1, || {
+            format!("driver: {} n{a}-n{b}", if cut { "cut" } else { "heal" })
+        });
+        if cut {
+            self.cuts[a] |= 1 << b;
+            self.cuts[b] |= 1 << a;
+            self.counters.partitions += 1;
+        } else {
+            self.cuts[a] &= !(1 << b);
+            self.cuts[b] &= !(1 << a);
+        }
+        self.recompute_blocked();
+    }
+
+    /// Heals every link cut by the driver and every partition (driver fault).
+    pub(crate) fn drive_heal_all(&mut self) {
+        self.log(1, || "driver: heal all".to_string());
+        self.cuts.iter_mut().for_each(|c| *c = 0);
+        self.partitions.clear();
+        self.recompute_blocked();
+    }
+
+    /// Per server, `Some(last_installed)` when it is up and regular (not in leader election).
+    pub(crate) fn regular_views(&self) -> Vec<Option<View>> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                node.replica.as_ref().and_then(|r| {
+                    let c = r.election_context();
+                    (c.state != ServerState::LeaderElection).then_some(c.last_installed)
+                })
+            })
+            .collect()
+    }
+
+    /// Slots in the canonical order so far (the most any server has executed; never decreases).
+    pub(crate) fn ordered(&self) -> u64 {
+        self.checker.ordered()
+    }
+
+    /// Records a panic that escaped the core as a violation and stops the world.
+    pub(crate) fn panicked(&mut self, msg: String) {
+        self.violation(ViolationKind::Panic, format!("panic: {msg}"));
     }
 
     fn handle(&mut self, ev: Ev) {
@@ -1148,7 +1316,7 @@ impl World {
     }
 
     fn recompute_blocked(&mut self) {
-        self.blocked.iter_mut().for_each(|b| *b = 0);
+        self.blocked.copy_from_slice(&self.cuts);
         for p in &self.partitions {
             if p.active {
                 for (b, m) in self.blocked.iter_mut().zip(&p.masks) {
@@ -1280,6 +1448,7 @@ impl World {
             ids[..size].iter().fold(0u64, |m, &i| m | 1 << i)
         };
         self.partitions.clear();
+        self.cuts.iter_mut().for_each(|c| *c = 0);
         self.loss = 0.0;
         let outside = all_mask(n) & !self.stable;
         let crash_ok = self.p.mix.crashes && self.p.config.durability == Durability::Sync;
