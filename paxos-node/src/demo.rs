@@ -46,7 +46,12 @@ pub struct DemoSummary {
 }
 
 fn say(bar: &ProgressBar, msg: impl AsRef<str>) {
-    bar.println(format!("  {}", msg.as_ref()));
+    if bar.is_hidden() {
+        // Not a terminal (CI, a pipe): indicatif prints nothing, so print plainly.
+        println!("  {}", msg.as_ref());
+    } else {
+        bar.println(format!("  {}", msg.as_ref()));
+    }
 }
 
 /// Runs the demo with the `paxos-node` binary at `binary`.

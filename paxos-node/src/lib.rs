@@ -1,9 +1,11 @@
 //! # paxos-node
 //!
 //! Composes paxos-core with chosen election, storage and transport components into a running
-//! replicated service (issue #6). Today it provides the replicated key-value state machine
-//! ([`kv::KvStore`]); the server driver, client library and CLI follow.
+//! replicated service: [`NodeBuilder`] assembles a server from parts, [`builder::launch`] from a
+//! configuration file; [`kv::KvStore`] is the replicated key-value state machine, [`client`] its
+//! client library, [`cluster`] runs local multi-process clusters for the demo, tests and benches.
 
+pub mod builder;
 pub mod checker;
 pub mod client;
 pub mod cluster;
@@ -13,3 +15,5 @@ pub mod kv;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
+
+pub use builder::{launch, NodeBuilder};

@@ -9,12 +9,13 @@
 
 use crate::metrics::NodeMetrics;
 use crate::protocol::{read_frame, write_frame, ClientRequest, ClientResponse, NodeStatus};
-use async_trait::async_trait;
 use bytes::Bytes;
 use paxos_core::{
-    ClientId, ClientUpdate, Config, Destination, DurableState, Envelope, LeaderElection,
-    PersistBatch, Replica, ServerState, StateMachine, Time,
+    ClientId, ClientUpdate, Config, Destination, Envelope, LeaderElection, PersistBatch, Replica,
+    ServerState, StateMachine, Time,
 };
+use paxos_storage::Storage;
+use paxos_transport::{Transport, TransportError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -24,25 +25,6 @@ use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-
-/// What the node needs from durable storage. Every `paxos-storage` backend provides it.
-pub trait DurableLog: Send + 'static {
-    /// Loads the recovered state (incrementing the incarnation).
-    fn load(&mut self) -> Result<DurableState, String>;
-    /// Writes the batches atomically and in order, then syncs when `sync` is set.
-    fn append(&mut self, batches: &[PersistBatch], sync: bool) -> Result<(), String>;
-}
-
-/// What the node needs from the network. Every `paxos-transport` transport provides it.
-#[async_trait]
-pub trait Network: Send + Sync + 'static {
-    /// Sends to one server (best effort: the protocol retransmits).
-    async fn send_to(&self, to: paxos_core::NodeId, envelope: &Envelope) -> Result<(), String>;
-    /// Sends to every other server.
-    async fn send_to_all(&self, envelope: &Envelope) -> Result<(), String>;
-    /// The next message from an authenticated member.
-    async fn receive(&self) -> Result<(paxos_core::NodeId, Envelope), String>;
-}
 
 /// Why the node stopped or could not start.
 #[derive(Debug, Error)]
@@ -126,6 +108,21 @@ impl NodeHandle {
             .unwrap_or_else(|e| Err(NodeError::Network(format!("driver panicked: {e}"))))
     }
 
+    /// Runs until `stop` completes (then shuts down cleanly) or the node stops by itself (a fatal
+    /// error such as a failed storage write, which is returned).
+    pub async fn run_until(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), NodeError> {
+        tokio::select! {
+            r = &mut self.driver => {
+                return r.unwrap_or_else(|e| Err(NodeError::Network(format!("driver panicked: {e}"))));
+            }
+            () = stop => {}
+        }
+        self.shutdown().await
+    }
+
     /// Waits until the node stops by itself (e.g. a storage failure).
     pub async fn wait(self) -> Result<(), NodeError> {
         self.driver
@@ -134,7 +131,9 @@ impl NodeHandle {
     }
 }
 
-/// Starts a node: recovers from `log`, binds the client port, and runs until shut down.
+/// Starts a node: recovers from `storage`, binds the client port, and runs until shut down.
+///
+/// [`crate::NodeBuilder`] is the friendlier way in; this is the same thing with every part given.
 pub async fn start<S, E, L, N>(
     config: NodeConfig,
     state_machine: S,
@@ -145,8 +144,8 @@ pub async fn start<S, E, L, N>(
 where
     S: StateMachine + Send + 'static,
     E: LeaderElection + Send + 'static,
-    L: DurableLog,
-    N: Network,
+    L: Storage,
+    N: Transport + ?Sized + 'static,
 {
     config
         .core
@@ -158,7 +157,15 @@ where
     })
     .await
     .map_err(|e| NodeError::Storage(e.to_string()))?;
-    let durable = durable.map_err(NodeError::Storage)?;
+    let durable = durable.map_err(|e| NodeError::Storage(e.to_string()))?;
+    tracing::info!(
+        storage = log.name(),
+        incarnation = durable.incarnation,
+        view = durable.view.last_installed.0,
+        accepted = durable.accepted.len(),
+        snapshot = durable.snapshot_seq().0,
+        "recovered"
+    );
     let epoch = Instant::now();
     let now = move || Time(epoch.elapsed().as_nanos() as u64);
     let election_name = election.name().to_owned();
@@ -188,12 +195,13 @@ where
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    r = net.receive() => match r {
+                    r = net.recv() => match r {
                         Ok((from, env)) => {
                             if events.try_send(Event::Peer(from, env)).is_err() {
                                 metrics.dropped_overload.fetch_add(1, Ordering::Relaxed);
                             }
                         }
+                        Err(TransportError::Closed) => break,
                         Err(e) => {
                             tracing::warn!("network receive failed: {e}");
                             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -244,7 +252,7 @@ where
     })
 }
 
-fn storage_thread<L: DurableLog>(
+fn storage_thread<L: Storage>(
     mut log: L,
     rx: std::sync::mpsc::Receiver<PersistBatch>,
     events: mpsc::Sender<Event>,
@@ -271,7 +279,7 @@ fn storage_thread<L: DurableLog>(
             }
             Err(e) => {
                 // Fail-stop: the failed write is never reported durable.
-                let _ = events.blocking_send(Event::StorageFailed(e));
+                let _ = events.blocking_send(Event::StorageFailed(e.to_string()));
                 return;
             }
         }
@@ -377,7 +385,7 @@ async fn drive<S, E, N>(
 where
     S: StateMachine + Send + 'static,
     E: LeaderElection + Send + 'static,
-    N: Network,
+    N: Transport + ?Sized + 'static,
 {
     let me = config.core.id;
     let mut tick = tokio::time::interval(config.tick);
@@ -385,6 +393,7 @@ where
     let mut conns: HashMap<u64, mpsc::Sender<ClientResponse>> = HashMap::new();
     let mut client_conn: HashMap<ClientId, u64> = HashMap::new();
     let mut last_view = replica.status().last_installed;
+    let mut outgoing: Vec<(Option<paxos_core::NodeId>, Envelope)> = Vec::new();
     loop {
         let mut handled = 0usize;
         tokio::select! {
@@ -415,13 +424,17 @@ where
                 return Err(NodeError::Storage("storage thread stopped".into()));
             }
         }
+        // One hand-over per round: transports that batch pack these into as few packets as fit.
+        outgoing.clear();
         while let Some((to, message)) = replica.poll_message() {
-            let env = Envelope { from: me, message };
-            let r = match to {
-                Destination::All => network.send_to_all(&env).await,
-                Destination::Node(n) => network.send_to(n, &env).await,
+            let to = match to {
+                Destination::All => None,
+                Destination::Node(n) => Some(n),
             };
-            if let Err(e) = r {
+            outgoing.push((to, Envelope { from: me, message }));
+        }
+        if !outgoing.is_empty() {
+            if let Err(e) = network.send_batch(&outgoing).await {
                 metrics.send_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("send failed: {e}");
             }

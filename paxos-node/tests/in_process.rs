@@ -1,97 +1,52 @@
 //! Three nodes in one process over an in-test channel network: elect, serve clients, survive the
 //! leader's shutdown, and agree.
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use paxos_core::{Config, DurableState, Envelope, NodeId, PersistBatch, PsbConfig, PsbViewChange};
+use paxos_core::{Config, NodeId, PsbConfig, PsbViewChange};
 use paxos_node::client::{status, Client};
 use paxos_node::kv::{KvResult, KvStore};
-use paxos_node::node::{start, DurableLog, Network, NodeConfig};
-use std::sync::{Arc, Mutex};
+use paxos_node::node::{NodeConfig, NodeHandle};
+use paxos_node::NodeBuilder;
+use paxos_storage::MemoryStorage;
+use paxos_transport::mem::MemNetwork;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
-struct MemLog(Arc<Mutex<DurableState>>);
-
-impl DurableLog for MemLog {
-    fn load(&mut self) -> Result<DurableState, String> {
-        let mut s = self.0.lock().unwrap();
-        s.incarnation += 1;
-        Ok(s.clone())
-    }
-    fn append(&mut self, batches: &[PersistBatch], _sync: bool) -> Result<(), String> {
-        let mut s = self.0.lock().unwrap();
-        for b in batches {
-            s.apply(b);
-        }
-        Ok(())
-    }
-}
-
-struct ChanNet {
-    me: NodeId,
-    peers: Vec<mpsc::UnboundedSender<(NodeId, Envelope)>>,
-    inbox: tokio::sync::Mutex<mpsc::UnboundedReceiver<(NodeId, Envelope)>>,
-}
-
-#[async_trait]
-impl Network for ChanNet {
-    async fn send_to(&self, to: NodeId, env: &Envelope) -> Result<(), String> {
-        let _ = self.peers[to.index()].send((self.me, env.clone()));
-        Ok(())
-    }
-    async fn send_to_all(&self, env: &Envelope) -> Result<(), String> {
-        for (i, p) in self.peers.iter().enumerate() {
-            if i != self.me.index() {
-                let _ = p.send((self.me, env.clone()));
-            }
-        }
-        Ok(())
-    }
-    async fn receive(&self) -> Result<(NodeId, Envelope), String> {
-        self.inbox
-            .lock()
-            .await
-            .recv()
-            .await
-            .ok_or_else(|| "closed".to_owned())
-    }
+async fn start_node(
+    net: &MemNetwork,
+    disk: &MemoryStorage,
+    i: usize,
+    n: usize,
+    addr: SocketAddr,
+) -> NodeHandle {
+    let me = NodeId(i as u32);
+    let election = PsbViewChange::new(
+        me,
+        n,
+        PsbConfig {
+            progress_timeout: Duration::from_millis(300),
+            max_progress_timeout: Duration::from_secs(3),
+            resend_interval: Duration::from_millis(30),
+        },
+    );
+    NodeBuilder::new(NodeConfig::new(Config::new(me, n), addr), KvStore::new())
+        .election(election)
+        .storage(disk.clone())
+        .transport(Arc::new(net.endpoint(me).unwrap()))
+        .start()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_serve_clients_and_survive_leader_loss() {
     let n = 3;
-    let mut senders = vec![];
-    let mut inboxes = vec![];
-    for _ in 0..n {
-        let (tx, rx) = mpsc::unbounded_channel();
-        senders.push(tx);
-        inboxes.push(rx);
-    }
-    let disks: Vec<_> = (0..n)
-        .map(|_| Arc::new(Mutex::new(DurableState::default())))
-        .collect();
+    let net = MemNetwork::new((0..n as u32).map(NodeId));
+    let disks: Vec<MemoryStorage> = (0..n).map(|_| MemoryStorage::new()).collect();
     let mut handles = vec![];
-    for (i, inbox) in inboxes.into_iter().enumerate() {
-        let me = NodeId(i as u32);
-        let net = Arc::new(ChanNet {
-            me,
-            peers: senders.clone(),
-            inbox: tokio::sync::Mutex::new(inbox),
-        });
-        let cfg = NodeConfig::new(Config::new(me, n), "127.0.0.1:0".parse().unwrap());
-        let election = PsbViewChange::new(
-            me,
-            n,
-            PsbConfig {
-                progress_timeout: Duration::from_millis(300),
-                max_progress_timeout: Duration::from_secs(3),
-                resend_interval: Duration::from_millis(30),
-            },
-        );
-        let h = start(cfg, KvStore::new(), election, MemLog(disks[i].clone()), net)
-            .await
-            .unwrap();
+    for (i, disk) in disks.iter().enumerate() {
+        let h = start_node(&net, disk, i, n, "127.0.0.1:0".parse().unwrap()).await;
         handles.push(Some(h));
     }
     let addrs: Vec<_> = handles
@@ -133,6 +88,19 @@ async fn three_nodes_serve_clients_and_survive_leader_loss() {
     let b = status(others[1], Duration::from_secs(2)).await.unwrap();
     assert_eq!(a.aru, b.aru);
     assert_eq!(a.state_digest, b.state_digest);
+
+    // Restart the old leader from its storage: it recovers and catches up.
+    handles[leader] = Some(start_node(&net, &disks[leader], leader, n, addrs[leader]).await);
+    let mut caught_up = false;
+    for _ in 0..100 {
+        let c = status(addrs[leader], Duration::from_secs(2)).await.unwrap();
+        if c.aru == a.aru && c.state_digest == a.state_digest {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(caught_up, "restarted server caught up");
     for h in handles.into_iter().flatten() {
         h.shutdown().await.unwrap();
     }
