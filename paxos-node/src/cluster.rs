@@ -58,6 +58,9 @@ pub struct ClusterOptions {
     pub election: ElectionSection,
     /// Serve metrics on a free port per server.
     pub metrics: bool,
+    /// Run every server in its own network namespace on a bridge (needs root and `ip`), so
+    /// [`LocalCluster::partition`] can cut links. Otherwise every server runs on loopback.
+    pub namespaces: bool,
 }
 
 impl Default for ClusterOptions {
@@ -69,6 +72,7 @@ impl Default for ClusterOptions {
             protocol: ProtocolSection::default(),
             election: ElectionSection::default(),
             metrics: false,
+            namespaces: false,
         }
     }
 }
@@ -81,6 +85,123 @@ pub struct LocalCluster {
     /// The configuration of every server.
     pub files: Vec<NodeFile>,
     procs: Vec<Option<Child>>,
+    netns: Option<Netns>,
+}
+
+/// Network namespaces `px<tag>-<i>`, one per server, joined by the bridge `pxbr<tag>` in the
+/// caller's namespace (which holds `10.213.<tag>.254`, so clients in the test process reach every
+/// server). Links are cut with blackhole routes inside the namespaces.
+#[derive(Debug)]
+struct Netns {
+    tag: u8,
+    servers: usize,
+    cut: Vec<(usize, usize)>,
+}
+
+fn ip(args: &[&str]) -> Result<(), ClusterError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(io(format!("ip {}", args.join(" "))))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ClusterError::Failed(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+impl Netns {
+    fn ns(&self, i: usize) -> String {
+        format!("px{}-{i}", self.tag)
+    }
+
+    fn bridge(&self) -> String {
+        format!("pxbr{}", self.tag)
+    }
+
+    fn addr(&self, i: usize) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(10, 213, self.tag, i as u8 + 1)
+    }
+
+    /// Creates the namespaces and the bridge, choosing a tag no other cluster on this machine uses.
+    fn create(servers: usize) -> Result<Netns, ClusterError> {
+        let seed = std::process::id() as usize;
+        for attempt in 0..200 {
+            let tag = ((seed + attempt * 7) % 200 + 20) as u8;
+            let mut n = Netns {
+                tag,
+                servers: 0,
+                cut: Vec::new(),
+            };
+            // The bridge name is the lock: creating it fails when another cluster holds the tag.
+            if ip(&["link", "add", &n.bridge(), "type", "bridge"]).is_err() {
+                continue;
+            }
+            n.servers = servers;
+            n.setup().inspect_err(|_| n.teardown())?;
+            return Ok(n);
+        }
+        Err(ClusterError::Failed("no free network-namespace tag".into()))
+    }
+
+    fn setup(&self) -> Result<(), ClusterError> {
+        let br = self.bridge();
+        let gw = format!("10.213.{}.254/24", self.tag);
+        ip(&["addr", "add", &gw, "dev", &br])?;
+        ip(&["link", "set", &br, "up"])?;
+        for i in 0..self.servers {
+            let ns = self.ns(i);
+            let host_end = format!("pxv{}-{i}", self.tag);
+            let _ = ip(&["netns", "del", &ns]);
+            ip(&["netns", "add", &ns])?;
+            ip(&[
+                "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ])?;
+            ip(&["link", "set", &host_end, "master", &br])?;
+            ip(&["link", "set", &host_end, "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            let a = format!("{}/24", self.addr(i));
+            ip(&["-n", &ns, "addr", "add", &a, "dev", "eth0"])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "multicast", "on"])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])?;
+        }
+        Ok(())
+    }
+
+    fn set_cut(&mut self, a: usize, b: usize, cut: bool) -> Result<(), ClusterError> {
+        let verb = if cut { "add" } else { "del" };
+        for (x, y) in [(a, b), (b, a)] {
+            let dst = format!("{}/32", self.addr(y));
+            ip(&["-n", &self.ns(x), "route", verb, "blackhole", &dst])?;
+        }
+        if cut {
+            self.cut.push((a, b));
+        } else {
+            self.cut.retain(|&p| p != (a, b));
+        }
+        Ok(())
+    }
+
+    fn teardown(&self) {
+        for i in 0..self.servers {
+            let _ = ip(&["netns", "del", &self.ns(i)]);
+        }
+        let _ = ip(&["link", "del", &self.bridge()]);
+    }
+}
+
+/// Whether this process can create network namespaces (root with `ip` available).
+pub fn namespaces_available() -> bool {
+    nix::unistd::geteuid().is_root()
+        && Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .is_ok_and(|o| o.status.success())
 }
 
 fn free_tcp_port() -> Result<u16, ClusterError> {
@@ -125,8 +246,23 @@ impl LocalCluster {
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
+        let netns = if options.namespaces {
+            Some(Netns::create(options.servers)?)
+        } else {
+            None
+        };
         let mut members = Vec::new();
-        for id in 0..options.servers as u32 {
+        if let Some(n) = &netns {
+            for id in 0..options.servers as u32 {
+                let a = n.addr(id as usize);
+                members.push(Member {
+                    id,
+                    peer: SocketAddr::from((a, 7000)),
+                    client: SocketAddr::from((a, 7100)),
+                });
+            }
+        }
+        for id in (0..options.servers as u32).filter(|_| netns.is_none()) {
             let peer_port = match options.transport {
                 TransportChoice::Quic | TransportChoice::UdpMulticast => free_udp_port()?,
             };
@@ -154,7 +290,9 @@ impl LocalCluster {
                     multicast_group: (options.transport == TransportChoice::UdpMulticast)
                         .then(|| SocketAddr::from(([239, 255, 77, 1], group_port))),
                 },
-                metrics_addr: if options.metrics {
+                metrics_addr: if options.metrics && netns.is_some() {
+                    Some(SocketAddr::new(members[id as usize].client.ip(), 9100))
+                } else if options.metrics {
                     Some(SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?)))
                 } else {
                     None
@@ -171,6 +309,7 @@ impl LocalCluster {
             _tmp: tmp,
             files,
             procs: (0..options.servers).map(|_| None).collect(),
+            netns,
         })
     }
 
@@ -205,7 +344,17 @@ impl LocalCluster {
             .open(self.dir.join(format!("node-{i}.log")))
             .map_err(io("opening the node log"))?;
         let log2 = log.try_clone().map_err(io("opening the node log"))?;
-        let child = Command::new(&self.binary)
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the binary after entering the namespace: same pid, so
+            // signals reach the server itself.
+            Some(n) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &n.ns(i)]).arg(&self.binary);
+                c
+            }
+            None => Command::new(&self.binary),
+        };
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(self.dir.join(format!("node-{i}.toml")))
@@ -251,6 +400,32 @@ impl LocalCluster {
             };
             kill(Pid::from_raw(c.id() as i32), sig)
                 .map_err(|e| ClusterError::Failed(format!("signal {sig} to server {i}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Cuts the link between servers `a` and `b` in both directions (namespaces only).
+    pub fn partition(&mut self, a: usize, b: usize) -> Result<(), ClusterError> {
+        let n = self.netns.as_mut().ok_or_else(|| {
+            ClusterError::Failed("partitions need a cluster created with namespaces".into())
+        })?;
+        if a != b && !n.cut.contains(&(a, b)) && !n.cut.contains(&(b, a)) {
+            n.set_cut(a, b, true)?;
+        }
+        Ok(())
+    }
+
+    /// Cuts server `i` off from every other server (clients still reach it).
+    pub fn isolate(&mut self, i: usize) -> Result<(), ClusterError> {
+        (0..self.len()).try_for_each(|j| self.partition(i, j))
+    }
+
+    /// Restores every cut link.
+    pub fn heal(&mut self) -> Result<(), ClusterError> {
+        if let Some(n) = self.netns.as_mut() {
+            while let Some(&(a, b)) = n.cut.first() {
+                n.set_cut(a, b, false)?;
+            }
         }
         Ok(())
     }
@@ -306,6 +481,9 @@ impl Drop for LocalCluster {
         for i in 0..self.procs.len() {
             let _ = self.signal(i, false);
             let _ = self.kill(i);
+        }
+        if let Some(n) = &self.netns {
+            n.teardown();
         }
     }
 }
