@@ -18,9 +18,13 @@ use thiserror::Error;
 
 pub mod backend;
 pub mod memory;
+#[cfg(feature = "rocksdb")]
+pub mod rocks;
+pub mod wal;
 
-pub use backend::{open, Backend};
+pub use backend::{open, open_config, Backend, StorageConfig};
 pub use memory::MemoryStorage;
+pub use wal::{WalOptions, WalStorage};
 
 /// Why a storage operation failed.
 ///

@@ -1,0 +1,738 @@
+//! The file write-ahead log backend.
+//!
+//! A directory holds:
+//!
+//! * `LOCK`: held with `flock(LOCK_EX | LOCK_NB)` for as long as a [`WalStorage`] is open, so a
+//!   second process (or a second open in the same process) gets [`StorageError::Locked`].
+//! * `wal-<id>.seg`: segments, preallocated to [`WalOptions::segment_bytes`] and filled with
+//!   framed records (see `docs/storage.md` for the byte layout). A full segment ends with a seal
+//!   record naming the next segment, and is fdatasynced before the next one is put in place.
+//! * `checkpoint`: the whole folded [`DurableState`] and the log position it covers, written to
+//!   `checkpoint.tmp`, fsynced, renamed into place, and the directory fsynced. Segments wholly
+//!   below the checkpoint's position are then deleted. A checkpoint is written whenever a snapshot
+//!   advances (via [`Storage::save_snapshot`] or a batch carrying one) and after
+//!   [`WalOptions::checkpoint_bytes`] of log, so the log never grows without bound and recovery
+//!   reads at most one checkpoint plus that much log.
+//!
+//! # Recovery rules
+//!
+//! Records are replayed in order with [`DurableState::apply`]. In every segment but the last,
+//! every record up to the seal must be valid; anything else is [`StorageError::Corrupt`]. In the
+//! last segment, replay stops at the first invalid record (bad CRC, impossible length, bad
+//! magic, zeroed header):
+//!
+//! * if the rest of the segment is zero, that is the clean end of the log;
+//! * if a valid record follows anywhere after it, the damage is inside the written (and possibly
+//!   synced) region: recovery refuses with [`StorageError::Corrupt`] naming the file and offset;
+//! * otherwise it is a torn tail (a write interrupted by a crash): the bytes from that offset on
+//!   are zeroed and fdatasynced, and the log continues there.
+//!
+//! A damaged *last* record cannot be told apart from a torn write, so it is dropped: it was the
+//! tail of the last write, which the caller had not been told was durable unless its fdatasync
+//! returned. A power loss that persists the pages of an unsynced write out of order can also leave
+//! a hole followed by valid records; that is refused as corruption too (safe, but it needs an
+//! operator), since the log cannot tell it from damage to synced data.
+
+mod fault;
+mod fs;
+mod record;
+
+pub use fault::{FaultInjector, FileOp};
+
+use crate::{Storage, StorageError};
+use fs::{io_err, Fs, PreparedSegment, CHECKPOINT_FILE, LOCK_FILE};
+use nix::fcntl::{Flock, FlockArg};
+use paxos_core::durable::{DurableState, PersistBatch};
+use paxos_core::message::Snapshot;
+use paxos_core::Seq;
+use record::{RecordKind, HEADER_LEN, SEAL_RESERVE};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// First bytes of the checkpoint file.
+const CHECKPOINT_MAGIC: &[u8; 8] = b"PSBWALC1";
+
+/// How new segment files get their space.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preallocation {
+    /// Write zeros over the whole segment and fsync it before use: the blocks are allocated and
+    /// initialised, so an fdatasync after an append flushes data only, with no extent or size
+    /// change to journal. The fastest for sync appends (see `docs/storage.md`).
+    #[default]
+    Zeros,
+    /// `fallocate(2)`: blocks are reserved but marked unwritten, so the first write to each
+    /// needs a journalled extent conversion at fdatasync.
+    Fallocate,
+    /// Grow the file as records are appended (every fdatasync also commits the new size).
+    None,
+}
+
+/// Tuning of the [`WalStorage`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalOptions {
+    /// Size of each segment file in bytes (a record larger than this gets a segment of its own).
+    pub segment_bytes: u64,
+    /// How segments are preallocated.
+    pub preallocation: Preallocation,
+    /// Write a checkpoint after this many bytes of log since the last one (0: only when a
+    /// snapshot advances).
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 << 20,
+            preallocation: Preallocation::Zeros,
+            checkpoint_bytes: 256 << 20,
+        }
+    }
+}
+
+impl WalOptions {
+    /// Checks the options once, at open.
+    pub fn validate(&self) -> Result<(), StorageError> {
+        if self.segment_bytes < 4096 {
+            return Err(StorageError::Misuse(
+                "WalOptions::segment_bytes must be >= 4096",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The checkpoint file's content.
+#[derive(Serialize)]
+struct CheckpointRef<'a> {
+    /// Replay starts in this segment …
+    log_segment: u64,
+    /// … at this offset; everything before is folded into `state`.
+    log_offset: u64,
+    state: &'a DurableState,
+}
+
+#[derive(Deserialize)]
+struct CheckpointOwned {
+    log_segment: u64,
+    log_offset: u64,
+    state: DurableState,
+}
+
+/// The segment being appended to.
+#[derive(Debug)]
+struct Writer {
+    id: u64,
+    path: PathBuf,
+    file: File,
+    /// Next write offset.
+    pos: u64,
+    /// Usable size of the segment.
+    capacity: u64,
+    /// Whether bytes were written since the last fdatasync.
+    dirty: bool,
+}
+
+impl Writer {
+    fn fits(&self, bytes: usize) -> bool {
+        self.pos + (bytes + SEAL_RESERVE) as u64 <= self.capacity
+    }
+}
+
+#[derive(Debug)]
+struct Loaded {
+    state: DurableState,
+    w: Writer,
+    /// Log bytes written since the last checkpoint.
+    since_checkpoint: u64,
+}
+
+/// The file write-ahead log: segmented, preallocated, CRC32C-framed, group-committed.
+///
+/// Open with [`WalStorage::open`], then call [`Storage::load`] once. Every record written is
+/// also folded into an in-memory copy of the state, which is what checkpoints write.
+///
+/// After any I/O error the store is poisoned: every later call fails with
+/// [`StorageError::Poisoned`] (an fsync that failed once is never retried as if the data were
+/// safe). Reopen the directory to recover.
+#[derive(Debug)]
+pub struct WalStorage {
+    fs: Fs,
+    opts: WalOptions,
+    _lock: Flock<File>,
+    loaded: Option<Loaded>,
+    poisoned: Option<String>,
+    buf: Vec<u8>,
+    /// The next segment, being preallocated on a helper thread.
+    next: Option<JoinHandle<Result<PreparedSegment, StorageError>>>,
+}
+
+impl WalStorage {
+    /// Opens (creating if needed) the WAL directory `dir` and locks it. Nothing is read until
+    /// [`Storage::load`].
+    pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Self, StorageError> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io_err(parent, e))?;
+            }
+        }
+        let lock_path = dir.join(LOCK_FILE);
+        let lock_file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| io_err(&lock_path, e))?;
+        let lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Err(StorageError::Locked(dir)),
+            Err((_, errno)) => return Err(io_err(&lock_path, errno.into())),
+        };
+        Ok(Self {
+            fs: Fs {
+                dir,
+                injector: None,
+            },
+            opts,
+            _lock: lock,
+            loaded: None,
+            poisoned: None,
+            buf: Vec::new(),
+            next: None,
+        })
+    }
+
+    /// Installs a hook that may fail any later file operation (for tests; see [`FaultInjector`]).
+    pub fn set_fault_injector(&mut self, injector: Arc<dyn FaultInjector>) {
+        self.fs.injector = Some(injector);
+    }
+
+    /// The directory this WAL lives in.
+    pub fn dir(&self) -> &Path {
+        &self.fs.dir
+    }
+
+    /// Syncs everything appended and closes the WAL.
+    pub fn close(mut self) -> Result<(), StorageError> {
+        if self.loaded.is_some() && self.poisoned.is_none() {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn ready(&mut self) -> Result<&mut Loaded, StorageError> {
+        if let Some(why) = &self.poisoned {
+            return Err(StorageError::Poisoned(why.clone()));
+        }
+        self.loaded
+            .as_mut()
+            .ok_or(StorageError::Misuse("call load() before using the storage"))
+    }
+
+    /// Runs `f`, poisoning the store if it fails.
+    fn guarded<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        self.ready()?;
+        let r = f(self);
+        if let Err(e) = &r {
+            tracing::error!(dir = %self.fs.dir.display(), error = %e, "WAL poisoned");
+            self.poisoned = Some(e.to_string());
+        }
+        r
+    }
+
+    fn loaded(&mut self) -> &mut Loaded {
+        self.loaded.as_mut().expect("checked by ready()")
+    }
+
+    /// Writes `self.buf` at the end of the current segment.
+    fn write_buf(&mut self, range: std::ops::Range<usize>) -> Result<(), StorageError> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        let l = self.loaded.as_mut().expect("checked by ready()");
+        let bytes = &self.buf[range];
+        debug_assert!(l.w.fits(bytes.len()), "record overruns the segment");
+        self.fs.write_at(&l.w.file, &l.w.path, bytes, l.w.pos)?;
+        l.w.pos += bytes.len() as u64;
+        l.w.dirty = true;
+        l.since_checkpoint += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn sync_writer(&mut self) -> Result<(), StorageError> {
+        let l = self.loaded.as_mut().expect("checked by ready()");
+        if l.w.dirty {
+            self.fs.sync_data(&l.w.file, &l.w.path)?;
+            l.w.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Encodes records with `encode` into `self.buf` one at a time and writes them, sealing and
+    /// rotating segments as they fill. `encode` is called with a record index and returns whether
+    /// it encoded one.
+    fn write_records(
+        &mut self,
+        mut encode: impl FnMut(usize, &mut Vec<u8>) -> Result<bool, StorageError>,
+    ) -> Result<(), StorageError> {
+        self.buf.clear();
+        let mut i = 0;
+        loop {
+            let before = self.buf.len();
+            if !encode(i, &mut self.buf)? {
+                break;
+            }
+            i += 1;
+            let len = self.buf.len();
+            if !self.loaded().w.fits(len) {
+                self.write_buf(0..before)?;
+                let need = (self.buf.len() - before + SEAL_RESERVE) as u64;
+                self.rotate(need)?;
+                self.buf.drain(..before);
+            }
+        }
+        self.write_buf(0..self.buf.len())
+    }
+
+    /// Seals the current segment (seal record + fdatasync) and continues in the next one, which
+    /// must hold at least `need` bytes.
+    fn rotate(&mut self, need: u64) -> Result<(), StorageError> {
+        let next_id = self.loaded().w.id + 1;
+        let mut seal = Vec::with_capacity(SEAL_RESERVE);
+        record::encode(&mut seal, RecordKind::Seal, &next_id).map_err(encode_err)?;
+        {
+            let l = self.loaded.as_mut().expect("checked by ready()");
+            self.fs.write_at(&l.w.file, &l.w.path, &seal, l.w.pos)?;
+            l.w.pos += seal.len() as u64;
+            l.w.dirty = true;
+        }
+        // A segment is complete and durable before its successor exists, so recovery may treat
+        // any damage in a non-last segment as corruption.
+        self.sync_writer()?;
+        let prepared = self.take_prepared(next_id, need)?;
+        let w = self.install(prepared)?;
+        self.loaded().w = w;
+        Ok(())
+    }
+
+    /// The prepared segment `id` from the helper thread, or a fresh one.
+    fn take_prepared(&mut self, id: u64, need: u64) -> Result<PreparedSegment, StorageError> {
+        if let Some(h) = self.next.take() {
+            let seg = h.join().map_err(|_| StorageError::Backend {
+                backend: "wal",
+                message: "segment preallocation thread panicked".into(),
+            })??;
+            if seg.id == id && seg.capacity >= need {
+                return Ok(seg);
+            }
+            self.fs.remove(&seg.tmp)?;
+        }
+        let bytes = self.opts.segment_bytes.max(need);
+        self.fs.prepare_segment(id, bytes, self.opts.preallocation)
+    }
+
+    /// Puts a prepared segment in place and starts preparing its successor.
+    fn install(&mut self, seg: PreparedSegment) -> Result<Writer, StorageError> {
+        let (id, path, file, capacity) = self.fs.install_segment(seg)?;
+        self.prepare_ahead(id + 1);
+        Ok(Writer {
+            id,
+            path,
+            file,
+            pos: 0,
+            capacity,
+            dirty: false,
+        })
+    }
+
+    fn prepare_ahead(&mut self, id: u64) {
+        let fs = self.fs.clone();
+        let (bytes, how) = (self.opts.segment_bytes, self.opts.preallocation);
+        self.next = Some(std::thread::spawn(move || {
+            fs.prepare_segment(id, bytes, how)
+        }));
+    }
+
+    /// Writes the folded state as the new checkpoint, then deletes the segments it covers.
+    fn checkpoint(&mut self) -> Result<(), StorageError> {
+        let l = self.loaded.as_ref().expect("checked by ready()");
+        let (seg, offset) = (l.w.id, l.w.pos);
+        let mut buf = CHECKPOINT_MAGIC.to_vec();
+        record::encode(
+            &mut buf,
+            RecordKind::Checkpoint,
+            &CheckpointRef {
+                log_segment: seg,
+                log_offset: offset,
+                state: &l.state,
+            },
+        )
+        .map_err(encode_err)?;
+        let tmp = self
+            .fs
+            .path(&format!("{CHECKPOINT_FILE}{}", fs::TMP_SUFFIX));
+        let path = self.fs.path(CHECKPOINT_FILE);
+        let file = self.fs.create(&tmp)?;
+        self.fs.write_at(&file, &tmp, &buf, 0)?;
+        self.fs.sync_all(&file, &tmp)?;
+        drop(file);
+        self.fs.rename(&tmp, &path)?;
+        self.fs.sync_dir()?;
+        self.loaded().since_checkpoint = 0;
+        let (ids, _) = self.fs.list()?;
+        let mut removed = false;
+        for id in ids.into_iter().filter(|&id| id < seg) {
+            self.fs.remove(&self.fs.path(&fs::segment_name(id)))?;
+            removed = true;
+        }
+        if removed {
+            self.fs.sync_dir()?;
+        }
+        tracing::debug!(segment = seg, offset, "WAL checkpoint written");
+        Ok(())
+    }
+
+    /// Reads the checkpoint, replays the log after it, repairs a torn tail, and positions the
+    /// writer at the end of the log.
+    fn recover(&mut self) -> Result<(), StorageError> {
+        let (ids, tmps) = self.fs.list()?;
+        for t in &tmps {
+            self.fs.remove(t)?;
+        }
+        let ck_path = self.fs.path(CHECKPOINT_FILE);
+        let (mut state, start_seg, start_off) = match std::fs::read(&ck_path) {
+            Ok(data) => {
+                let ck = read_checkpoint(&ck_path, &data)?;
+                (ck.state, Some(ck.log_segment), ck.log_offset)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (DurableState::default(), None, 0)
+            }
+            Err(e) => return Err(io_err(&ck_path, e)),
+        };
+        let mut segs = ids;
+        if let Some(start) = start_seg {
+            // Left over when a crash came between the checkpoint's rename and their deletion.
+            for id in segs.iter().copied().filter(|&id| id < start) {
+                self.fs.remove(&self.fs.path(&fs::segment_name(id)))?;
+            }
+            segs.retain(|&id| id >= start);
+            if segs.first() != Some(&start) {
+                return Err(StorageError::Corrupt {
+                    path: ck_path,
+                    offset: 0,
+                    reason: format!("checkpoint starts in segment {start}, which is missing"),
+                });
+            }
+        }
+        for pair in segs.windows(2) {
+            if pair[1] != pair[0] + 1 {
+                return Err(StorageError::Corrupt {
+                    path: self.fs.path(&fs::segment_name(pair[1])),
+                    offset: 0,
+                    reason: format!("segment {} is missing", pair[0] + 1),
+                });
+            }
+        }
+        let mut records = 0u64;
+        let mut replayed = 0u64;
+        let mut end: Option<(u64, PathBuf, u64, bool, u64)> = None;
+        for (i, &id) in segs.iter().enumerate() {
+            let path = self.fs.path(&fs::segment_name(id));
+            let data = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
+            let from = if Some(id) == start_seg { start_off } else { 0 };
+            let last = i + 1 == segs.len();
+            let mut off = usize::try_from(from).unwrap_or(usize::MAX);
+            if off > data.len() {
+                return Err(StorageError::Corrupt {
+                    path: ck_path,
+                    offset: 0,
+                    reason: format!(
+                        "checkpoint offset {from} is past the end of {}",
+                        path.display()
+                    ),
+                });
+            }
+            let mut sealed = false;
+            let mut bad = None;
+            while off < data.len() {
+                match record::parse(&data, off) {
+                    Ok(rec) => {
+                        sealed = replay(&mut state, &path, off, id, rec.kind, rec.payload)?;
+                        records += 1;
+                        replayed += rec.end as u64 - off as u64;
+                        off = rec.end;
+                        if sealed {
+                            break;
+                        }
+                    }
+                    Err(reason) => {
+                        bad = Some(reason);
+                        break;
+                    }
+                }
+            }
+            if !last {
+                if !sealed {
+                    return Err(StorageError::Corrupt {
+                        path,
+                        offset: off as u64,
+                        reason: format!(
+                            "{} in a segment that is followed by segment {}",
+                            bad.unwrap_or("missing seal record"),
+                            id + 1
+                        ),
+                    });
+                }
+                continue;
+            }
+            if let Some(reason) = bad {
+                let dirty_end = record::nonzero_end(&data, off);
+                if dirty_end > off {
+                    if let Some(valid) = record::find_valid_after(&data, off + 1) {
+                        return Err(StorageError::Corrupt {
+                            path,
+                            offset: off as u64,
+                            reason: format!(
+                                "{reason}, but a valid record follows at offset {valid}: damage inside the written log"
+                            ),
+                        });
+                    }
+                    tracing::warn!(
+                        file = %path.display(),
+                        offset = off,
+                        bytes = dirty_end - off,
+                        reason,
+                        "WAL: truncating torn tail"
+                    );
+                    let file = self.fs.open_rw(&path)?;
+                    let zeros = vec![0u8; dirty_end - off];
+                    self.fs.write_at(&file, &path, &zeros, off as u64)?;
+                    self.fs.sync_data(&file, &path)?;
+                }
+            }
+            let capacity = (data.len() as u64).max(self.opts.segment_bytes);
+            end = Some((id, path, off as u64, sealed, capacity));
+        }
+        tracing::info!(
+            dir = %self.fs.dir.display(),
+            segments = segs.len(),
+            records,
+            bytes = replayed,
+            "WAL recovered"
+        );
+        let seg_bytes = self.opts.segment_bytes;
+        let how = self.opts.preallocation;
+        let w = match end {
+            Some((id, path, pos, false, capacity)) => {
+                let file = self.fs.open_rw(&path)?;
+                self.prepare_ahead(id + 1);
+                Writer {
+                    id,
+                    path,
+                    file,
+                    pos,
+                    capacity,
+                    dirty: false,
+                }
+            }
+            // Crashed after sealing, before the next segment was put in place.
+            Some((id, _, _, true, _)) => {
+                let seg = self.fs.prepare_segment(id + 1, seg_bytes, how)?;
+                self.install(seg)?
+            }
+            None => {
+                let seg = self.fs.prepare_segment(1, seg_bytes, how)?;
+                self.install(seg)?
+            }
+        };
+        self.loaded = Some(Loaded {
+            state,
+            w,
+            since_checkpoint: replayed,
+        });
+        Ok(())
+    }
+}
+
+fn encode_err(e: postcard::Error) -> StorageError {
+    StorageError::Backend {
+        backend: "wal",
+        message: format!("cannot encode record: {e}"),
+    }
+}
+
+fn read_checkpoint(path: &Path, data: &[u8]) -> Result<CheckpointOwned, StorageError> {
+    let corrupt = |offset: usize, reason: String| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    if !data.starts_with(CHECKPOINT_MAGIC) {
+        return Err(corrupt(0, "bad checkpoint magic".into()));
+    }
+    let off = CHECKPOINT_MAGIC.len();
+    let rec = record::parse(data, off).map_err(|r| corrupt(off, r.into()))?;
+    if rec.kind != RecordKind::Checkpoint || rec.end != data.len() {
+        return Err(corrupt(off, "unexpected content in checkpoint".into()));
+    }
+    postcard::from_bytes(rec.payload)
+        .map_err(|e| corrupt(off + HEADER_LEN, format!("undecodable checkpoint: {e}")))
+}
+
+/// Applies one log record to `state`; returns whether it was the segment's seal.
+fn replay(
+    state: &mut DurableState,
+    path: &Path,
+    off: usize,
+    segment: u64,
+    kind: RecordKind,
+    payload: &[u8],
+) -> Result<bool, StorageError> {
+    let corrupt = |reason: String| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset: off as u64,
+        reason,
+    };
+    let undecodable = |e: postcard::Error| corrupt(format!("undecodable {kind:?} record: {e}"));
+    match kind {
+        RecordKind::Batch => {
+            let b: PersistBatch = postcard::from_bytes(payload).map_err(undecodable)?;
+            state.apply(&b);
+        }
+        RecordKind::Incarnation => {
+            state.incarnation = postcard::from_bytes(payload).map_err(undecodable)?;
+        }
+        RecordKind::Truncate => {
+            let seq: Seq = postcard::from_bytes(payload).map_err(undecodable)?;
+            state.truncate_through(seq);
+        }
+        RecordKind::Seal => {
+            let next: u64 = postcard::from_bytes(payload).map_err(undecodable)?;
+            if next != segment + 1 {
+                return Err(corrupt(format!(
+                    "seal names segment {next}, expected {}",
+                    segment + 1
+                )));
+            }
+            return Ok(true);
+        }
+        RecordKind::Checkpoint => return Err(corrupt("checkpoint record inside a segment".into())),
+    }
+    Ok(false)
+}
+
+impl Drop for WalStorage {
+    fn drop(&mut self) {
+        // Let the preallocation thread finish so it never writes into a directory that another
+        // process may have locked and cleaned by then.
+        if let Some(h) = self.next.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Storage for WalStorage {
+    fn name(&self) -> &'static str {
+        "wal"
+    }
+
+    fn load(&mut self) -> Result<DurableState, StorageError> {
+        if let Some(why) = &self.poisoned {
+            return Err(StorageError::Poisoned(why.clone()));
+        }
+        if self.loaded.is_some() {
+            return Err(StorageError::Misuse("load() called twice"));
+        }
+        let r = self.recover().and_then(|()| {
+            let inc = self.loaded().state.incarnation + 1;
+            self.write_records(|i, buf| {
+                if i > 0 {
+                    return Ok(false);
+                }
+                record::encode(buf, RecordKind::Incarnation, &inc).map_err(encode_err)?;
+                Ok(true)
+            })?;
+            self.sync_writer()?;
+            self.loaded().state.incarnation = inc;
+            Ok(self.loaded().state.clone())
+        });
+        if let Err(e) = &r {
+            self.poisoned = Some(e.to_string());
+        }
+        r
+    }
+
+    fn append(&mut self, batches: &[PersistBatch], sync: bool) -> Result<(), StorageError> {
+        self.guarded(|s| {
+            s.write_records(|i, buf| match batches.get(i) {
+                Some(b) => {
+                    record::encode(buf, RecordKind::Batch, b).map_err(encode_err)?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            })?;
+            let l = s.loaded();
+            let floor = l.state.snapshot_seq();
+            for b in batches {
+                l.state.apply(b);
+            }
+            let snapshot_advanced = l.state.snapshot_seq() > floor;
+            if sync {
+                s.sync_writer()?;
+            }
+            let every = s.opts.checkpoint_bytes;
+            if snapshot_advanced || (every > 0 && s.loaded().since_checkpoint >= every) {
+                s.checkpoint()?;
+            }
+            Ok(())
+        })
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        self.guarded(|s| s.sync_writer())
+    }
+
+    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.guarded(|s| {
+            let l = s.loaded();
+            if snapshot.seq <= l.state.snapshot_seq() {
+                return Ok(());
+            }
+            l.state.truncate_through(snapshot.seq);
+            l.state.snapshot = Some(snapshot.clone());
+            s.checkpoint()
+        })
+    }
+
+    fn load_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(self.ready()?.state.snapshot.clone())
+    }
+
+    fn truncate_through(&mut self, seq: Seq) -> Result<(), StorageError> {
+        self.guarded(|s| {
+            s.write_records(|i, buf| {
+                if i > 0 {
+                    return Ok(false);
+                }
+                record::encode(buf, RecordKind::Truncate, &seq).map_err(encode_err)?;
+                Ok(true)
+            })?;
+            s.loaded().state.truncate_through(seq);
+            Ok(())
+        })
+    }
+}
