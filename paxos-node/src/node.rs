@@ -514,9 +514,14 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
             };
             if let Err(e) = replica.handle_client_update(now(), update) {
                 if let Some(tx) = conns.get(&conn) {
-                    let _ = tx.try_send(ClientResponse::Rejected {
-                        reason: e.to_string(),
-                    });
+                    if tx
+                        .try_send(ClientResponse::Rejected {
+                            reason: e.to_string(),
+                        })
+                        .is_err()
+                    {
+                        metrics.replies_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -539,7 +544,9 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
                 state_digest: digest_of(replica.state_machine().snapshot()),
             };
             if let Some(tx) = conns.get(&conn) {
-                let _ = tx.try_send(ClientResponse::Status(status));
+                if tx.try_send(ClientResponse::Status(status)).is_err() {
+                    metrics.replies_dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         Event::Persisted(id, took, batches) => {
