@@ -222,6 +222,17 @@ impl WalStorage {
         &self.fs.dir
     }
 
+    /// Where the next record goes: `(segment id, byte offset)`; `None` before [`Storage::load`].
+    /// Everything before it has been written (not necessarily synced).
+    pub fn position(&self) -> Option<(u64, u64)> {
+        self.loaded.as_ref().map(|l| (l.w.id, l.w.pos))
+    }
+
+    /// The file of segment `id` (it may not exist).
+    pub fn segment_path(&self, id: u64) -> PathBuf {
+        self.fs.path(&fs::segment_name(id))
+    }
+
     /// Syncs everything appended and closes the WAL.
     pub fn close(mut self) -> Result<(), StorageError> {
         if self.loaded.is_some() && self.poisoned.is_none() {
