@@ -21,6 +21,10 @@ pub(crate) struct Slot {
     pub(crate) accepts: NodeSet,
     /// The globally ordered update, once known.
     pub(crate) ordered: Option<ClientUpdate>,
+    /// Ordered here by a quorum of accepts in the installed view, as opposed to learned from a
+    /// peer (reconciliation, a PrepareOk, an ordering push). Only executing such a slot is progress
+    /// of the installed view for the election strategy.
+    pub(crate) live: bool,
 }
 
 impl Slot {

@@ -164,7 +164,8 @@ pub enum Message {
     Alive {
         /// The sender's local aru.
         local_aru: Seq,
-        /// The sender's last installed view.
+        /// The last view the sender was regular in (as leader with a PrepareOk majority, or as a
+        /// non-leader); a view it is still preparing is not reported.
         last_installed: View,
     },
     /// Asks for the ordered updates of `from..=to` [TR §5.6].

@@ -234,6 +234,23 @@ impl LeaderElection for PsbViewChange {
             }
             PsbMessage::VcProof { installed } => {
                 if ctx.state != ServerState::LeaderElection {
+                    // A regular server of an older view joins the newer one (DERIVED; the TR drops
+                    // VcProof outside leader election). A server names a view in VcProof only
+                    // once it is preparing or has installed it, and its leader prepares it only
+                    // after a majority sent ViewChange for it (or, in the core's floor-wait path,
+                    // after leaving the older view itself), so a majority has left every older
+                    // view for good: ours cannot progress again. Without this, a non-leader cut
+                    // off while the others moved on, with no work of its own, would stay in its
+                    // dead view forever: its progress timer is idle and nobody suspects the
+                    // healthy new view.
+                    if installed > ctx.last_installed {
+                        self.attempted = installed;
+                        self.votes = 0;
+                        self.preinstalled = true;
+                        self.peer_suspects = false;
+                        self.deadline = None;
+                        self.actions.push_back(ElectionAction::Install(installed));
+                    }
                     return Ok(());
                 }
                 let rejoin = self.recovering
@@ -392,12 +409,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.poll_action(), Some(ElectionAction::Install(View(7))));
-        // Not in leader election: dropped.
+        // Not for a view at or below the installed one.
         let mut s = strategy();
         s.handle_message(
             Time::ZERO,
             NodeId(1),
             &m,
+            &ctx(ServerState::LeaderElection, 8, 7, false),
+        )
+        .unwrap();
+        assert_eq!(s.poll_action(), None);
+    }
+
+    #[test]
+    fn regular_server_of_an_older_view_joins_the_view_a_vc_proof_names() {
+        // A non-leader cut off while the others installed view 7, idle (no work, timer not
+        // running), must join view 7; the TR's filter (drop VcProof outside leader election) left it
+        // in view 4 for good (paxos-sim finding, seed 21295).
+        let m = encode(&PsbMessage::VcProof { installed: View(7) }).unwrap();
+        for (state, work) in [
+            (ServerState::RegNonLeader, false),
+            (ServerState::RegNonLeader, true),
+            (ServerState::RegLeader, false),
+        ] {
+            let mut s = strategy();
+            let c = ctx(state, 4, 4, work);
+            s.handle_tick(Time::ZERO, &c);
+            s.handle_message(Time::ZERO, NodeId(1), &m, &c).unwrap();
+            assert_eq!(
+                s.poll_action(),
+                Some(ElectionAction::Install(View(7))),
+                "{state:?}"
+            );
+        }
+        // Its own view or an older one changes nothing.
+        let mut s = strategy();
+        let old = encode(&PsbMessage::VcProof { installed: View(4) }).unwrap();
+        s.handle_message(
+            Time::ZERO,
+            NodeId(1),
+            &old,
             &ctx(ServerState::RegNonLeader, 4, 4, false),
         )
         .unwrap();

@@ -151,6 +151,11 @@ pub struct Replica<S: StateMachine, E: LeaderElection> {
     state: ServerState,
     last_attempted: View,
     last_installed: View,
+    /// The last view this server was regular in (leader with a PrepareOk majority, or non-leader).
+    /// `last_installed` already names a view whose Prepare is still collecting answers; `Alive`
+    /// announces this one instead, so an attempt that never gathered a majority is not reported
+    /// as an installed view.
+    regular_view: View,
     max_view_seen: View,
 
     // prepare
@@ -189,6 +194,12 @@ pub struct Replica<S: StateMachine, E: LeaderElection> {
     behind_since: Option<Time>,
     recon_outstanding: Option<(NodeId, Time)>,
     recon_cursor: usize,
+    /// The peer that answered the last reconciliation request with updates: asked again first.
+    recon_peer: Option<usize>,
+    /// Peers whose last reconciliation request timed out, one bit per server; cleared when they
+    /// are heard from again. Their announced aru may be stale (crashed or cut off), so they are
+    /// asked only when no other peer is ahead.
+    recon_silent: u64,
 
     // compaction
     executed_since_snapshot: u64,
@@ -237,6 +248,9 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             state: ServerState::LeaderElection,
             last_attempted: durable.view.last_attempted,
             last_installed: durable.view.last_installed,
+            // Durable state does not say whether a view this server led got its majority; it
+            // reports the promise, as before a restart.
+            regular_view: durable.view.last_installed,
             max_view_seen: durable.view.last_attempted.max(durable.view.last_installed),
             prepare: None,
             prepare_oks: vec![false; n],
@@ -261,6 +275,8 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             behind_since: None,
             recon_outstanding: None,
             recon_cursor: me.index(),
+            recon_peer: None,
+            recon_silent: 0,
             executed_since_snapshot: 0,
             latest_snapshot: None,
             open_batch: PersistBatch::default(),
@@ -448,7 +464,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 Destination::All,
                 Message::Alive {
                     local_aru: self.local_aru,
-                    last_installed: self.last_installed,
+                    last_installed: self.regular_view,
                 },
             );
         }
@@ -878,6 +894,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
 
     fn shift_to_reg_leader(&mut self) {
         self.state = ServerState::RegLeader;
+        self.regular_view = self.last_installed;
         self.metrics.views_installed += 1;
         self.max_constrained = self
             .history
@@ -886,10 +903,16 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             .map(|(seq, _)| seq)
             .last()
             .unwrap_or(Seq(0));
+        // Only what is still bound: a slot already ordered binds its ordered update, whatever
+        // stale proposal it also keeps (a lagging leader's own from an earlier view, say). Listing
+        // such a stale proposal would refuse its update for the whole view.
         self.bound_at_install = self
             .history
             .iter_above(self.local_aru)
-            .filter_map(|(_, s)| s.proposal.as_ref().map(|(_, u)| u.id()))
+            .filter_map(|(_, s)| match (&s.ordered, &s.proposal) {
+                (Some(u), _) | (None, Some((_, u))) => Some(u.id()),
+                (None, None) => None,
+            })
             .collect();
         self.enqueue_unbound_pending();
         self.remove_bound_from_queue();
@@ -905,6 +928,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         self.state = ServerState::RegNonLeader;
         self.bound_at_install.clear();
         self.last_installed = self.last_attempted;
+        self.regular_view = self.last_installed;
         self.see_view(self.last_installed);
         self.update_queue.clear();
         self.metrics.views_installed += 1;
@@ -1152,6 +1176,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         }
         if slot.chosen(majority).is_some() {
             if let Some((_, u)) = slot.proposal.take() {
+                slot.live = view == self.last_installed;
                 self.apply_ordered(seq, u);
             }
         }
@@ -1168,7 +1193,15 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         if slot.ordered.is_some() {
             return;
         }
+        // A proposal this slot held for another update lost: that update is no longer bound here.
+        let unbound = match &slot.proposal {
+            Some((_, u)) if u.id() != update.id() => Some(u.id()),
+            _ => None,
+        };
         slot.ordered = Some(update.clone());
+        if let Some(id) = unbound {
+            self.bound_at_install.remove(&id);
+        }
         self.max_seen_seq = self.max_seen_seq.max(seq);
         if self.config.durability != Durability::None {
             self.open_batch.ordered.push(OrderedUpdate { seq, update });
@@ -1180,12 +1213,22 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     }
 
     /// `advance_aru()`: executes ordered slots in sequence [TR Fig 11].
+    ///
+    /// Only executing a slot this server saw ordered by a quorum of accepts in the installed view
+    /// counts as progress for the election strategy. Catching up on slots learned from peers
+    /// (reconciliation, snapshots, PrepareOks) does not: a lagging server would otherwise keep
+    /// resetting PSB's progress timer while the others, in leader election, wait for its vote.
     fn advance_aru(&mut self, live: bool) {
         let mut progressed = false;
+        let mut view_progressed = false;
         loop {
             let seq = self.local_aru.next();
             // Moved out and back in: executing borrows the update while `self` is mutated.
-            let Some(update) = self.history.get_mut(seq).and_then(|s| s.ordered.take()) else {
+            let Some((update, ordered_live)) = self
+                .history
+                .get_mut(seq)
+                .and_then(|s| s.ordered.take().map(|u| (u, s.live)))
+            else {
                 break;
             };
             self.local_aru = seq;
@@ -1194,6 +1237,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 slot.ordered = Some(update);
             }
             progressed = true;
+            view_progressed |= ordered_live;
         }
         if !progressed {
             return;
@@ -1206,7 +1250,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.recon_outstanding = None;
         }
         if live {
-            if self.state != ServerState::LeaderElection {
+            if view_progressed && self.state != ServerState::LeaderElection {
                 let ctx = self.ctx();
                 self.election.handle_progress(self.now, &ctx);
                 self.drain_election();
@@ -1415,6 +1459,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     // ------------------------------------------------------------------------------------------
 
     fn on_alive(&mut self, from: NodeId, aru: Seq, installed: View) {
+        self.recon_silent &= !(1u64 << from.index());
         self.see_view(installed);
         self.note_peer_aru(from, aru);
     }
@@ -1450,27 +1495,17 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         if now.saturating_since(since) < self.config.recon_delay {
             return;
         }
-        if let Some((_, sent)) = self.recon_outstanding {
+        if let Some((p, sent)) = self.recon_outstanding {
             if now.saturating_since(sent) < self.config.recon_timeout {
                 return;
             }
-        }
-        // Prefer peers known to be ahead, rotating through them.
-        let mut peer = None;
-        for k in 1..=self.n {
-            let i = (self.recon_cursor + k) % self.n;
-            if i != self.me.index() && self.peer_aru[i] > self.local_aru {
-                peer = Some(i);
-                break;
+            // Unanswered: prefer others until this peer is heard from again.
+            self.recon_silent |= 1u64 << p.index();
+            if self.recon_peer == Some(p.index()) {
+                self.recon_peer = None;
             }
         }
-        let i = peer.unwrap_or_else(|| {
-            let mut i = (self.recon_cursor + 1) % self.n;
-            if i == self.me.index() {
-                i = (i + 1) % self.n;
-            }
-            i
-        });
+        let i = self.pick_recon_peer();
         if i == self.me.index() {
             return; // a cluster of one has nobody to ask
         }
@@ -1486,6 +1521,28 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             Destination::Node(NodeId(i as u32)),
             Message::ReconRequest { from, to },
         );
+    }
+
+    /// The peer to ask for missing slots: the one that answered last while it is still ahead,
+    /// else the next peer (rotating) that announced an aru above ours and has not gone silent,
+    /// else the next one ahead at all, else simply the next one.
+    fn pick_recon_peer(&self) -> usize {
+        let me = self.me.index();
+        let ahead = |i: usize| i != me && self.peer_aru[i] > self.local_aru;
+        if let Some(p) = self.recon_peer.filter(|p| ahead(*p)) {
+            return p;
+        }
+        let order = || (1..=self.n).map(|k| (self.recon_cursor + k) % self.n);
+        order()
+            .find(|i| ahead(*i) && self.recon_silent & (1u64 << i) == 0)
+            .or_else(|| order().find(|i| ahead(*i)))
+            .unwrap_or_else(|| {
+                let mut i = (self.recon_cursor + 1) % self.n;
+                if i == me {
+                    i = (i + 1) % self.n;
+                }
+                i
+            })
     }
 
     fn on_recon_request(&mut self, from: NodeId, lo: Seq, hi: Seq) {
@@ -1536,12 +1593,25 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
 
     fn on_recon_reply(&mut self, from: NodeId, updates: Vec<OrderedUpdate>, complete: bool) {
         let got = !updates.is_empty();
+        let aru_before = self.local_aru;
         for o in updates {
             self.apply_ordered(o.seq, o.update);
         }
         self.make_progress();
         if self.recon_outstanding.is_some_and(|(p, _)| p == from) && (got || !complete) {
             self.recon_outstanding = None;
+            if got {
+                // It has the slots: keep asking it. If this reply moved us on, ask at once rather
+                // than at the next tick (only then: a duplicated or stale reply must not multiply
+                // the requests in flight).
+                self.recon_peer = Some(from.index());
+                if self.local_aru > aru_before {
+                    self.reconcile_if_behind(self.now);
+                }
+            } else if self.recon_peer == Some(from.index()) {
+                // It cannot supply the range (compacted, or it lacks it): try another peer.
+                self.recon_peer = None;
+            }
         }
     }
 
