@@ -1,22 +1,23 @@
-//! Seeds on which the simulator found a problem in paxos-core, kept as regression tests.
+//! Seeds on which the simulator found a problem in paxos-core, kept as regression tests. Each
+//! failed (`NoConvergence` within the Paxos-L1 bound of 60 s of virtual time after healing) before
+//! the fix named with it; all of them are fixed. The traces are valid for the simulator version that
+//! recorded them: once the core behaves differently the seed plays out differently, so the unit
+//! tests in `paxos-core/src/tests.rs` pin each mechanism down as well.
 //!
-//! Ignored until the core is fixed: `cargo test -p paxos-sim --test findings -- --ignored`.
-//!
-//! Liveness after healing (Paxos-L1 bound, 60 s of virtual time): a server of the stable majority
-//! that lags far behind stays in `RegNonLeader` catching up by reconciliation while the others have
-//! moved to leader election. Each reconciled slot it executes calls the election's
-//! `handle_progress`, which resets PSB's progress timer (and clears `peer_suspects`), so it never
-//! votes for the new view; the others need its vote for a majority. Catch-up itself is slow because
-//! `reconcile_if_behind` rotates to the next peer after every request, including peers that are
-//! isolated or down (their announced aru stays high), so every other chunk waits `recon_timeout`;
-//! with `recon_chunk = 2` the backlog takes minutes.
-//!
-//! Stale view membership: a server that installed an old view as a non-leader, has no pending
-//! work and is partitioned while the others move to a newer view never joins it after healing: the
-//! PSB strategy ignores `VcProof` unless it is in leader election, its progress timer is idle
-//! without work, and nobody suspects the healthy new view. It only follows by reconciliation and
-//! never accepts the new view's proposals (fewer servers than the cluster size actually tolerate
-//! faults).
+//! * Lagging server never joins a view change (2249/5, 95/7): a server of the stable majority far
+//!   behind stayed `RegNonLeader`, catching up by reconciliation, while the others were in leader
+//!   election. Every reconciled slot it executed called the election's `handle_progress`, which
+//!   reset PSB's progress timer and cleared `peer_suspects`, so it never voted for the new view.
+//!   Fixed: only executing a slot ordered by a quorum of accepts in the installed view is progress.
+//! * Slow catch-up (20590/5): `reconcile_if_behind` rotated to the next peer after every request,
+//!   including isolated or crashed peers whose announced aru stayed high, so every other chunk
+//!   waited `recon_timeout`. Fixed: it keeps asking the peer that answers (at once when the answer
+//!   moved the aru) and skips peers whose requests timed out until they are heard from again.
+//! * Stale view membership (21295/5): a non-leader of an old view, with no pending work, cut off
+//!   while the others installed a newer view, never joined it after healing: the PSB strategy
+//!   ignored `VcProof` outside leader election, its progress timer was idle without work, and
+//!   nobody suspected the healthy new view. Fixed: a regular server joins the view a `VcProof`
+//!   names when it is above its own.
 
 use paxos_sim::{FaultProfile, Simulation};
 use std::time::Duration;
@@ -31,19 +32,16 @@ fn check_with(sim: Simulation) {
 }
 
 #[test]
-#[ignore = "paxos-core liveness: lagging server resets its progress timer while reconciling"]
 fn five_nodes_heavy_seed_2249_converges() {
     check(5, 2249);
 }
 
 #[test]
-#[ignore = "paxos-core liveness: lagging server resets its progress timer while reconciling"]
 fn seven_nodes_heavy_seed_95_converges() {
     check(7, 95);
 }
 
 #[test]
-#[ignore = "paxos-core liveness: a non-leader of an old view never joins the newer one"]
 fn five_nodes_heavy_seed_21295_converges() {
     check_with(
         Simulation::new(5, 21295)
@@ -54,7 +52,6 @@ fn five_nodes_heavy_seed_21295_converges() {
 }
 
 #[test]
-#[ignore = "paxos-core liveness: lagging server catches up too slowly (reconciliation rotation)"]
 fn five_nodes_heavy_seed_20590_converges() {
     check_with(
         Simulation::new(5, 20590)
