@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub mod backend;
+pub mod bench;
 pub mod memory;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;

@@ -41,6 +41,8 @@ fn wal(segment_bytes: u64, preallocation: Preallocation, checkpoint_bytes: u64) 
             segment_bytes,
             preallocation,
             checkpoint_bytes,
+            max_free_segments: 2,
+            ..WalOptions::default()
         },
     )
 }

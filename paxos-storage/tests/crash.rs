@@ -27,6 +27,8 @@ fn small_opts() -> WalOptions {
         segment_bytes: 128 << 10,
         preallocation: Preallocation::Zeros,
         checkpoint_bytes: 512 << 10,
+        max_free_segments: 2,
+        prefill_segments: 1,
     }
 }
 
@@ -352,6 +354,8 @@ fn checkpoints_delete_old_segments() {
         segment_bytes: 8192,
         preallocation: Preallocation::Fallocate,
         checkpoint_bytes: 32 << 10,
+        max_free_segments: 3,
+        prefill_segments: 0,
     };
     let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
     let mut m = wal.load().unwrap();

@@ -13,6 +13,11 @@ use std::sync::Arc;
 pub(crate) const LOCK_FILE: &str = "LOCK";
 /// Name of the checkpoint file.
 pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
+/// `free-<n, 16 digits>.seg`: a recycled segment file waiting to be reused.
+pub(crate) fn free_name(n: u64) -> String {
+    format!("free-{n:016}.seg")
+}
+
 /// Suffix of files that are not yet in place (deleted at recovery).
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
 
@@ -175,10 +180,12 @@ impl Fs {
         Ok((seg.id, path, seg.file, seg.capacity))
     }
 
-    /// Every segment id in the directory, sorted, and every leftover temporary file.
-    pub(crate) fn list(&self) -> Result<(Vec<u64>, Vec<PathBuf>), StorageError> {
+    /// Every segment id in the directory (sorted), every leftover temporary file, and every free
+    /// (recycled) segment file with its number (sorted).
+    pub(crate) fn list(&self) -> Result<Listing, StorageError> {
         let mut ids = Vec::new();
         let mut tmps = Vec::new();
+        let mut free = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(|e| io_err(&self.dir, e))? {
             let entry = entry.map_err(|e| io_err(&self.dir, e))?;
             let name = entry.file_name();
@@ -187,11 +194,26 @@ impl Fs {
                 tmps.push(entry.path());
             } else if let Some(id) = parse_segment_name(name) {
                 ids.push(id);
+            } else if let Some(n) = name
+                .strip_prefix("free-")
+                .and_then(|n| n.strip_suffix(".seg"))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                free.push((n, entry.path()));
             }
         }
         ids.sort_unstable();
-        Ok((ids, tmps))
+        free.sort_unstable();
+        Ok(Listing { ids, tmps, free })
     }
+}
+
+/// What [`Fs::list`] found.
+#[derive(Debug)]
+pub(crate) struct Listing {
+    pub(crate) ids: Vec<u64>,
+    pub(crate) tmps: Vec<PathBuf>,
+    pub(crate) free: Vec<(u64, PathBuf)>,
 }
 
 /// A segment created under its temporary name, ready to be renamed into place.

@@ -35,7 +35,7 @@
 
 mod fault;
 mod fs;
-mod record;
+pub(crate) mod record;
 
 pub use fault::{FaultInjector, FileOp};
 
@@ -47,6 +47,7 @@ use paxos_core::message::Snapshot;
 use paxos_core::Seq;
 use record::{RecordKind, HEADER_LEN, SEAL_RESERVE};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -82,6 +83,14 @@ pub struct WalOptions {
     /// Write a checkpoint after this many bytes of log since the last one (0: only when a
     /// snapshot advances).
     pub checkpoint_bytes: u64,
+    /// Segment files no longer needed after a checkpoint are kept (renamed `free-<n>.seg`) up to
+    /// this many, and reused instead of preallocating new ones: their blocks are already
+    /// written, so a steady-state WAL never writes zeros. Beyond this they are deleted.
+    pub max_free_segments: u32,
+    /// Free segments to create at load when fewer exist (0 by default: segments are then
+    /// preallocated on a helper thread as the log grows). A node that wants the steady-state
+    /// speed from its first write, or a benchmark, sets it.
+    pub prefill_segments: u32,
 }
 
 impl Default for WalOptions {
@@ -89,7 +98,9 @@ impl Default for WalOptions {
         Self {
             segment_bytes: 64 << 20,
             preallocation: Preallocation::Zeros,
-            checkpoint_bytes: 256 << 20,
+            checkpoint_bytes: 192 << 20,
+            max_free_segments: 4,
+            prefill_segments: 0,
         }
     }
 }
@@ -169,6 +180,10 @@ pub struct WalStorage {
     buf: Vec<u8>,
     /// The next segment, being preallocated on a helper thread.
     next: Option<JoinHandle<Result<PreparedSegment, StorageError>>>,
+    /// Recycled segment files, reused before any new one is preallocated.
+    free: VecDeque<PathBuf>,
+    /// Number of the last free file name handed out.
+    free_seq: u64,
 }
 
 impl WalStorage {
@@ -209,6 +224,8 @@ impl WalStorage {
             poisoned: None,
             buf: Vec::new(),
             next: None,
+            free: VecDeque::new(),
+            free_seq: 0,
         })
     }
 
@@ -268,7 +285,7 @@ impl WalStorage {
         self.loaded.as_mut().expect("checked by ready()")
     }
 
-    /// Writes `self.buf` at the end of the current segment.
+    /// Writes `self.buf[range]` at the end of the current segment.
     fn write_buf(&mut self, range: std::ops::Range<usize>) -> Result<(), StorageError> {
         if range.is_empty() {
             return Ok(());
@@ -280,6 +297,11 @@ impl WalStorage {
         l.w.pos += bytes.len() as u64;
         l.w.dirty = true;
         l.since_checkpoint += bytes.len() as u64;
+        // Past half of the segment with nothing ready for the next: preallocate it on the side.
+        let (id, half) = (l.w.id, l.w.pos * 2 > l.w.capacity);
+        if half && self.next.is_none() && self.free.is_empty() {
+            self.prepare_ahead(id + 1);
+        }
         Ok(())
     }
 
@@ -293,26 +315,29 @@ impl WalStorage {
     }
 
     /// Encodes records with `encode` into `self.buf` one at a time and writes them, sealing and
-    /// rotating segments as they fill. `encode` is called with a record index and returns whether
-    /// it encoded one.
+    /// rotating segments as they fill. `encode` gets a record index and the current segment id
+    /// (the CRC's seed) and returns whether it encoded a record.
     fn write_records(
         &mut self,
-        mut encode: impl FnMut(usize, &mut Vec<u8>) -> Result<bool, StorageError>,
+        mut encode: impl FnMut(usize, &mut Vec<u8>, u64) -> Result<bool, StorageError>,
     ) -> Result<(), StorageError> {
         self.buf.clear();
         let mut i = 0;
         loop {
             let before = self.buf.len();
-            if !encode(i, &mut self.buf)? {
+            let id = self.loaded().w.id;
+            if !encode(i, &mut self.buf, id)? {
                 break;
             }
             i += 1;
             let len = self.buf.len();
             if !self.loaded().w.fits(len) {
                 self.write_buf(0..before)?;
-                let need = (self.buf.len() - before + SEAL_RESERVE) as u64;
+                let need = (len - before + SEAL_RESERVE) as u64;
                 self.rotate(need)?;
                 self.buf.drain(..before);
+                let id = self.loaded().w.id;
+                record::stamp(&mut self.buf, id);
             }
         }
         self.write_buf(0..self.buf.len())
@@ -321,9 +346,10 @@ impl WalStorage {
     /// Seals the current segment (seal record + fdatasync) and continues in the next one, which
     /// must hold at least `need` bytes.
     fn rotate(&mut self, need: u64) -> Result<(), StorageError> {
-        let next_id = self.loaded().w.id + 1;
+        let id = self.loaded().w.id;
+        debug_assert!(self.loaded().w.fits(0), "no room left for the seal");
         let mut seal = Vec::with_capacity(SEAL_RESERVE);
-        record::encode(&mut seal, RecordKind::Seal, &next_id).map_err(encode_err)?;
+        record::encode(&mut seal, RecordKind::Seal, &(id + 1), id).map_err(encode_err)?;
         {
             let l = self.loaded.as_mut().expect("checked by ready()");
             self.fs.write_at(&l.w.file, &l.w.path, &seal, l.w.pos)?;
@@ -333,32 +359,56 @@ impl WalStorage {
         // A segment is complete and durable before its successor exists, so recovery may treat
         // any damage in a non-last segment as corruption.
         self.sync_writer()?;
-        let prepared = self.take_prepared(next_id, need)?;
-        let w = self.install(prepared)?;
+        let w = self.next_segment(id + 1, need)?;
         self.loaded().w = w;
         Ok(())
     }
 
-    /// The prepared segment `id` from the helper thread, or a fresh one.
-    fn take_prepared(&mut self, id: u64, need: u64) -> Result<PreparedSegment, StorageError> {
+    /// Puts segment `id` in place, with room for at least `need` bytes: a recycled file if there
+    /// is one, else the one the helper thread prepared, else a fresh one.
+    fn next_segment(&mut self, id: u64, need: u64) -> Result<Writer, StorageError> {
+        let path = self.fs.path(&fs::segment_name(id));
+        while let Some(free) = self.free.pop_front() {
+            let len = std::fs::metadata(&free)
+                .map_err(|e| io_err(&free, e))?
+                .len();
+            if len < need {
+                self.fs.remove(&free)?;
+                continue;
+            }
+            self.fs.rename(&free, &path)?;
+            self.fs.sync_dir()?;
+            let file = self.fs.open_rw(&path)?;
+            return Ok(Writer {
+                id,
+                path,
+                file,
+                pos: 0,
+                capacity: len.max(self.opts.segment_bytes),
+                dirty: false,
+            });
+        }
+        let mut prepared = None;
         if let Some(h) = self.next.take() {
             let seg = h.join().map_err(|_| StorageError::Backend {
                 backend: "wal",
                 message: "segment preallocation thread panicked".into(),
             })??;
             if seg.id == id && seg.capacity >= need {
-                return Ok(seg);
+                prepared = Some(seg);
+            } else {
+                self.fs.remove(&seg.tmp)?;
             }
-            self.fs.remove(&seg.tmp)?;
         }
-        let bytes = self.opts.segment_bytes.max(need);
-        self.fs.prepare_segment(id, bytes, self.opts.preallocation)
-    }
-
-    /// Puts a prepared segment in place and starts preparing its successor.
-    fn install(&mut self, seg: PreparedSegment) -> Result<Writer, StorageError> {
+        let seg = match prepared {
+            Some(seg) => seg,
+            None => self.fs.prepare_segment(
+                id,
+                self.opts.segment_bytes.max(need),
+                self.opts.preallocation,
+            )?,
+        };
         let (id, path, file, capacity) = self.fs.install_segment(seg)?;
-        self.prepare_ahead(id + 1);
         Ok(Writer {
             id,
             path,
@@ -377,7 +427,22 @@ impl WalStorage {
         }));
     }
 
-    /// Writes the folded state as the new checkpoint, then deletes the segments it covers.
+    /// Renames a segment file that is no longer part of the log into the free pool, or deletes
+    /// it when the pool is full. The caller fsyncs the directory.
+    fn recycle(&mut self, path: &Path) -> Result<(), StorageError> {
+        if self.free.len() < self.opts.max_free_segments as usize {
+            self.free_seq += 1;
+            let to = self.fs.path(&fs::free_name(self.free_seq));
+            self.fs.rename(path, &to)?;
+            self.free.push_back(to);
+            Ok(())
+        } else {
+            self.fs.remove(path)
+        }
+    }
+
+    /// Writes the folded state as the new checkpoint, then recycles or deletes the segments it
+    /// covers.
     fn checkpoint(&mut self) -> Result<(), StorageError> {
         let l = self.loaded.as_ref().expect("checked by ready()");
         let (seg, offset) = (l.w.id, l.w.pos);
@@ -390,6 +455,7 @@ impl WalStorage {
                 log_offset: offset,
                 state: &l.state,
             },
+            0,
         )
         .map_err(encode_err)?;
         let tmp = self
@@ -403,26 +469,54 @@ impl WalStorage {
         self.fs.rename(&tmp, &path)?;
         self.fs.sync_dir()?;
         self.loaded().since_checkpoint = 0;
-        let (ids, _) = self.fs.list()?;
-        let mut removed = false;
-        for id in ids.into_iter().filter(|&id| id < seg) {
-            self.fs.remove(&self.fs.path(&fs::segment_name(id)))?;
-            removed = true;
+        let old: Vec<u64> = self
+            .fs
+            .list()?
+            .ids
+            .into_iter()
+            .filter(|&id| id < seg)
+            .collect();
+        for &id in &old {
+            self.recycle(&self.fs.path(&fs::segment_name(id)))?;
         }
-        if removed {
+        if !old.is_empty() {
             self.fs.sync_dir()?;
         }
         tracing::debug!(segment = seg, offset, "WAL checkpoint written");
         Ok(())
     }
 
+    /// Makes sure `prefill_segments` free segments exist (done at load, before any append).
+    fn prefill(&mut self) -> Result<(), StorageError> {
+        let mut added = false;
+        while self.free.len() < self.opts.prefill_segments as usize {
+            self.free_seq += 1;
+            let seg = self.fs.prepare_segment(
+                u64::MAX - self.free_seq,
+                self.opts.segment_bytes,
+                self.opts.preallocation,
+            )?;
+            let to = self.fs.path(&fs::free_name(self.free_seq));
+            self.fs.rename(&seg.tmp, &to)?;
+            self.free.push_back(to);
+            added = true;
+        }
+        if added {
+            self.fs.sync_dir()?;
+        }
+        Ok(())
+    }
+
     /// Reads the checkpoint, replays the log after it, repairs a torn tail, and positions the
     /// writer at the end of the log.
     fn recover(&mut self) -> Result<(), StorageError> {
-        let (ids, tmps) = self.fs.list()?;
-        for t in &tmps {
+        let listing = self.fs.list()?;
+        for t in &listing.tmps {
             self.fs.remove(t)?;
         }
+        let ids = listing.ids;
+        self.free_seq = listing.free.last().map_or(0, |(n, _)| *n);
+        self.free = listing.free.into_iter().map(|(_, p)| p).collect();
         let ck_path = self.fs.path(CHECKPOINT_FILE);
         let (mut state, start_seg, start_off) = match std::fs::read(&ck_path) {
             Ok(data) => {
@@ -436,9 +530,13 @@ impl WalStorage {
         };
         let mut segs = ids;
         if let Some(start) = start_seg {
-            // Left over when a crash came between the checkpoint's rename and their deletion.
-            for id in segs.iter().copied().filter(|&id| id < start) {
-                self.fs.remove(&self.fs.path(&fs::segment_name(id)))?;
+            // Left over when a crash came between the checkpoint's rename and their recycling.
+            let old: Vec<u64> = segs.iter().copied().filter(|&id| id < start).collect();
+            for &id in &old {
+                self.recycle(&self.fs.path(&fs::segment_name(id)))?;
+            }
+            if !old.is_empty() {
+                self.fs.sync_dir()?;
             }
             segs.retain(|&id| id >= start);
             if segs.first() != Some(&start) {
@@ -480,7 +578,7 @@ impl WalStorage {
             let mut sealed = false;
             let mut bad = None;
             while off < data.len() {
-                match record::parse(&data, off) {
+                match record::parse(&data, off, id) {
                     Ok(rec) => {
                         sealed = replay(&mut state, &path, off, id, rec.kind, rec.payload)?;
                         records += 1;
@@ -513,7 +611,7 @@ impl WalStorage {
             if let Some(reason) = bad {
                 let dirty_end = record::nonzero_end(&data, off);
                 if dirty_end > off {
-                    if let Some(valid) = record::find_valid_after(&data, off + 1) {
+                    if let Some(valid) = record::find_valid_after(&data, off + 1, id) {
                         return Err(StorageError::Corrupt {
                             path,
                             offset: off as u64,
@@ -522,17 +620,15 @@ impl WalStorage {
                             ),
                         });
                     }
-                    tracing::warn!(
+                    // A torn write, or records of the file's previous life as another segment:
+                    // none of it validates for this segment, so appends simply overwrite it.
+                    tracing::info!(
                         file = %path.display(),
                         offset = off,
                         bytes = dirty_end - off,
                         reason,
-                        "WAL: truncating torn tail"
+                        "WAL: log ends here; the torn or stale bytes after it are ignored"
                     );
-                    let file = self.fs.open_rw(&path)?;
-                    let zeros = vec![0u8; dirty_end - off];
-                    self.fs.write_at(&file, &path, &zeros, off as u64)?;
-                    self.fs.sync_data(&file, &path)?;
                 }
             }
             let capacity = (data.len() as u64).max(self.opts.segment_bytes);
@@ -545,12 +641,9 @@ impl WalStorage {
             bytes = replayed,
             "WAL recovered"
         );
-        let seg_bytes = self.opts.segment_bytes;
-        let how = self.opts.preallocation;
         let w = match end {
             Some((id, path, pos, false, capacity)) => {
                 let file = self.fs.open_rw(&path)?;
-                self.prepare_ahead(id + 1);
                 Writer {
                     id,
                     path,
@@ -561,14 +654,8 @@ impl WalStorage {
                 }
             }
             // Crashed after sealing, before the next segment was put in place.
-            Some((id, _, _, true, _)) => {
-                let seg = self.fs.prepare_segment(id + 1, seg_bytes, how)?;
-                self.install(seg)?
-            }
-            None => {
-                let seg = self.fs.prepare_segment(1, seg_bytes, how)?;
-                self.install(seg)?
-            }
+            Some((id, _, _, true, _)) => self.next_segment(id + 1, 0)?,
+            None => self.next_segment(1, 0)?,
         };
         self.loaded = Some(Loaded {
             state,
@@ -596,7 +683,7 @@ fn read_checkpoint(path: &Path, data: &[u8]) -> Result<CheckpointOwned, StorageE
         return Err(corrupt(0, "bad checkpoint magic".into()));
     }
     let off = CHECKPOINT_MAGIC.len();
-    let rec = record::parse(data, off).map_err(|r| corrupt(off, r.into()))?;
+    let rec = record::parse(data, off, 0).map_err(|r| corrupt(off, r.into()))?;
     if rec.kind != RecordKind::Checkpoint || rec.end != data.len() {
         return Err(corrupt(off, "unexpected content in checkpoint".into()));
     }
@@ -670,11 +757,12 @@ impl Storage for WalStorage {
         }
         let r = self.recover().and_then(|()| {
             let inc = self.loaded().state.incarnation + 1;
-            self.write_records(|i, buf| {
+            self.prefill()?;
+            self.write_records(|i, buf, seg| {
                 if i > 0 {
                     return Ok(false);
                 }
-                record::encode(buf, RecordKind::Incarnation, &inc).map_err(encode_err)?;
+                record::encode(buf, RecordKind::Incarnation, &inc, seg).map_err(encode_err)?;
                 Ok(true)
             })?;
             self.sync_writer()?;
@@ -689,9 +777,9 @@ impl Storage for WalStorage {
 
     fn append(&mut self, batches: &[PersistBatch], sync: bool) -> Result<(), StorageError> {
         self.guarded(|s| {
-            s.write_records(|i, buf| match batches.get(i) {
+            s.write_records(|i, buf, seg| match batches.get(i) {
                 Some(b) => {
-                    record::encode(buf, RecordKind::Batch, b).map_err(encode_err)?;
+                    record::encode(buf, RecordKind::Batch, b, seg).map_err(encode_err)?;
                     Ok(true)
                 }
                 None => Ok(false),
@@ -735,11 +823,11 @@ impl Storage for WalStorage {
 
     fn truncate_through(&mut self, seq: Seq) -> Result<(), StorageError> {
         self.guarded(|s| {
-            s.write_records(|i, buf| {
+            s.write_records(|i, buf, seg| {
                 if i > 0 {
                     return Ok(false);
                 }
-                record::encode(buf, RecordKind::Truncate, &seq).map_err(encode_err)?;
+                record::encode(buf, RecordKind::Truncate, &seq, seg).map_err(encode_err)?;
                 Ok(true)
             })?;
             s.loaded().state.truncate_through(seq);

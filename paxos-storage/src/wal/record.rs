@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! offset  size  field
-//!      0     4  crc32c (Castagnoli), little endian, over bytes 4 .. 12 + len
+//!      0     4  crc32c (Castagnoli), little endian, of the segment id (u64 LE) followed by
+//!               bytes 4 .. 12 + len
 //!      4     4  len: payload length in bytes, little endian
 //!      8     1  kind (RecordKind)
 //!      9     1  magic 0xB7
@@ -11,7 +12,8 @@
 //! ```
 //!
 //! The CRC covers the length and the kind as well as the payload, so a flipped bit anywhere in a
-//! record is caught. The magic byte and the closed set of kinds let the recovery scan find record
+//! record is caught. It is seeded with the id of the segment the record belongs to, so records
+//! left in a recycled segment file from its previous life never validate. The magic byte and the closed set of kinds let the recovery scan find record
 //! boundaries after a damaged one cheaply.
 
 use serde::Serialize;
@@ -58,6 +60,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     buf: &mut Vec<u8>,
     kind: RecordKind,
     value: &T,
+    segment: u64,
 ) -> Result<(), postcard::Error> {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; HEADER_LEN]);
@@ -72,9 +75,19 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     h[4..8].copy_from_slice(&(len as u32).to_le_bytes());
     h[8] = kind as u8;
     h[9] = MAGIC;
-    let crc = crc32c::crc32c(&buf[start + 4..]);
-    buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    stamp(&mut buf[start..], segment);
     Ok(())
+}
+
+fn crc(segment: u64, body: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&segment.to_le_bytes()), body)
+}
+
+/// (Re)computes the CRC of the single record in `rec` for `segment` (a record encoded for one
+/// segment that ends up in the next after a rotation).
+pub(crate) fn stamp(rec: &mut [u8], segment: u64) {
+    let c = crc(segment, &rec[4..]);
+    rec[..4].copy_from_slice(&c.to_le_bytes());
 }
 
 /// A record found in a buffer.
@@ -87,7 +100,7 @@ pub(crate) struct Parsed<'a> {
 }
 
 /// Parses the record at `off`, or says why there is none.
-pub(crate) fn parse(data: &[u8], off: usize) -> Result<Parsed<'_>, &'static str> {
+pub(crate) fn parse(data: &[u8], off: usize, segment: u64) -> Result<Parsed<'_>, &'static str> {
     let Some(h) = data.get(off..off + HEADER_LEN) else {
         return Err("truncated record header");
     };
@@ -108,8 +121,8 @@ pub(crate) fn parse(data: &[u8], off: usize) -> Result<Parsed<'_>, &'static str>
     if end > data.len() {
         return Err("record extends past the end of the file");
     }
-    let crc = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-    if crc32c::crc32c(&data[off + 4..end]) != crc {
+    let stored = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+    if crc(segment, &data[off + 4..end]) != stored {
         return Err("crc mismatch");
     }
     Ok(Parsed {
@@ -122,7 +135,7 @@ pub(crate) fn parse(data: &[u8], off: usize) -> Result<Parsed<'_>, &'static str>
 /// The first offset after `from` where a valid record starts, if any. Linear in the bytes scanned
 /// (zero runs are skipped eight bytes at a time; a CRC is computed only where the magic byte, the
 /// reserved bytes and the kind all match).
-pub(crate) fn find_valid_after(data: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn find_valid_after(data: &[u8], from: usize, segment: u64) -> Option<usize> {
     let mut i = from;
     while i + HEADER_LEN <= data.len() {
         if i % 8 == 0 && i + 8 <= data.len() && data[i..i + 8] == [0u8; 8] {
@@ -133,7 +146,7 @@ pub(crate) fn find_valid_after(data: &[u8], from: usize) -> Option<usize> {
             && data[i + 10] == 0
             && data[i + 11] == 0
             && RecordKind::from_u8(data[i + 8]).is_some()
-            && parse(data, i).is_ok()
+            && parse(data, i, segment).is_ok()
         {
             return Some(i);
         }
@@ -157,25 +170,29 @@ mod tests {
     #[test]
     fn round_trip_and_every_bit_flip_is_caught() {
         let mut buf = Vec::new();
-        encode(&mut buf, RecordKind::Incarnation, &7u64).unwrap();
-        encode(&mut buf, RecordKind::Truncate, &9u64).unwrap();
-        let a = parse(&buf, 0).unwrap();
+        encode(&mut buf, RecordKind::Incarnation, &7u64, 3).unwrap();
+        encode(&mut buf, RecordKind::Truncate, &9u64, 3).unwrap();
+        assert!(
+            parse(&buf, 0, 4).is_err(),
+            "a record of another segment must not validate"
+        );
+        let a = parse(&buf, 0, 3).unwrap();
         assert_eq!(a.kind, RecordKind::Incarnation);
         assert_eq!(postcard::from_bytes::<u64>(a.payload).unwrap(), 7);
-        let b = parse(&buf, a.end).unwrap();
+        let b = parse(&buf, a.end, 3).unwrap();
         assert_eq!(b.end, buf.len());
         for bit in 0..a.end * 8 {
             let mut d = buf.clone();
             d[bit / 8] ^= 1 << (bit % 8);
-            assert!(parse(&d, 0).is_err(), "bit {bit} not detected");
-            assert_eq!(find_valid_after(&d, 1), Some(a.end));
+            assert!(parse(&d, 0, 3).is_err(), "bit {bit} not detected");
+            assert_eq!(find_valid_after(&d, 1, 3), Some(a.end));
         }
     }
 
     #[test]
     fn zero_scan() {
         let d = [0u8; 100];
-        assert_eq!(find_valid_after(&d, 0), None);
+        assert_eq!(find_valid_after(&d, 0, 1), None);
         assert_eq!(nonzero_end(&d, 10), 10);
         let mut d = d;
         d[57] = 1;
