@@ -8,11 +8,20 @@
 //!   framed records (see `docs/storage.md` for the byte layout). A full segment ends with a seal
 //!   record naming the next segment, and is fdatasynced before the next one is put in place.
 //! * `checkpoint`: the whole folded [`DurableState`] and the log position it covers, written to
-//!   `checkpoint.tmp`, fsynced, renamed into place, and the directory fsynced. Segments wholly
-//!   below the checkpoint's position are then deleted. A checkpoint is written whenever a snapshot
-//!   advances (via [`Storage::save_snapshot`] or a batch carrying one) and after
-//!   [`WalOptions::checkpoint_bytes`] of log, so the log never grows without bound and recovery
-//!   reads at most one checkpoint plus that much log.
+//!   `checkpoint.tmp`, fsynced, renamed into place, and the directory fsynced. A checkpoint is
+//!   written whenever a snapshot advances (via [`Storage::save_snapshot`] or a batch carrying
+//!   one) and after [`WalOptions::checkpoint_bytes`] of log, so recovery reads at most one
+//!   checkpoint plus that much log. Segments wholly below the checkpoint's position are then
+//!   recycled or deleted.
+//! * `free-<n>.seg`: recycled segment files, reused (renamed to the next `wal-<id>.seg`) before
+//!   any new file is preallocated. Every record's CRC is seeded with its segment id, so the old
+//!   records left in a recycled file never validate as part of its new life.
+//!
+//! # Group commit
+//!
+//! One [`Storage::append`] call encodes all its batches (one record each) into one buffer, writes
+//! it with one `pwrite`, and, when `sync` is true, calls `fdatasync` once. The node gathers every
+//! batch the core produced while the previous sync ran into the next call.
 //!
 //! # Recovery rules
 //!
@@ -21,11 +30,12 @@
 //! last segment, replay stops at the first invalid record (bad CRC, impossible length, bad
 //! magic, zeroed header):
 //!
-//! * if the rest of the segment is zero, that is the clean end of the log;
-//! * if a valid record follows anywhere after it, the damage is inside the written (and possibly
-//!   synced) region: recovery refuses with [`StorageError::Corrupt`] naming the file and offset;
-//! * otherwise it is a torn tail (a write interrupted by a crash): the bytes from that offset on
-//!   are zeroed and fdatasynced, and the log continues there.
+//! * if a valid record follows anywhere after it in the segment, the damage is inside the written
+//!   (and possibly synced) region: recovery refuses with [`StorageError::Corrupt`] naming the
+//!   file and the offset;
+//! * otherwise the log ends there: what follows is preallocated zeros, a torn write (a write
+//!   interrupted by a crash), or records of the file's previous life; none of it validates for
+//!   this segment, the writer continues at that offset, and later appends overwrite it.
 //!
 //! A damaged *last* record cannot be told apart from a torn write, so it is dropped: it was the
 //! tail of the last write, which the caller had not been told was durable unless its fdatasync
