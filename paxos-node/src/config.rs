@@ -103,6 +103,9 @@ pub struct ProtocolSection {
     pub snapshot_interval: u64,
     /// Tick period, milliseconds.
     pub tick_ms: u64,
+    /// Ordered slots kept in memory beyond the last snapshot, to serve lagging peers by
+    /// reconciliation; a peer further behind gets the snapshot instead.
+    pub history_retention: u64,
 }
 
 impl Default for ProtocolSection {
@@ -114,6 +117,7 @@ impl Default for ProtocolSection {
             leader_accepts_separately: true,
             snapshot_interval: 100_000,
             tick_ms: 2,
+            history_retention: 20_000,
         }
     }
 }

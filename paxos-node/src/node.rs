@@ -8,7 +8,7 @@
 //! The loop never blocks: storage runs on its own OS thread and every queue is bounded.
 
 use crate::metrics::NodeMetrics;
-use crate::protocol::{read_frame, write_frame, ClientRequest, ClientResponse, NodeStatus};
+use crate::protocol::{encode_frame_into, read_frame, ClientRequest, ClientResponse, NodeStatus};
 use bytes::Bytes;
 use paxos_core::{
     ClientId, ClientUpdate, Config, Destination, Envelope, LeaderElection, PersistBatch, Replica,
@@ -22,6 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -339,10 +340,27 @@ async fn serve_client(
     mut stop: watch::Receiver<bool>,
     metrics: Arc<NodeMetrics>,
 ) {
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
+    // Buffered: one read system call takes every request the client has pipelined, instead of two
+    // per frame (length, body).
+    let mut rd = tokio::io::BufReader::with_capacity(64 * 1024, rd);
     let writer = tokio::spawn(async move {
-        while let Some(r) = replies.recv().await {
-            if write_frame(&mut wr, &r).await.is_err() {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        while let Some(first) = replies.recv().await {
+            // Every reply already queued goes out with one write system call.
+            buf.clear();
+            let mut next = Some(first);
+            while let Some(r) = next {
+                if encode_frame_into(&mut buf, &r).is_err() {
+                    return;
+                }
+                next = if buf.len() < 256 * 1024 {
+                    replies.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            if wr.write_all(&buf).await.is_err() {
                 break;
             }
         }
@@ -542,6 +560,8 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
                 pending: st.pending as u64,
                 election: election_name.to_owned(),
                 state_digest: digest_of(replica.state_machine().snapshot()),
+                snapshots_installed: replica.metrics().snapshots_installed,
+                snapshots_taken: replica.metrics().snapshots_taken,
             };
             if let Some(tx) = conns.get(&conn) {
                 if tx.try_send(ClientResponse::Status(status)).is_err() {

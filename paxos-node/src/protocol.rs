@@ -73,6 +73,10 @@ pub struct NodeStatus {
     pub election: String,
     /// Digest of the state machine (equal at equal `aru` on every replica).
     pub state_digest: u64,
+    /// Snapshots this server installed from a peer (state transfer after it fell too far behind).
+    pub snapshots_installed: u64,
+    /// Snapshots this server took of its own state (log compaction).
+    pub snapshots_taken: u64,
 }
 
 /// A framing or decoding failure.
@@ -116,11 +120,19 @@ pub async fn write_frame<T: Serialize, W: AsyncWrite + Unpin>(
     w: &mut W,
     value: &T,
 ) -> Result<(), FrameError> {
+    let mut out = Vec::new();
+    encode_frame_into(&mut out, value)?;
+    w.write_all(&out).await?;
+    Ok(())
+}
+
+/// Appends one encoded frame (length prefix and body) to `out`, so that many frames can be
+/// written with one system call.
+pub fn encode_frame_into<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), FrameError> {
     let body = encode_with_limit(value, MAX_FRAME_BYTES)?;
-    let mut out = Vec::with_capacity(body.len() + 4);
+    out.reserve(body.len() + 4);
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&body);
-    w.write_all(&out).await?;
     Ok(())
 }
 

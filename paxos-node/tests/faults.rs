@@ -353,3 +353,62 @@ async fn partitions_between_namespaces() {
     );
     assert!(partitions >= 3 && ops > 0);
 }
+
+/// A server down for longer than the others keep history comes back without manual steps: it
+/// recovers from its WAL, learns that the slots it misses were compacted away, installs a snapshot
+/// from a peer, and converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "under investigation: the restarted server catches up by reconciliation of every slot although its peers compacted their history (snapshots_installed stays 0)"]
+async fn long_absent_server_rejoins_by_snapshot_transfer() {
+    let mut o = options(3);
+    o.protocol.snapshot_interval = 500;
+    o.protocol.history_retention = 200;
+    let mut cluster = LocalCluster::create(binary(), &o, None).unwrap();
+    cluster.start_all().unwrap();
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let absent = (leader + 1) % 3;
+    cluster.kill(absent).unwrap();
+    let start = Instant::now();
+    let history: History = Arc::default();
+    let mut servers = cluster.client_addrs();
+    servers.remove(absent);
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            tokio::spawn(client_loop(
+                i,
+                servers.clone(),
+                start,
+                start + Duration::from_secs(6),
+                history.clone(),
+            ))
+        })
+        .collect();
+    let mut ops = 0;
+    for t in tasks {
+        ops += t.await.unwrap();
+    }
+    let before = cluster.status(leader).await.unwrap();
+    assert!(
+        before.aru > 2_000,
+        "enough updates to compact well past the absent server"
+    );
+    cluster.start(absent).unwrap();
+    let (aru, _) = cluster
+        .wait_converged(Duration::from_secs(60))
+        .await
+        .unwrap();
+    let back = cluster.status(absent).await.unwrap();
+    assert!(
+        back.snapshots_installed >= 1,
+        "caught up by state transfer: {back:?}"
+    );
+    final_reads(&cluster, start, &history).await;
+    let checked = check(&history);
+    eprintln!(
+        "rejoin: {ops} operations while away, aru {aru}, {} snapshots installed, {checked} checked",
+        back.snapshots_installed
+    );
+}
