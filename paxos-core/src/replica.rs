@@ -903,17 +903,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             .map(|(seq, _)| seq)
             .last()
             .unwrap_or(Seq(0));
-        // Only what is still bound: a slot already ordered binds its ordered update, whatever
-        // stale proposal it also keeps (a lagging leader's own from an earlier view, say). Listing
-        // such a stale proposal would refuse its update for the whole view.
-        self.bound_at_install = self
-            .history
-            .iter_above(self.local_aru)
-            .filter_map(|(_, s)| match (&s.ordered, &s.proposal) {
-                (Some(u), _) | (None, Some((_, u))) => Some(u.id()),
-                (None, None) => None,
-            })
-            .collect();
+        self.bound_at_install = self.bound_above_aru();
         self.enqueue_unbound_pending();
         self.remove_bound_from_queue();
         self.last_proposed = self.local_aru;
@@ -922,6 +912,19 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         self.election.handle_view_installed(self.now, &ctx);
         self.drain_election();
         self.make_progress();
+    }
+
+    /// The updates bound to slots above the aru. A slot already ordered binds its ordered update,
+    /// whatever stale proposal it also keeps (a lagging leader's own from an earlier view, say):
+    /// listing such a stale proposal would refuse its update for the whole view.
+    fn bound_above_aru(&self) -> FxHashSet<UpdateId> {
+        self.history
+            .iter_above(self.local_aru)
+            .filter_map(|(_, s)| match (&s.ordered, &s.proposal) {
+                (Some(u), _) | (None, Some((_, u))) => Some(u.id()),
+                (None, None) => None,
+            })
+            .collect()
     }
 
     fn shift_to_reg_nonleader(&mut self) {
@@ -1634,6 +1637,12 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         }
         self.max_seen_seq = self.max_seen_seq.max(snap.seq);
         self.truncate_history(snap.seq);
+        if !self.bound_at_install.is_empty() {
+            // The slots the snapshot covers are gone, with whatever stale proposals they held: an
+            // update bound only there is now executed (the client table says so) or lost its slot.
+            let still = self.bound_above_aru();
+            self.bound_at_install.retain(|id| still.contains(id));
+        }
         // Local clients whose updates the snapshot covers are answered from the table.
         let done: Vec<ClientId> = self
             .pending

@@ -1258,6 +1258,38 @@ fn stale_proposal_ordered_with_another_update_no_longer_binds_its_update() {
 }
 
 #[test]
+fn stale_proposal_covered_by_a_snapshot_no_longer_binds_its_update() {
+    // As above, but the leader skips slot 2 by installing a peer's snapshot (its history there is
+    // compacted). U was not executed (the snapshot's client table says so): it must be proposed
+    // again (simulator: Omega 5/All seed 960, highest-id 5/Light 238 and 1926, 5/All 457).
+    let u = upd(7, 2, 1);
+    let w = upd(9, 0, 1);
+    let mut r = leader_of_view_6_with_stale_proposal(&u, 2, |_| {});
+    let applied: Vec<(Seq, UpdateId)> = vec![(Seq(2), w.id())];
+    r.handle_message(
+        at(301),
+        NodeId(0),
+        Message::SnapshotTransfer(Snapshot {
+            seq: Seq(2),
+            app_state: Bytes::from(postcard::to_allocvec(&applied).unwrap()),
+            clients: vec![ClientRecord {
+                client: w.client_id,
+                last_executed: w.timestamp,
+                last_result: Bytes::new(),
+            }],
+        }),
+    );
+    assert_eq!(r.status().local_aru, Seq(2));
+    outbox(&mut r);
+    r.handle_message(at(302), NodeId(2), Message::ClientUpdate(u.clone()));
+    let items = proposed(&outbox(&mut r));
+    assert!(
+        items.iter().any(|i| i.seq == Seq(3) && i.update == u),
+        "U is proposed again: {items:?}"
+    );
+}
+
+#[test]
 fn slot_already_ordered_at_install_binds_its_ordered_update_not_a_stale_proposal() {
     // Slot 2 holds the stale proposal U *and* is already ordered with W (learned from a peer)
     // when view 6 is installed; slot 1 is a hole. U is not bound and must be proposed.
