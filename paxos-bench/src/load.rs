@@ -1,0 +1,374 @@
+//! The load generator: many closed-loop logical clients multiplexed over few TCP connections.
+//!
+//! Every logical client has its own [`ClientId`] and keeps exactly one 200-byte update outstanding,
+//! as in the paper. The server's client protocol routes each reply by client id, so one connection
+//! can carry many logical clients; a connection task reads whatever replies are ready, issues the
+//! next update of every answered client, and writes them all with one system call. That keeps the
+//! benchmark's own CPU cost per update to a few microseconds, so the clients (which share the
+//! machine's cores with the servers) do not become the bottleneck.
+//!
+//! An update unanswered for [`LoadSpec::attempt_timeout`] is resent with the same
+//! `(client_id, timestamp)` (exactly once: a duplicate is answered from the server's table); a
+//! broken connection is re-established to the next server and every outstanding update is resent.
+//! Every loop is bounded: after [`Shared::stop`] no new update is issued, and a connection task
+//! returns once its updates are answered or [`LoadSpec::drain`] has passed.
+
+use crate::BenchError;
+use bytes::{Buf, Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use paxos_core::codec::{decode_with_limit, encode_with_limit};
+use paxos_core::{ClientId, Timestamp};
+use paxos_node::client::Client;
+use paxos_node::protocol::{ClientRequest, ClientResponse, MAX_FRAME_BYTES};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How the logical clients reach the servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientMode {
+    /// Many logical clients per TCP connection, one task per connection (the default; cheap).
+    Mux,
+    /// One `paxos_node::client::Client` (own connection and task) per logical client.
+    Library,
+}
+
+/// The workload.
+#[derive(Clone, Debug)]
+pub struct LoadSpec {
+    /// Closed-loop logical clients.
+    pub clients: usize,
+    /// Update size in bytes.
+    pub update_bytes: usize,
+    /// Logical clients per TCP connection ([`ClientMode::Mux`] only).
+    pub clients_per_connection: usize,
+    /// How clients connect.
+    pub mode: ClientMode,
+    /// Resend an update unanswered for this long.
+    pub attempt_timeout: Duration,
+    /// After stop, wait at most this long for outstanding updates.
+    pub drain: Duration,
+}
+
+impl Default for LoadSpec {
+    fn default() -> Self {
+        LoadSpec {
+            clients: 16,
+            update_bytes: 200,
+            clients_per_connection: 64,
+            mode: ClientMode::Mux,
+            attempt_timeout: Duration::from_secs(1),
+            drain: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Counters shared by every connection task and the measuring side.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Record latencies and counts while set.
+    pub measuring: AtomicBool,
+    /// Issue no new updates once set.
+    pub stop: AtomicBool,
+    /// Updates completed while measuring.
+    pub completed: AtomicU64,
+    /// Updates completed in all (warm-up included).
+    pub completed_all: AtomicU64,
+    /// Resends after an attempt timeout, while measuring.
+    pub retries: AtomicU64,
+    /// `Rejected` answers (any time).
+    pub rejected: AtomicU64,
+    /// Connections re-established after a failure (any time).
+    pub reconnects: AtomicU64,
+}
+
+/// What one connection task measured.
+pub type TaskResult = Result<Histogram<u64>, BenchError>;
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("static bounds are valid")
+}
+
+/// Spawns the load: returns one join handle per task (connection or library client).
+///
+/// `servers` are the servers' client addresses; logical client `c` prefers server `c mod n`
+/// (clients spread evenly, as in the paper).
+pub fn spawn(
+    servers: &[SocketAddr],
+    spec: &LoadSpec,
+    shared: Arc<Shared>,
+) -> Vec<tokio::task::JoinHandle<TaskResult>> {
+    let n = servers.len().max(1);
+    let payload = Bytes::from(vec![b'x'; spec.update_bytes]);
+    let mut tasks = Vec::new();
+    match spec.mode {
+        ClientMode::Library => {
+            for c in 0..spec.clients {
+                let mut order = servers.to_vec();
+                order.rotate_left(c % n);
+                let (shared, payload) = (shared.clone(), payload.clone());
+                tasks.push(tokio::spawn(library_client(order, payload, shared)));
+            }
+        }
+        ClientMode::Mux => {
+            let per = spec.clients_per_connection.max(1);
+            // Group the logical clients by preferred server, then cut each group into connections.
+            let base = rand::random::<u64>() >> 2;
+            for s in 0..n {
+                let mine = (0..spec.clients).filter(|c| c % n == s).count() as u64;
+                let mut first = 0u64;
+                while first < mine {
+                    let count = (mine - first).min(per as u64);
+                    let mut order = servers.to_vec();
+                    order.rotate_left(s);
+                    // Ids unique across the whole run: server index in the high bits.
+                    let id0 = base + ((s as u64) << 32) + first;
+                    tasks.push(tokio::spawn(connection(
+                        order,
+                        id0,
+                        count as usize,
+                        payload.clone(),
+                        spec.attempt_timeout,
+                        spec.drain,
+                        shared.clone(),
+                    )));
+                    first += count;
+                }
+            }
+        }
+    }
+    tasks
+}
+
+async fn library_client(
+    servers: Vec<SocketAddr>,
+    payload: Bytes,
+    shared: Arc<Shared>,
+) -> TaskResult {
+    let mut client = Client::new(servers);
+    let mut hist = new_histogram();
+    // Bounded: the client's own op timeout bounds each submit; stop ends the loop.
+    while !shared.stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let ok = client.submit(payload.clone()).await.is_ok();
+        shared
+            .completed_all
+            .fetch_add(u64::from(ok), Ordering::Relaxed);
+        if shared.measuring.load(Ordering::Relaxed) {
+            if ok {
+                let _ = hist.record((t.elapsed().as_micros() as u64).max(1));
+                shared.completed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                shared.retries.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(hist)
+}
+
+/// One logical client of a multiplexed connection.
+#[derive(Clone, Copy, Debug)]
+struct Logical {
+    ts: u64,
+    /// When the current update was first sent (latency is measured from here).
+    first_sent: Instant,
+    /// When it was last (re)sent.
+    last_sent: Instant,
+    outstanding: bool,
+}
+
+fn push_request(out: &mut Vec<u8>, id: u64, ts: u64, payload: &Bytes) -> Result<(), BenchError> {
+    let req = ClientRequest::Submit {
+        client_id: ClientId(id),
+        timestamp: Timestamp(ts),
+        payload: payload.clone(),
+    };
+    let body = encode_with_limit(&req, MAX_FRAME_BYTES)
+        .map_err(|e| BenchError::Protocol(e.to_string()))?;
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(())
+}
+
+async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn connection(
+    servers: Vec<SocketAddr>,
+    id0: u64,
+    count: usize,
+    payload: Bytes,
+    attempt_timeout: Duration,
+    drain: Duration,
+    shared: Arc<Shared>,
+) -> TaskResult {
+    let mut hist = new_histogram();
+    let now = Instant::now();
+    let mut clients = vec![
+        Logical {
+            ts: 1,
+            first_sent: now,
+            last_sent: now,
+            outstanding: true,
+        };
+        count
+    ];
+    let mut current = 0usize;
+    let mut out = Vec::with_capacity(count * (payload.len() + 32));
+    let mut inbuf = BytesMut::with_capacity(64 * 1024);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopped_at: Option<Instant> = None;
+    let mut failures = 0u32;
+    'reconnect: loop {
+        if let Some(t) = stopped_at {
+            if t.elapsed() >= drain {
+                return Ok(hist);
+            }
+        }
+        let stream = match connect(servers[current]).await {
+            Ok(s) => s,
+            Err(e) => {
+                failures += 1;
+                current = (current + 1) % servers.len();
+                if failures > 50 {
+                    return Err(BenchError::Io(format!("cannot reach any server: {e}")));
+                }
+                if shared.stop.load(Ordering::Relaxed) {
+                    stopped_at.get_or_insert_with(Instant::now);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue 'reconnect;
+            }
+        };
+        let (mut rd, mut wr) = stream.into_split();
+        inbuf.clear();
+        out.clear();
+        // (Re)send every outstanding update.
+        let now = Instant::now();
+        for (i, c) in clients.iter_mut().enumerate() {
+            if c.outstanding {
+                c.last_sent = now;
+                push_request(&mut out, id0 + i as u64, c.ts, &payload)?;
+            }
+        }
+        if wr.write_all(&out).await.is_err() {
+            shared.reconnects.fetch_add(1, Ordering::Relaxed);
+            current = (current + 1) % servers.len();
+            continue 'reconnect;
+        }
+        loop {
+            let outstanding = clients.iter().filter(|c| c.outstanding).count();
+            if shared.stop.load(Ordering::Relaxed) {
+                let t = *stopped_at.get_or_insert_with(Instant::now);
+                if outstanding == 0 || t.elapsed() >= drain {
+                    return Ok(hist);
+                }
+            }
+            out.clear();
+            tokio::select! {
+                r = rd.read_buf(&mut inbuf) => {
+                    match r {
+                        Ok(0) | Err(_) => {
+                            shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                            current = (current + 1) % servers.len();
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue 'reconnect;
+                        }
+                        Ok(_) => {}
+                    }
+                    let measuring = shared.measuring.load(Ordering::Relaxed);
+                    let stop = shared.stop.load(Ordering::Relaxed);
+                    let mut done = 0u64;
+                    let now = Instant::now();
+                    while inbuf.len() >= 4 {
+                        let len = u32::from_le_bytes([inbuf[0], inbuf[1], inbuf[2], inbuf[3]]) as usize;
+                        if len > MAX_FRAME_BYTES {
+                            return Err(BenchError::Protocol(format!("reply frame of {len} bytes")));
+                        }
+                        if inbuf.len() < 4 + len {
+                            break;
+                        }
+                        let resp: ClientResponse = decode_with_limit(&inbuf[4..4 + len], MAX_FRAME_BYTES)
+                            .map_err(|e| BenchError::Protocol(e.to_string()))?;
+                        inbuf.advance(4 + len);
+                        match resp {
+                            ClientResponse::Reply { client_id, timestamp, .. } => {
+                                let Some(i) = client_id.0.checked_sub(id0).filter(|&i| i < count as u64) else {
+                                    continue;
+                                };
+                                let c = &mut clients[i as usize];
+                                if !c.outstanding || timestamp.0 != c.ts {
+                                    continue; // a late answer to a resend
+                                }
+                                c.outstanding = false;
+                                done += 1;
+                                if measuring {
+                                    let us = now.duration_since(c.first_sent).as_micros() as u64;
+                                    let _ = hist.record(us.max(1));
+                                }
+                                if !stop {
+                                    c.ts += 1;
+                                    c.outstanding = true;
+                                    c.first_sent = now;
+                                    c.last_sent = now;
+                                    push_request(&mut out, id0 + i, c.ts, &payload)?;
+                                }
+                            }
+                            ClientResponse::Rejected { .. } => {
+                                shared.rejected.fetch_add(1, Ordering::Relaxed);
+                            }
+                            ClientResponse::Status(_) => {}
+                        }
+                    }
+                    if done > 0 {
+                        failures = 0;
+                        shared.completed_all.fetch_add(done, Ordering::Relaxed);
+                        if measuring {
+                            shared.completed.fetch_add(done, Ordering::Relaxed);
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    let mut resent = 0u64;
+                    for (i, c) in clients.iter_mut().enumerate() {
+                        if c.outstanding && now.duration_since(c.last_sent) >= attempt_timeout {
+                            c.last_sent = now;
+                            resent += 1;
+                            push_request(&mut out, id0 + i as u64, c.ts, &payload)?;
+                        }
+                    }
+                    if resent > 0 {
+                        failures += 1;
+                        if shared.measuring.load(Ordering::Relaxed) {
+                            shared.retries.fetch_add(resent, Ordering::Relaxed);
+                        }
+                        if failures >= 3 {
+                            // Three rounds of silence: try the next server.
+                            failures = 0;
+                            shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                            current = (current + 1) % servers.len();
+                            continue 'reconnect;
+                        }
+                    }
+                }
+            }
+            if !out.is_empty() && wr.write_all(&out).await.is_err() {
+                shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                current = (current + 1) % servers.len();
+                continue 'reconnect;
+            }
+        }
+    }
+}
