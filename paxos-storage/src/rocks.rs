@@ -182,7 +182,7 @@ impl RocksStorage {
     fn delete_through(&self, wb: &mut WriteBatch, seq: Seq) -> Result<(), StorageError> {
         let log = self.cf(CF_LOG)?;
         for p in [PREFIX_ACCEPTED, PREFIX_ORDERED] {
-            wb.delete_range_cf(log, [p], range_end(p, seq));
+            wb.delete_range_cf(log, vec![p], range_end(p, seq));
         }
         Ok(())
     }

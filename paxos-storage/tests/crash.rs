@@ -414,6 +414,18 @@ impl FaultInjector for FailNext {
 /// After the failed call: the error is returned, the store is poisoned, and a restart finds every
 /// acknowledged batch and nothing that was never written.
 fn injected_failure(op: FileOp, errno: nix::errno::Errno, opts: WalOptions, batch_bytes: usize) {
+    injected_failure_with(op, errno, opts, batch_bytes, 0)
+}
+
+/// [`injected_failure`] with `extra` more pending updates per batch (32 or more updates take the
+/// path where the fdatasync runs on the helper thread).
+fn injected_failure_with(
+    op: FileOp,
+    errno: nix::errno::Errno,
+    opts: WalOptions,
+    batch_bytes: usize,
+    extra: u64,
+) {
     let dir = tempfile::tempdir().unwrap();
     let inj = Arc::new(FailNext::default());
     let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
@@ -425,6 +437,8 @@ fn injected_failure(op: FileOp, errno: nix::errno::Errno, opts: WalOptions, batc
             client_id: ClientId(1),
             ..update(1, id, batch_bytes, 1)
         });
+        b.pending
+            .extend((0..extra).map(|c| update(100 + c, id, 8, 2)));
         b
     };
     let mut acked = 0;
@@ -476,6 +490,11 @@ fn enospc_on_write_poisons() {
 #[test]
 fn eio_on_fdatasync_poisons() {
     injected_failure(FileOp::Sync, nix::errno::Errno::EIO, small_opts(), 100);
+}
+
+#[test]
+fn eio_on_fdatasync_of_a_large_append_poisons() {
+    injected_failure_with(FileOp::Sync, nix::errno::Errno::EIO, small_opts(), 100, 40);
 }
 
 #[test]

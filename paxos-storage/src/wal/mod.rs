@@ -60,7 +60,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 /// First bytes of the checkpoint file.
@@ -144,12 +144,56 @@ struct CheckpointOwned {
     state: DurableState,
 }
 
+/// Appends with at least this many updates fold into the in-memory state while a helper thread
+/// runs their fdatasync; smaller ones sync inline (the thread hand-off would cost more).
+const OVERLAP_MIN_UPDATES: usize = 32;
+
+/// Runs fdatasync on a helper thread so that folding a large append into the in-memory state
+/// overlaps the flush instead of adding to it.
+#[derive(Debug)]
+struct Syncer {
+    tx: Option<mpsc::Sender<(Arc<File>, PathBuf)>>,
+    rx: mpsc::Receiver<Result<(), StorageError>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn spawn(fs: Fs) -> Option<Self> {
+        let (tx, requests) = mpsc::channel::<(Arc<File>, PathBuf)>();
+        let (results, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("wal-sync".into())
+            .spawn(move || {
+                for (file, path) in requests {
+                    if results.send(fs.sync_data(&file, &path)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self {
+            tx: Some(tx),
+            rx,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// The segment being appended to.
 #[derive(Debug)]
 struct Writer {
     id: u64,
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     /// Next write offset.
     pos: u64,
     /// Usable size of the segment.
@@ -194,6 +238,8 @@ pub struct WalStorage {
     free: VecDeque<PathBuf>,
     /// Number of the last free file name handed out.
     free_seq: u64,
+    /// The fdatasync helper thread, started by the first large synced append.
+    syncer: Option<Syncer>,
 }
 
 impl WalStorage {
@@ -236,6 +282,7 @@ impl WalStorage {
             next: None,
             free: VecDeque::new(),
             free_seq: 0,
+            syncer: None,
         })
     }
 
@@ -324,6 +371,35 @@ impl WalStorage {
         Ok(())
     }
 
+    /// Hands the fdatasync of the current segment to the helper thread; `false` if there is
+    /// nothing to sync or no helper (then the caller syncs inline).
+    fn start_sync(&mut self) -> bool {
+        if self.syncer.is_none() {
+            self.syncer = Syncer::spawn(self.fs.clone());
+        }
+        let l = self.loaded.as_ref().expect("checked by ready()");
+        match self.syncer.as_ref().and_then(|s| s.tx.as_ref()) {
+            Some(tx) if l.w.dirty => tx.send((l.w.file.clone(), l.w.path.clone())).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Waits for the fdatasync started by [`Self::start_sync`].
+    fn finish_sync(&mut self) -> Result<(), StorageError> {
+        let result = match &self.syncer {
+            Some(s) => s.rx.recv().unwrap_or_else(|_| {
+                Err(StorageError::Backend {
+                    backend: "wal",
+                    message: "the fdatasync helper thread died".into(),
+                })
+            }),
+            None => Err(StorageError::Misuse("finish_sync without start_sync")),
+        };
+        result?;
+        self.loaded().w.dirty = false;
+        Ok(())
+    }
+
     /// Encodes records with `encode` into `self.buf` one at a time and writes them, sealing and
     /// rotating segments as they fill. `encode` gets a record index and the current segment id
     /// (the CRC's seed) and returns whether it encoded a record.
@@ -388,7 +464,7 @@ impl WalStorage {
             }
             self.fs.rename(&free, &path)?;
             self.fs.sync_dir()?;
-            let file = self.fs.open_rw(&path)?;
+            let file = Arc::new(self.fs.open_rw(&path)?);
             return Ok(Writer {
                 id,
                 path,
@@ -419,6 +495,7 @@ impl WalStorage {
             )?,
         };
         let (id, path, file, capacity) = self.fs.install_segment(seg)?;
+        let file = Arc::new(file);
         Ok(Writer {
             id,
             path,
@@ -653,7 +730,7 @@ impl WalStorage {
         );
         let w = match end {
             Some((id, path, pos, false, capacity)) => {
-                let file = self.fs.open_rw(&path)?;
+                let file = Arc::new(self.fs.open_rw(&path)?);
                 Writer {
                     id,
                     path,
@@ -794,13 +871,21 @@ impl Storage for WalStorage {
                 }
                 None => Ok(false),
             })?;
+            let updates: usize = batches
+                .iter()
+                .map(|b| b.accepted.len() + b.ordered.len() + b.pending.len())
+                .sum();
+            // Large appends: fold into the in-memory state while the flush runs.
+            let syncing = sync && updates >= OVERLAP_MIN_UPDATES && s.start_sync();
             let l = s.loaded();
             let floor = l.state.snapshot_seq();
             for b in batches {
                 l.state.apply(b);
             }
             let snapshot_advanced = l.state.snapshot_seq() > floor;
-            if sync {
+            if syncing {
+                s.finish_sync()?;
+            } else if sync {
                 s.sync_writer()?;
             }
             let every = s.opts.checkpoint_bytes;
