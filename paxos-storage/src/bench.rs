@@ -84,7 +84,7 @@ impl BenchConfig {
             batch_updates: vec![1, 16, 256],
             update_bytes: 200,
             cell: Duration::from_secs_f64(seconds),
-            rounds: 10,
+            rounds: 30,
         }
     }
 }

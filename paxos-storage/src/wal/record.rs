@@ -64,8 +64,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
 ) -> Result<(), postcard::Error> {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; HEADER_LEN]);
-    // On error the buffer is gone; the caller reports the error and drops the whole write.
-    *buf = postcard::to_extend(value, std::mem::take(buf))?;
+    postcard::serialize_with_flavor(value, Append(buf))?;
     let len = buf.len() - start - HEADER_LEN;
     if len > MAX_PAYLOAD {
         buf.truncate(start);
@@ -88,6 +87,28 @@ fn crc(segment: u64, body: &[u8]) -> u32 {
 pub(crate) fn stamp(rec: &mut [u8], segment: u64) {
     let c = crc(segment, &rec[4..]);
     rec[..4].copy_from_slice(&c.to_le_bytes());
+}
+
+/// A postcard flavor that appends to a `Vec` with `push` / `extend_from_slice` (payload bytes
+/// are copied with one memcpy each).
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// A record found in a buffer.
