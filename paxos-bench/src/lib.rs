@@ -276,8 +276,28 @@ impl Progress for Quiet {
 fn log_tail(cluster: &LocalCluster, i: usize) -> String {
     let text =
         std::fs::read_to_string(cluster.dir().join(format!("node-{i}.log"))).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(5)..].join(" | ")
+    // The error and its causes, without a backtrace's frames.
+    let frame = |l: &str| {
+        let t = l.trim_start();
+        t.starts_with("at ")
+            || t.split_once(':')
+                .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+    };
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !frame(l) && !l.trim().is_empty())
+        .collect();
+    let start = lines
+        .iter()
+        .position(|l| l.contains("Error:"))
+        .unwrap_or(lines.len().saturating_sub(5));
+    lines[start..]
+        .iter()
+        .take_while(|l| !l.contains("backtrace"))
+        .take(6)
+        .map(|l| l.trim())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Waits until every server answers with the same leader and a settled role.

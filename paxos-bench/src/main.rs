@@ -272,6 +272,15 @@ fn node_binary(given: Option<PathBuf>) -> Result<PathBuf> {
     Ok(next)
 }
 
+/// A line above the progress bars, or on stderr when they are hidden (not a terminal).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
 fn write_report(report: &Report, dir: &Path, stem: &str) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     report.write_json(&dir.join(format!("{stem}.json")))?;
@@ -441,7 +450,7 @@ fn main() -> Result<()> {
                             };
                             let row = match rt.block_on(run_throughput(&binary, &run, &line)) {
                                 Ok(r) => {
-                                    overall.println(format!(
+                                    say(&overall, format!(
                                         "{:<17} {} servers {:>4} clients: {:>9.0} updates/s, mean {:.2} ms, p99 {:.2} ms",
                                         sweep.id,
                                         n,
@@ -458,10 +467,13 @@ fn main() -> Result<()> {
                                     }
                                 }
                                 Err(e) => {
-                                    overall.println(format!(
-                                        "{:<17} {} servers {:>4} clients: failed: {e}",
-                                        sweep.id, n, c
-                                    ));
+                                    say(
+                                        &overall,
+                                        format!(
+                                            "{:<17} {} servers {:>4} clients: failed: {e}",
+                                            sweep.id, n, c
+                                        ),
+                                    );
                                     Row {
                                         group: sweep.id.into(),
                                         result: None,
@@ -547,7 +559,10 @@ fn main() -> Result<()> {
                 };
                 let row = match rt.block_on(run_throughput(&binary, &run, &line)) {
                     Ok(r) => {
-                        overall.println(format!("{}: {:.0} updates/s", label(&spec), r.throughput));
+                        say(
+                            &overall,
+                            format!("{}: {:.0} updates/s", label(&spec), r.throughput),
+                        );
                         Row {
                             group: "compare".into(),
                             result: Some(r),
@@ -556,7 +571,7 @@ fn main() -> Result<()> {
                         }
                     }
                     Err(e) => {
-                        overall.println(format!("{}: failed: {e}", label(&spec)));
+                        say(&overall, format!("{}: failed: {e}", label(&spec)));
                         compare::failed(RunConfig::of(&run), e.to_string())
                     }
                 };

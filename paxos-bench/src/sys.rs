@@ -145,7 +145,8 @@ pub fn cpu_model() -> Option<String> {
         .map(|m| m.trim().to_owned())
 }
 
-/// Fetches `http://addr/metrics` and returns every sample as `(name with labels, value)`.
+/// Fetches `http://addr/metrics` and returns every non-zero sample (histogram buckets left out) as
+/// `(name with labels, value)`.
 pub async fn scrape_metrics(
     addr: std::net::SocketAddr,
 ) -> Option<std::collections::BTreeMap<String, f64>> {
@@ -163,10 +164,12 @@ pub async fn scrape_metrics(
     let body = text.split("\r\n\r\n").nth(1)?;
     Some(
         body.lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty() && !l.contains("_bucket{"))
             .filter_map(|l| {
                 let (k, v) = l.rsplit_once(' ')?;
-                Some((k.to_owned(), v.parse().ok()?))
+                let v: f64 = v.parse().ok()?;
+                // Zero counters carry no information; histogram buckets are summarised by sum/count.
+                (v != 0.0).then(|| (k.to_owned(), v))
             })
             .collect(),
     )
