@@ -5,7 +5,7 @@
 //! starts the server. [`launch`] does the same from a [`NodeFile`], which is what
 //! `paxos-node run` calls.
 
-use crate::config::{DurabilityChoice, NodeFile, StorageChoice, TransportChoice};
+use crate::config::{DurabilityChoice, NodeFile, ProtocolSection, StorageChoice, TransportChoice};
 use crate::metrics::serve_metrics;
 use crate::node::{start, NodeConfig, NodeError, NodeHandle};
 use paxos_core::{Config, LeaderElection, NodeId, StateMachine};
@@ -122,19 +122,33 @@ impl<S: StateMachine + Send + 'static> NodeBuilder<S> {
 }
 
 /// The core's configuration described by a node file.
+///
+/// The `[protocol]` section is destructured field by field so that a field added to it without
+/// being mapped here (or explicitly marked as used elsewhere) fails to compile rather than being
+/// silently ignored.
 pub fn core_config(file: &NodeFile) -> Config {
+    let ProtocolSection {
+        durability,
+        aggregation,
+        window,
+        leader_accepts_separately,
+        snapshot_interval,
+        history_retention,
+        // The driver's tick, not the core's: set on `NodeConfig` by `launch`.
+        tick_ms: _,
+    } = &file.protocol;
     let mut core = Config::new(NodeId(file.id), file.members.len());
-    core.durability = match file.protocol.durability {
+    core.durability = match durability {
         DurabilityChoice::None => paxos_core::Durability::None,
         DurabilityChoice::Async => paxos_core::Durability::Async,
         DurabilityChoice::Sync => paxos_core::Durability::Sync,
     };
-    core.aggregation = file.protocol.aggregation;
-    core.window = file.protocol.window;
-    core.accept_window = core.accept_window.max(file.protocol.window * 2);
-    core.leader_accepts_separately = file.protocol.leader_accepts_separately;
-    core.snapshot_interval =
-        (file.protocol.snapshot_interval > 0).then_some(file.protocol.snapshot_interval);
+    core.aggregation = *aggregation;
+    core.window = *window;
+    core.accept_window = core.accept_window.max(window * 2);
+    core.leader_accepts_separately = *leader_accepts_separately;
+    core.snapshot_interval = (*snapshot_interval > 0).then_some(*snapshot_interval);
+    core.history_retention = *history_retention;
     core
 }
 
@@ -256,4 +270,63 @@ pub async fn launch<S: StateMachine + Send + 'static>(
         ));
     }
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+id = 1
+[[members]]
+id = 0
+peer = "127.0.0.1:7000"
+client = "127.0.0.1:7100"
+[[members]]
+id = 1
+peer = "127.0.0.1:7001"
+client = "127.0.0.1:7101"
+[[members]]
+id = 2
+peer = "127.0.0.1:7002"
+client = "127.0.0.1:7102"
+[protocol]
+durability = "async"
+aggregation = false
+window = 1000
+leader_accepts_separately = false
+snapshot_interval = 500
+history_retention = 200
+[storage]
+backend = "wal"
+dir = "/tmp/n1"
+[transport]
+kind = "quic"
+keys_dir = "/tmp/keys"
+"#;
+
+    /// Regression: `protocol.history_retention` was parsed from the file but never reached the
+    /// core, so every node kept the default 20,000 slots behind its snapshot and served a long
+    /// absent peer every slot by reconciliation instead of sending it a snapshot.
+    #[test]
+    fn core_config_maps_every_protocol_field() {
+        let mut f = NodeFile::parse(FILE).unwrap();
+        let c = core_config(&f);
+        assert_eq!(c.id, NodeId(1));
+        assert_eq!(c.servers, 3);
+        assert_eq!(c.durability, paxos_core::Durability::Async);
+        assert!(!c.aggregation);
+        assert_eq!(c.window, 1_000);
+        assert!(c.accept_window >= 2_000);
+        assert!(!c.leader_accepts_separately);
+        assert_eq!(c.snapshot_interval, Some(500));
+        assert_eq!(c.history_retention, 200);
+        c.validate().unwrap();
+
+        f.protocol.snapshot_interval = 0;
+        f.protocol.history_retention = 0;
+        let c = core_config(&f);
+        assert_eq!(c.snapshot_interval, None);
+        assert_eq!(c.history_retention, 0);
+    }
 }

@@ -358,7 +358,6 @@ async fn partitions_between_namespaces() {
 /// recovers from its WAL, learns that the slots it misses were compacted away, installs a snapshot
 /// from a peer, and converges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "under investigation: the restarted server catches up by reconciliation of every slot although its peers compacted their history (snapshots_installed stays 0)"]
 async fn long_absent_server_rejoins_by_snapshot_transfer() {
     let mut o = options(3);
     o.protocol.snapshot_interval = 500;
