@@ -272,6 +272,28 @@ fn node_binary(given: Option<PathBuf>) -> Result<PathBuf> {
     Ok(next)
 }
 
+/// [`run_throughput`], once more if the cluster did not come up (a free port taken between choosing
+/// and binding it, or a slow election on a loaded machine): one lost point should not leave a hole
+/// in a sweep.
+async fn run_retrying(
+    binary: &Path,
+    run: &ThroughputRun,
+    line: &Line,
+) -> Result<paxos_bench::ThroughputResult, paxos_bench::BenchError> {
+    match run_throughput(binary, run, line).await {
+        // A backend this build lacks fails the same way every time.
+        Err(e @ paxos_bench::BenchError::ServerExited { .. })
+            if e.to_string().contains("no RocksDB backend") =>
+        {
+            Err(e)
+        }
+        Err(
+            paxos_bench::BenchError::ServerExited { .. } | paxos_bench::BenchError::NoLeader(_),
+        ) => run_throughput(binary, run, line).await,
+        other => other,
+    }
+}
+
 /// A line above the progress bars, or on stderr when they are hidden (not a terminal).
 fn say(bar: &ProgressBar, line: String) {
     if bar.is_hidden() {
@@ -448,7 +470,7 @@ fn main() -> Result<()> {
                                 bar: line.bar.clone(),
                                 label: format!("{}: {}", sweep.id, label(&spec)),
                             };
-                            let row = match rt.block_on(run_throughput(&binary, &run, &line)) {
+                            let row = match rt.block_on(run_retrying(&binary, &run, &line)) {
                                 Ok(r) => {
                                     say(&overall, format!(
                                         "{:<17} {} servers {:>4} clients: {:>9.0} updates/s, mean {:.2} ms, p99 {:.2} ms",
@@ -557,7 +579,7 @@ fn main() -> Result<()> {
                     bar: bar.clone(),
                     label: label(&spec),
                 };
-                let row = match rt.block_on(run_throughput(&binary, &run, &line)) {
+                let row = match rt.block_on(run_retrying(&binary, &run, &line)) {
                     Ok(r) => {
                         say(
                             &overall,
