@@ -249,6 +249,12 @@ conformance!(memory, 256, Mem(MemoryStorage::new()));
 conformance!(wal, 48, wal(4096, Preallocation::Zeros, 16 << 10));
 conformance!(wal_fallocate, 16, wal(8192, Preallocation::Fallocate, 0));
 conformance!(wal_growing, 16, wal(1 << 20, Preallocation::None, 1 << 20));
+// Every synced append of 2+ updates syncs on the helper thread.
+conformance!(wal_overlapped_sync, 16, {
+    let mut w = wal(8192, Preallocation::Zeros, 32 << 10);
+    w.1.overlap_sync_updates = 2;
+    w
+});
 #[cfg(feature = "rocksdb")]
 conformance!(rocksdb, 24, Rocks(tempfile::tempdir().unwrap()));
 

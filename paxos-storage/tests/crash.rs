@@ -29,6 +29,7 @@ fn small_opts() -> WalOptions {
         checkpoint_bytes: 512 << 10,
         max_free_segments: 2,
         prefill_segments: 1,
+        overlap_sync_updates: 0,
     }
 }
 
@@ -356,6 +357,7 @@ fn checkpoints_delete_old_segments() {
         checkpoint_bytes: 32 << 10,
         max_free_segments: 3,
         prefill_segments: 0,
+        overlap_sync_updates: 0,
     };
     let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
     let mut m = wal.load().unwrap();
@@ -494,7 +496,11 @@ fn eio_on_fdatasync_poisons() {
 
 #[test]
 fn eio_on_fdatasync_of_a_large_append_poisons() {
-    injected_failure_with(FileOp::Sync, nix::errno::Errno::EIO, small_opts(), 100, 40);
+    let opts = WalOptions {
+        overlap_sync_updates: 32,
+        ..small_opts()
+    };
+    injected_failure_with(FileOp::Sync, nix::errno::Errno::EIO, opts, 100, 40);
 }
 
 #[test]

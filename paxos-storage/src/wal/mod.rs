@@ -101,6 +101,11 @@ pub struct WalOptions {
     /// preallocated on a helper thread as the log grows). A node that wants the steady-state
     /// speed from its first write, or a benchmark, sets it.
     pub prefill_segments: u32,
+    /// Synced appends of at least this many updates fold into the in-memory state while a helper
+    /// thread runs their fdatasync (0: never). It pays off when fdatasync is slow and the CPU
+    /// busy; on an idle machine with ~0.1 ms fdatasyncs the thread hand-off cost more than it
+    /// saved (see `docs/storage.md`), so it is off by default.
+    pub overlap_sync_updates: u32,
 }
 
 impl Default for WalOptions {
@@ -111,6 +116,7 @@ impl Default for WalOptions {
             checkpoint_bytes: 192 << 20,
             max_free_segments: 4,
             prefill_segments: 0,
+            overlap_sync_updates: 0,
         }
     }
 }
@@ -143,10 +149,6 @@ struct CheckpointOwned {
     log_offset: u64,
     state: DurableState,
 }
-
-/// Appends with at least this many updates fold into the in-memory state while a helper thread
-/// runs their fdatasync; smaller ones sync inline (the thread hand-off would cost more).
-const OVERLAP_MIN_UPDATES: usize = 32;
 
 /// Runs fdatasync on a helper thread so that folding a large append into the in-memory state
 /// overlaps the flush instead of adding to it.
@@ -876,7 +878,8 @@ impl Storage for WalStorage {
                 .map(|b| b.accepted.len() + b.ordered.len() + b.pending.len())
                 .sum();
             // Large appends: fold into the in-memory state while the flush runs.
-            let syncing = sync && updates >= OVERLAP_MIN_UPDATES && s.start_sync();
+            let overlap = s.opts.overlap_sync_updates as usize;
+            let syncing = sync && overlap > 0 && updates >= overlap && s.start_sync();
             let l = s.loaded();
             let floor = l.state.snapshot_seq();
             for b in batches {
