@@ -5,7 +5,7 @@
 //! starts the server. [`launch`] does the same from a [`NodeFile`], which is what
 //! `paxos-node run` calls.
 
-use crate::config::{DurabilityChoice, NodeFile, ProtocolSection, StorageChoice, TransportChoice};
+use crate::config::{NodeFile, ProtocolSection, StorageChoice, TransportChoice};
 use crate::metrics::serve_metrics;
 use crate::node::{start, NodeConfig, NodeError, NodeHandle};
 use paxos_core::{Config, LeaderElection, NodeId, StateMachine};
@@ -138,11 +138,7 @@ pub fn core_config(file: &NodeFile) -> Config {
         tick_ms: _,
     } = &file.protocol;
     let mut core = Config::new(NodeId(file.id), file.members.len());
-    core.durability = match durability {
-        DurabilityChoice::None => paxos_core::Durability::None,
-        DurabilityChoice::Async => paxos_core::Durability::Async,
-        DurabilityChoice::Sync => paxos_core::Durability::Sync,
-    };
+    core.durability = (*durability).into();
     core.aggregation = *aggregation;
     core.window = *window;
     core.accept_window = core.accept_window.max(window * 2);

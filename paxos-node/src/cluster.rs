@@ -7,8 +7,8 @@
 
 use crate::client::status;
 use crate::config::{
-    DurabilityChoice, ElectionSection, Member, NodeFile, ProtocolSection, StorageChoice,
-    StorageSection, TransportChoice, TransportSection,
+    ElectionSection, Member, NodeFile, ProtocolSection, StorageChoice, StorageSection,
+    TransportChoice, TransportSection,
 };
 use crate::protocol::NodeStatus;
 use nix::sys::signal::{kill, Signal};
@@ -485,14 +485,5 @@ impl Drop for LocalCluster {
         if let Some(n) = &self.netns {
             n.teardown();
         }
-    }
-}
-
-/// Durability choice as the core's type.
-pub fn durability(choice: DurabilityChoice) -> paxos_core::Durability {
-    match choice {
-        DurabilityChoice::None => paxos_core::Durability::None,
-        DurabilityChoice::Async => paxos_core::Durability::Async,
-        DurabilityChoice::Sync => paxos_core::Durability::Sync,
     }
 }

@@ -65,6 +65,16 @@ pub enum DurabilityChoice {
     Sync,
 }
 
+impl From<DurabilityChoice> for paxos_core::Durability {
+    fn from(choice: DurabilityChoice) -> Self {
+        match choice {
+            DurabilityChoice::None => paxos_core::Durability::None,
+            DurabilityChoice::Async => paxos_core::Durability::Async,
+            DurabilityChoice::Sync => paxos_core::Durability::Sync,
+        }
+    }
+}
+
 /// Storage backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
