@@ -11,46 +11,13 @@
 use crate::BenchError;
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::{register_font, FontStyle};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-const FONT_PATHS: [&str; 6] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/liberation/LiberationSans-Regular.ttf",
-    "/Library/Fonts/Arial.ttf",
-];
-
-const FONT: &str = "sans-serif";
+use paxos_sim::figures::FONT;
 
 /// Finds a TrueType font and registers it with plotters (once per process); returns its path.
 pub fn load_font() -> Result<PathBuf, BenchError> {
-    static LOADED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    LOADED
-        .get_or_init(|| {
-            let candidates: Vec<PathBuf> = ["PAXOS_BENCH_FONT", "PAXOS_SIM_FONT"]
-                .iter()
-                .filter_map(std::env::var_os)
-                .map(PathBuf::from)
-                .chain(FONT_PATHS.iter().map(PathBuf::from))
-                .collect();
-            for path in candidates {
-                if let Ok(bytes) = std::fs::read(&path) {
-                    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                    if register_font(FONT, FontStyle::Normal, bytes).is_ok() {
-                        return Ok(path);
-                    }
-                }
-            }
-            Err(format!(
-                "no TrueType font found (set PAXOS_BENCH_FONT or install fonts-dejavu-core; tried {})",
-                FONT_PATHS.join(", ")
-            ))
-        })
-        .clone()
+    paxos_sim::figures::load_font_from(&["PAXOS_BENCH_FONT", "PAXOS_SIM_FONT"])
         .map_err(BenchError::Figure)
 }
 

@@ -24,16 +24,24 @@ const FONT_PATHS: [&str; 6] = [
     "/Library/Fonts/Arial.ttf",
 ];
 
-const FONT: &str = "sans-serif";
+/// The family name every figure's text uses (registered by [`load_font`]).
+pub const FONT: &str = "sans-serif";
 
 /// Finds a TrueType font and registers it with plotters (once per process); returns its path.
 pub fn load_font() -> Result<PathBuf, String> {
+    load_font_from(&["PAXOS_SIM_FONT"])
+}
+
+/// [`load_font`], trying the files named by the environment variables `env` first. The first call
+/// in a process decides; later calls return its outcome (plotters' font registry is global).
+pub fn load_font_from(env: &[&str]) -> Result<PathBuf, String> {
     static LOADED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     LOADED
         .get_or_init(|| {
-            let candidates: Vec<PathBuf> = std::env::var_os("PAXOS_SIM_FONT")
+            let candidates: Vec<PathBuf> = env
+                .iter()
+                .filter_map(std::env::var_os)
                 .map(PathBuf::from)
-                .into_iter()
                 .chain(FONT_PATHS.iter().map(PathBuf::from))
                 .collect();
             for path in candidates {
@@ -45,7 +53,8 @@ pub fn load_font() -> Result<PathBuf, String> {
                 }
             }
             Err(format!(
-                "no TrueType font found (set PAXOS_SIM_FONT or install fonts-dejavu-core; tried {})",
+                "no TrueType font found (set {} or install fonts-dejavu-core; tried {})",
+                env.first().copied().unwrap_or("a font path"),
                 FONT_PATHS.join(", ")
             ))
         })
