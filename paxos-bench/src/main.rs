@@ -15,7 +15,8 @@ use paxos_bench::{
 };
 use paxos_node::cluster::ClusterOptions;
 use paxos_node::config::{
-    DurabilityChoice, ElectionSection, ProtocolSection, StorageChoice, TransportChoice,
+    parse_choice, DurabilityChoice, ElectionSection, ProtocolSection, StorageChoice,
+    TransportChoice,
 };
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -157,11 +158,6 @@ enum Command {
     },
 }
 
-fn parse<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> Result<T> {
-    serde_json::from_value(serde_json::Value::String(v.to_owned()))
-        .with_context(|| format!("unknown {what} {v:?}"))
-}
-
 /// Everything that defines one run.
 struct Spec<'a> {
     servers: usize,
@@ -199,7 +195,7 @@ fn make_run(s: &Spec<'_>) -> Result<ThroughputRun> {
             clients: s.clients,
             update_bytes: s.client.update_bytes,
             clients_per_connection: s.client.clients_per_connection,
-            mode: parse::<ClientMode>("client mode", &s.client.client_mode)?,
+            mode: parse_choice::<ClientMode>("client mode", &s.client.client_mode)?,
             ..LoadSpec::default()
         },
         warmup: Duration::from_secs_f64(s.warmup),
@@ -342,10 +338,10 @@ fn main() -> Result<()> {
             let spec = Spec {
                 servers,
                 clients,
-                durability: parse("durability", &durability)?,
+                durability: parse_choice("durability", &durability)?,
                 aggregation: matches!(aggregation, OnOff::On),
-                storage: parse("storage", &storage)?,
-                transport: parse("transport", &transport)?,
+                storage: parse_choice("storage", &storage)?,
+                transport: parse_choice("transport", &transport)?,
                 election: &election,
                 warmup,
                 seconds,
@@ -428,7 +424,7 @@ fn main() -> Result<()> {
             let report = match from {
                 Some(path) => Report::read(&path)?,
                 None => {
-                    let transport: TransportChoice = parse("transport", &transport)?;
+                    let transport: TransportChoice = parse_choice("transport", &transport)?;
                     let sweeps: Vec<paper::Sweep> = paper::sweeps(quick)
                         .into_iter()
                         .filter(|s| only.is_empty() || only.iter().any(|o| o == s.id))
@@ -542,7 +538,7 @@ fn main() -> Result<()> {
             out,
             client,
         } => {
-            let durability: DurabilityChoice = parse("durability", &durability)?;
+            let durability: DurabilityChoice = parse_choice("durability", &durability)?;
             let combos = compare::combinations();
             let overall = mp.add(ProgressBar::new(combos.len() as u64));
             overall.set_style(

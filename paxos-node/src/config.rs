@@ -65,6 +65,16 @@ pub enum DurabilityChoice {
     Sync,
 }
 
+/// Parses one of the configuration's choice names (`"sync"`, `"udp-multicast"`, `"wal"` …) as the
+/// file spells it, for command-line overrides; the error names `field` and the value.
+pub fn parse_choice<T: serde::de::DeserializeOwned>(
+    field: &str,
+    value: &str,
+) -> Result<T, ConfigError> {
+    use serde::de::value::{Error, StrDeserializer};
+    T::deserialize(StrDeserializer::<Error>::new(value)).map_err(|e| invalid(field, e.to_string()))
+}
+
 impl From<DurabilityChoice> for paxos_core::Durability {
     fn from(choice: DurabilityChoice) -> Self {
         match choice {

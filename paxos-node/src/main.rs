@@ -5,7 +5,9 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use paxos_node::client::{status, Client};
 use paxos_node::cluster::ClusterOptions;
-use paxos_node::config::{DurabilityChoice, NodeFile, StorageChoice, TransportChoice};
+use paxos_node::config::{
+    parse_choice, DurabilityChoice, NodeFile, StorageChoice, TransportChoice,
+};
 use paxos_node::demo::DemoOptions;
 use paxos_node::kv::KvResult;
 use paxos_node::kv::KvStore;
@@ -184,16 +186,6 @@ async fn client(servers: Vec<SocketAddr>, op: ClientOp) -> Result<()> {
         KvResult::Invalid(why) => bail!("refused: {why}"),
     }
     Ok(())
-}
-
-fn parse_choice<T: serde::de::DeserializeOwned>(what: &str, value: &str) -> Result<T> {
-    #[derive(serde::Deserialize)]
-    struct W<T> {
-        v: T,
-    }
-    let w: W<T> = toml::from_str(&format!("v = {value:?}"))
-        .with_context(|| format!("invalid {what} {value:?}"))?;
-    Ok(w.v)
 }
 
 async fn run(
