@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Builds a node from parts. Only the transport is mandatory: the election defaults to PSB's view
-/// change with a one-second progress timer, and storage to memory (which the core accepts only
-/// with durability `None` or `Async`).
+/// change with a one-second progress timer, and storage to memory when the durability is
+/// `None` (any other durability without a storage backend is a configuration error).
 ///
 /// ```no_run
 /// # async fn demo(transport: std::sync::Arc<dyn paxos_transport::Transport>) -> Result<(), paxos_node::node::NodeError> {
@@ -103,12 +103,14 @@ impl<S: StateMachine + Send + 'static> NodeBuilder<S> {
         };
         let storage = match self.storage {
             Some(s) => s,
-            None if core.durability == paxos_core::Durability::Sync => {
-                return Err(NodeError::Config(
-                    "durability sync needs a storage backend; memory storage cannot sync".into(),
-                ))
+            None if core.durability == paxos_core::Durability::None => Box::new(MemoryStorage::new()),
+            // Async and sync promise that state survives a restart: memory would quietly not.
+            None => {
+                return Err(NodeError::Config(format!(
+                    "durability {:?} needs a storage backend (.storage(..)); only durability None runs without one",
+                    core.durability
+                )))
             }
-            None => Box::new(MemoryStorage::new()),
         };
         start(
             self.config,
