@@ -31,6 +31,17 @@ pub enum PlantedBug {
     AcceptLowerView,
     /// Updates already executed are executed again when re-ordered.
     ExecuteDuplicate,
+    /// Buffered accepts are stamped with the view installed when they are flushed instead of the
+    /// view of the proposal they accept (the bug of issue #11).
+    MislabelledAccept,
+    /// A server counts its own accept towards a quorum before the accepted proposal is durable.
+    SelfAcceptBeforeDurable,
+    /// Quorums of ⌊N/2⌋ servers instead of ⌊N/2⌋ + 1 (for PrepareOks and for accepts).
+    MinorityQuorum,
+    /// A PrepareOk's data list leaves out the highest slot holding an accepted, unordered proposal.
+    PrepareOkOmitsAccepted,
+    /// Installing a snapshot from a peer leaves the exactly-once table as it was.
+    SnapshotDropsClientTable,
 }
 
 /// A replica's configuration.

@@ -15,6 +15,11 @@ pub(crate) type NodeSet = u64;
 pub(crate) struct Slot {
     /// The latest proposal accepted or made here: `(view, update)`.
     pub(crate) proposal: Option<(View, ClientUpdate)>,
+    /// The view of the latest proposal this server accepted here (handed to storage, or loaded
+    /// from it), and the persist batch that carries it (0: already durable, or no storage).
+    /// Unlike `proposal` it survives ordering and is never set from a peer's data list: it is
+    /// what an Accept from this server may name.
+    pub(crate) accepted: Option<(View, u64)>,
     /// The view the `accepts` set counts for.
     pub(crate) accept_view: View,
     /// Servers known to have durably accepted the proposal of `accept_view`.

@@ -37,6 +37,15 @@ pub const NOOP_CLIENT: ClientId = ClientId(u64::MAX);
 /// Hard bound on how far above the aru any slot may be created, whatever a peer sends.
 const MAX_SLOTS_AHEAD: u64 = 1 << 20;
 
+/// The quorum size this replica counts PrepareOks and accepts to: ⌊N/2⌋ + 1.
+fn quorum(config: &Config) -> usize {
+    #[cfg(feature = "planted-bugs")]
+    if config.planted_bug == Some(crate::config::PlantedBug::MinorityQuorum) {
+        return (config.servers / 2).max(1);
+    }
+    config.majority()
+}
+
 /// One executed slot, reported by [`Replica::poll_executed`] when `record_executions` is on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Executed {
@@ -106,6 +115,9 @@ pub struct Metrics {
     pub proposed_updates: u64,
     /// No-ops proposed to fill holes below constrained slots.
     pub noops_proposed: u64,
+    /// Buffered accepts not sent because the slot was accepted again in a higher view (or
+    /// compacted) before the drain.
+    pub accepts_superseded: u64,
 }
 
 /// Why a client update was refused.
@@ -214,8 +226,14 @@ pub struct Replica<S: StateMachine, E: LeaderElection> {
     held_self_accepts: VecDeque<(u64, View, Seq)>,
 
     // outputs
-    agg_proposals: Vec<ProposalItem>,
-    agg_accepts: Vec<Seq>,
+    /// Proposals made since the last drain, each with the view it was made in: packed into
+    /// Proposal messages at the drain, and only while this server still leads that view.
+    agg_proposals: Vec<(View, ProposalItem)>,
+    /// Accepts made since the last drain, each with the view of the proposal accepted. The view
+    /// travels with the entry because one round of inputs may install a higher view before the
+    /// drain (issue #11): stamping the drain-time view would announce an accept that never
+    /// happened.
+    agg_accepts: Vec<(View, Seq)>,
     ready: VecDeque<(Destination, Message)>,
     replies: VecDeque<ClientReply>,
     executed: VecDeque<Executed>,
@@ -240,7 +258,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         let mut r = Replica {
             me,
             n,
-            majority: config.majority(),
+            majority: quorum(&config),
             sm: state_machine,
             election,
             incarnation: durable.incarnation,
@@ -306,6 +324,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         }
         for (seq, a) in durable.accepted {
             if let Some(slot) = r.history.get_or_create(seq) {
+                slot.accepted = Some((a.view, 0));
                 slot.proposal = Some((a.view, a.update.clone()));
                 r.max_seen_seq = r.max_seen_seq.max(seq);
             }
@@ -825,7 +844,17 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
 
     fn send_prepare_ok(&mut self, leader: NodeId, view: View, leader_aru: Seq) {
         let floor = leader_aru.max(self.local_aru);
-        let data_list = self.data_list(floor);
+        #[allow(unused_mut)]
+        let mut data_list = self.data_list(floor);
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bug == Some(crate::config::PlantedBug::PrepareOkOmitsAccepted) {
+            if let Some(i) = data_list
+                .iter()
+                .rposition(|d| matches!(d, DataItem::Proposal(_)))
+            {
+                data_list.remove(i);
+            }
+        }
         self.send_durable(
             Destination::Node(leader),
             Message::PrepareOk {
@@ -1027,30 +1056,45 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     }
 
     fn propose(&mut self, seq: Seq, view: View, update: ClientUpdate) {
+        // A (view, slot) is proposed with one value only: send_proposal skips slots that already
+        // hold a proposal of this view.
+        if let Some((v, u)) = self.history.get(seq).and_then(|s| s.proposal.as_ref()) {
+            assert!(
+                *v < view,
+                "{}: slot {seq} already holds a proposal of {v} ({:?}) when proposing {:?} in {view}",
+                self.me,
+                u.id(),
+                update.id()
+            );
+        }
         self.last_proposed = seq;
         self.max_seen_seq = self.max_seen_seq.max(seq);
         self.metrics.proposed_updates += 1;
         self.apply_proposal(seq, view, update.clone());
         self.record_accepted(seq, view, &update);
-        self.agg_proposals.push(ProposalItem { seq, update });
+        self.agg_proposals
+            .push((view, ProposalItem { seq, update }));
         if self.config.leader_accepts_separately {
-            self.agg_accepts.push(seq);
+            self.agg_accepts.push((view, seq));
         }
         self.hold_self_accept(view, seq);
     }
 
     fn resend_unordered_proposals(&mut self) {
         let view = self.last_installed;
-        let items: Vec<ProposalItem> = self
+        let items: Vec<(View, ProposalItem)> = self
             .history
             .iter_above(self.local_aru)
             .take_while(|(seq, _)| *seq <= self.last_proposed)
             .filter(|(_, s)| s.ordered.is_none())
             .filter_map(|(seq, s)| match &s.proposal {
-                Some((v, u)) if *v == view => Some(ProposalItem {
-                    seq,
-                    update: u.clone(),
-                }),
+                Some((v, u)) if *v == view => Some((
+                    view,
+                    ProposalItem {
+                        seq,
+                        update: u.clone(),
+                    },
+                )),
                 _ => None,
             })
             .collect();
@@ -1096,7 +1140,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 Some(v) if v > view => continue,
                 Some(v) if v == view => {
                     // Duplicate: receiver-driven retransmission of the Accept.
-                    self.agg_accepts.push(seq);
+                    self.agg_accepts.push((view, seq));
                     continue;
                 }
                 _ => {}
@@ -1107,7 +1151,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             if !self.config.leader_accepts_separately {
                 self.count_accept(view, seq, from.index());
             }
-            self.agg_accepts.push(seq);
+            self.agg_accepts.push((view, seq));
             self.hold_self_accept(view, seq);
         }
         if !already_ordered.is_empty() {
@@ -1234,6 +1278,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             else {
                 break;
             };
+            // The aru moves only over an ordered slot, one at a time (the `let` above).
             self.local_aru = seq;
             self.execute(seq, &update, live);
             if let Some(slot) = self.history.get_mut(seq) {
@@ -1627,7 +1672,12 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             return;
         }
         self.metrics.snapshots_installed += 1;
-        for c in &snap.clients {
+        #[cfg(feature = "planted-bugs")]
+        let skip_table =
+            self.config.planted_bug == Some(crate::config::PlantedBug::SnapshotDropsClientTable);
+        #[cfg(not(feature = "planted-bugs"))]
+        let skip_table = false;
+        for c in snap.clients.iter().filter(|_| !skip_table) {
             self.last_executed
                 .insert(c.client, (c.last_executed, c.last_result.clone()));
         }
@@ -1705,6 +1755,14 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     }
 
     fn record_accepted(&mut self, seq: Seq, view: View, update: &ClientUpdate) {
+        let batch = if self.config.durability == Durability::None {
+            0
+        } else {
+            self.last_closed + 1
+        };
+        if let Some(slot) = self.history.get_mut(seq) {
+            slot.accepted = Some((view, batch));
+        }
         if self.config.durability == Durability::None {
             return;
         }
@@ -1733,7 +1791,12 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     }
 
     fn hold_self_accept(&mut self, view: View, seq: Seq) {
-        let dep = self.dependency();
+        #[allow(unused_mut)]
+        let mut dep = self.dependency();
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bug == Some(crate::config::PlantedBug::SelfAcceptBeforeDurable) {
+            dep = 0;
+        }
         if dep <= self.persisted {
             self.count_accept(view, seq, self.me.index());
         } else {
@@ -1756,55 +1819,129 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         }
     }
 
-    /// Packs buffered proposals and accepts into messages (aggregation).
+    /// Packs buffered proposals and accepts into messages (aggregation). Every entry keeps the
+    /// view it was made in, so a view installed between the input and the drain cannot relabel
+    /// it.
     fn flush(&mut self) {
         if !self.agg_proposals.is_empty() {
             let capacity = self.agg_proposals.capacity();
             let items = std::mem::replace(&mut self.agg_proposals, Vec::with_capacity(capacity));
-            let view = self.last_installed;
-            if self.state == ServerState::RegLeader {
-                let limit = self.config.max_message_bytes;
-                let mut batch: Vec<ProposalItem> = Vec::new();
-                let mut bytes = 0usize;
-                for item in items {
-                    let size = item.update.wire_size() + 8;
-                    if !batch.is_empty() && (!self.config.aggregation || bytes + size > limit) {
-                        self.emit_proposal(view, std::mem::take(&mut batch));
-                        bytes = 0;
-                    }
-                    bytes += size;
-                    batch.push(item);
+            let led = (self.state == ServerState::RegLeader).then_some(self.last_installed);
+            let limit = self.config.max_message_bytes;
+            let mut batch: Vec<ProposalItem> = Vec::new();
+            let mut batch_view = View(0);
+            let mut bytes = 0usize;
+            for (view, item) in items {
+                if led != Some(view) {
+                    // Made in a view this server no longer leads: the next view re-proposes
+                    // the slot from its PrepareOks (this server's own accept included).
+                    continue;
                 }
-                if !batch.is_empty() {
-                    self.emit_proposal(view, batch);
+                let size = item.update.wire_size() + 8;
+                if !batch.is_empty()
+                    && (!self.config.aggregation || bytes + size > limit || batch_view != view)
+                {
+                    self.emit_proposal(batch_view, std::mem::take(&mut batch));
+                    bytes = 0;
                 }
+                batch_view = view;
+                bytes += size;
+                batch.push(item);
+            }
+            if !batch.is_empty() {
+                self.emit_proposal(batch_view, batch);
             }
         }
         if !self.agg_accepts.is_empty() {
-            let mut seqs = std::mem::take(&mut self.agg_accepts);
-            let view = self.last_installed;
-            if self.config.aggregation {
-                seqs.sort_unstable();
-                seqs.dedup();
-                let mut ranges: Vec<SeqRange> = Vec::new();
-                for s in seqs {
-                    match ranges.last_mut() {
-                        Some(r) if r.end.0 + 1 == s.0 => r.end = s,
-                        _ => ranges.push(SeqRange { start: s, end: s }),
-                    }
+            let mut entries = std::mem::take(&mut self.agg_accepts);
+            #[cfg(feature = "planted-bugs")]
+            if self.config.planted_bug == Some(crate::config::PlantedBug::MislabelledAccept) {
+                // The bug this buffer's view tags fix: stamp the drain-time view.
+                let view = self.last_installed;
+                entries.iter_mut().for_each(|e| e.0 = view);
+                entries.sort_unstable();
+                entries.dedup();
+                self.send_accepts_unchecked(view, entries.into_iter().map(|e| e.1).collect());
+                return;
+            }
+            entries.sort_unstable();
+            entries.dedup();
+            // Entries whose slot was accepted again in a higher view in the same round (or
+            // compacted) are dropped: the durable record no longer says so.
+            entries.retain(|&(view, seq)| {
+                let kept = self
+                    .history
+                    .get(seq)
+                    .and_then(|s| s.accepted)
+                    .is_some_and(|(v, _)| v == view);
+                if !kept {
+                    self.metrics.accepts_superseded += 1;
                 }
-                for chunk in ranges.chunks(1024) {
-                    self.send_accept(view, chunk.to_vec());
+                kept
+            });
+            let mut start = 0;
+            while start < entries.len() {
+                let view = entries[start].0;
+                let end = start + entries[start..].partition_point(|e| e.0 == view);
+                let seqs: Vec<Seq> = entries[start..end].iter().map(|e| e.1).collect();
+                self.send_accepts(view, seqs);
+                start = end;
+            }
+        }
+    }
+
+    /// Sends Accepts of `view` for `seqs` (sorted, distinct), as ranges when aggregating.
+    ///
+    /// Always-on check where an Accept is built: every slot it names holds this server's accepted
+    /// proposal of exactly `view`, handed to storage in a batch the message waits for.
+    fn send_accepts(&mut self, view: View, seqs: Vec<Seq>) {
+        let dep = self.dependency();
+        for &seq in &seqs {
+            let accepted = self.history.get(seq).and_then(|s| s.accepted);
+            assert!(
+                accepted.is_some_and(|(v, batch)| v == view
+                    && (self.config.durability != Durability::Sync
+                        || batch <= dep.max(self.persisted))),
+                "{}: Accept({view}) for slot {seq}, whose accepted proposal is {accepted:?} \
+                 (message waits for batch {dep}, durable through {})",
+                self.me,
+                self.persisted
+            );
+        }
+        self.send_accepts_unchecked(view, seqs);
+    }
+
+    fn send_accepts_unchecked(&mut self, view: View, seqs: Vec<Seq>) {
+        if self.config.aggregation {
+            let mut ranges: Vec<SeqRange> = Vec::new();
+            for s in seqs {
+                match ranges.last_mut() {
+                    Some(r) if r.end.0 + 1 == s.0 => r.end = s,
+                    _ => ranges.push(SeqRange { start: s, end: s }),
                 }
-            } else {
-                for s in seqs {
-                    self.send_accept(view, vec![SeqRange { start: s, end: s }]);
-                }
+            }
+            for chunk in ranges.chunks(1024) {
+                self.send_accept(view, chunk.to_vec());
+            }
+        } else {
+            for s in seqs {
+                self.send_accept(view, vec![SeqRange { start: s, end: s }]);
             }
         }
     }
 
     fn emit_proposal(&mut self, view: View, items: Vec<ProposalItem>) {
+        // Always on: a Proposal carries, for each slot, the value this leader bound there in
+        // `view` (one value per (view, slot)).
+        for item in &items {
+            let held = self.history.get(item.seq).and_then(|s| s.accepted);
+            assert!(
+                held.is_some_and(|(v, _)| v == view),
+                "{}: Proposal({view}) for slot {} that this leader accepted in {held:?}",
+                self.me,
+                item.seq
+            );
+        }
         self.metrics.proposal_messages += 1;
         let m = Message::Proposal { view, items };
         if self.config.leader_accepts_separately {

@@ -175,6 +175,11 @@ fn parse_bug(s: &str) -> Result<paxos_sim::PlantedBug> {
         SendBeforeDurable,
         AcceptLowerView,
         ExecuteDuplicate,
+        MislabelledAccept,
+        SelfAcceptBeforeDurable,
+        MinorityQuorum,
+        PrepareOkOmitsAccepted,
+        SnapshotDropsClientTable,
     ] {
         if paxos_sim::planted_bug_name(b) == s {
             return Ok(b);

@@ -460,6 +460,11 @@ pub fn planted_bug_name(b: PlantedBug) -> &'static str {
         PlantedBug::SendBeforeDurable => "send-before-durable",
         PlantedBug::AcceptLowerView => "accept-lower-view",
         PlantedBug::ExecuteDuplicate => "execute-duplicate",
+        PlantedBug::MislabelledAccept => "mislabelled-accept",
+        PlantedBug::SelfAcceptBeforeDurable => "self-accept-before-durable",
+        PlantedBug::MinorityQuorum => "minority-quorum",
+        PlantedBug::PrepareOkOmitsAccepted => "prepare-ok-omits-accepted",
+        PlantedBug::SnapshotDropsClientTable => "snapshot-drops-client-table",
     }
 }
 
