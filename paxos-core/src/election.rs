@@ -87,6 +87,14 @@ pub trait LeaderElection {
 
     /// The core installed `ctx.last_installed` (as leader or non-leader).
     fn handle_view_installed(&mut self, _now: Time, _ctx: &ElectionContext) {}
+    /// The view this server leads cannot order anything by itself: slots that a PrepareOk sender
+    /// reported ordered could not be learned from any peer for a while (they may have crashed).
+    /// A Prepare for a higher view, answered by servers that are still reachable, unblocks it.
+    /// The core takes no leadership decision of its own: the strategy decides whether and how to
+    /// leave the view (PSB suspects it; the oracle strategies prepare a higher view of their own).
+    /// Called again after every further wait while the stall lasts. Default: nothing, and the
+    /// strategy's own progress rules must act.
+    fn handle_stalled(&mut self, _now: Time, _ctx: &ElectionContext) {}
 
     /// Whether a Prepare for `view` from `from` may be answered although the core did not attempt
     /// that view itself (oracle strategies accept their leader's Prepare; PSB's view change does not).
@@ -128,6 +136,9 @@ impl<T: LeaderElection + ?Sized> LeaderElection for Box<T> {
     }
     fn handle_view_installed(&mut self, now: Time, ctx: &ElectionContext) {
         (**self).handle_view_installed(now, ctx)
+    }
+    fn handle_stalled(&mut self, now: Time, ctx: &ElectionContext) {
+        (**self).handle_stalled(now, ctx)
     }
     fn accepts_prepare(&self, from: NodeId, view: View, ctx: &ElectionContext) -> bool {
         (**self).accepts_prepare(from, view, ctx)

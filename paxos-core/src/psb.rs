@@ -279,6 +279,16 @@ impl LeaderElection for PsbViewChange {
         }
     }
 
+    fn handle_stalled(&mut self, now: Time, ctx: &ElectionContext) {
+        // As if the progress timer had expired: suspect the view and vote for the next one. The
+        // other servers move only when their own timers expire (a ViewChange merely arms them),
+        // which they do here: nothing is executed while the leader is stalled.
+        if ctx.state == ServerState::RegLeader {
+            let v = View(ctx.last_attempted.max(self.attempted).0 + 1);
+            self.suspect(now, v);
+        }
+    }
+
     fn handle_view_installed(&mut self, _now: Time, ctx: &ElectionContext) {
         self.sync(ctx);
         self.recovering = false;

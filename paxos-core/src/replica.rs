@@ -115,6 +115,9 @@ pub struct Metrics {
     pub proposed_updates: u64,
     /// No-ops proposed to fill holes below constrained slots.
     pub noops_proposed: u64,
+    /// Times a leader's floor wait expired (slots ordered at a PrepareOk sender stayed
+    /// unreachable) and the election strategy was told the view is stalled.
+    pub floor_wait_stalls: u64,
     /// Buffered accepts not sent because the slot was accepted again in a higher view (or
     /// compacted) before the drain.
     pub accepts_superseded: u64,
@@ -506,12 +509,18 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 }
                 ServerState::RegLeader => {
                     if self.floor_wait_expired(now) {
-                        // The only servers that ordered the slots below the floor are gone: prepare
-                        // a higher view, whose quorum will not include them.
-                        let v = self.max_view_seen.next_led_by(self.me, self.n);
-                        self.shift_to_leader_election(v);
-                        self.shift_to_prepare_phase();
-                        return;
+                        // The only servers that ordered the slots below the floor are out of
+                        // reach: this view cannot order anything until they answer. Whether to
+                        // leave it, and for which view, is the election strategy's decision
+                        // (docs/architecture.md, deviation 15). Asked again after another wait.
+                        self.floor_wait_since = Some(now);
+                        self.metrics.floor_wait_stalls += 1;
+                        let ctx = self.ctx();
+                        self.election.handle_stalled(now, &ctx);
+                        self.drain_election();
+                        if self.state != ServerState::RegLeader {
+                            return;
+                        }
                     }
                     if self.local_aru == self.aru_at_last_resend
                         && self.local_aru < self.last_proposed

@@ -353,6 +353,17 @@ impl LeaderElection for QuorumBallot {
         self.last_progress = now;
     }
 
+    fn handle_stalled(&mut self, now: Time, ctx: &ElectionContext) {
+        // Raise the ballot and prepare again, as the watchdog would; only while quorum-connected
+        // (the BLE invariant) and while we lead the stalled view.
+        let leading = ctx.state == ServerState::RegLeader
+            && ctx.last_installed.leader(self.servers) == self.me;
+        if self.qc && leading {
+            self.last_progress = now;
+            self.install(now, ctx);
+        }
+    }
+
     fn accepts_prepare(&self, from: NodeId, view: View, ctx: &ElectionContext) -> bool {
         // As Sequence Paxos: any higher ballot. Only elected (QC) servers prepare.
         from != ctx.me && view > ctx.last_installed

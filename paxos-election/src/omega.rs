@@ -287,6 +287,12 @@ impl LeaderElection for Omega {
         self.driver.progress(now);
     }
 
+    fn handle_stalled(&mut self, now: Time, ctx: &ElectionContext) {
+        if self.leader == Some(self.me) {
+            self.driver.stalled(now, ctx, &mut self.actions);
+        }
+    }
+
     fn accepts_prepare(&self, from: NodeId, view: View, ctx: &ElectionContext) -> bool {
         accepts_leader_prepare(self.leader, from, view, ctx)
     }

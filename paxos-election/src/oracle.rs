@@ -68,6 +68,27 @@ impl OracleLeader {
         self.requested = None;
     }
 
+    /// The core reports that the view we lead is stalled (its floor wait expired): prepare a
+    /// higher view of our own, whose PrepareOk quorum is made of servers that still answer.
+    pub(crate) fn stalled(
+        &mut self,
+        now: Time,
+        ctx: &ElectionContext,
+        actions: &mut VecDeque<ElectionAction>,
+    ) {
+        if ctx.state != ServerState::RegLeader || ctx.last_installed.leader(ctx.servers) != ctx.me {
+            return;
+        }
+        let top = ctx
+            .max_view_seen
+            .max(ctx.last_attempted)
+            .max(ctx.last_installed);
+        let v = top.next_led_by(ctx.me, ctx.servers);
+        self.requested = Some((v, now));
+        self.last_progress = now;
+        actions.push_back(ElectionAction::Install(v));
+    }
+
     /// Called whenever the oracle names this server as leader.
     pub(crate) fn lead(
         &mut self,
@@ -194,6 +215,30 @@ pub(crate) mod tests {
         c.max_view_seen = View(18);
         l.lead(Time::from_millis(1200), &c, &mut out);
         assert_eq!(out.pop_front(), Some(ElectionAction::Install(View(22))));
+    }
+
+    #[test]
+    fn stalled_leader_prepares_a_higher_view_of_its_own_only_while_leading() {
+        // The core's floor wait expired (handle_stalled): a fresh Prepare, answered by the
+        // servers still reachable, replaces the PrepareOk quorum that included the lost sender.
+        let mut l = OracleLeader::new(Duration::from_secs(1), Duration::from_secs(5));
+        let mut out = VecDeque::new();
+        let mut c = ctx(1, 3);
+        c.last_attempted = View(4);
+        c.last_installed = View(4);
+        c.max_view_seen = View(4);
+        l.stalled(Time::ZERO, &c, &mut out);
+        assert!(out.is_empty(), "not a regular leader: nothing to do");
+        c.state = ServerState::RegLeader;
+        l.stalled(Time::ZERO, &c, &mut out);
+        assert_eq!(out.pop_front(), Some(ElectionAction::Install(View(7))));
+        // It now prepares v7: lead() does not ask again while that is under way.
+        c.state = ServerState::LeaderElection;
+        c.last_attempted = View(7);
+        c.last_installed = View(7);
+        c.max_view_seen = View(7);
+        l.lead(Time::from_millis(500), &c, &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

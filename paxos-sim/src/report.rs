@@ -62,6 +62,8 @@ pub struct Counters {
     pub duplicates_skipped: u64,
     /// No-op fillers ordered (canonical order).
     pub noops: u64,
+    /// Leaders whose floor wait expired and whose election strategy was told the view stalled.
+    pub floor_wait_stalls: u64,
     /// Server crashes.
     pub crashes: u64,
     /// Server restarts.
@@ -102,6 +104,7 @@ impl Counters {
         self.snapshots_installed += o.snapshots_installed;
         self.duplicates_skipped += o.duplicates_skipped;
         self.noops += o.noops;
+        self.floor_wait_stalls += o.floor_wait_stalls;
         self.crashes += o.crashes;
         self.restarts += o.restarts;
         self.lost_writes += o.lost_writes;
@@ -128,6 +131,7 @@ impl Counters {
             ("snapshots_installed", self.snapshots_installed),
             ("duplicates_skipped", self.duplicates_skipped),
             ("noops", self.noops),
+            ("floor_wait_stalls", self.floor_wait_stalls),
             ("crashes", self.crashes),
             ("restarts", self.restarts),
             ("lost_writes", self.lost_writes),

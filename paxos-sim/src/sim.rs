@@ -871,6 +871,7 @@ impl World {
         counters.reconciliations += m.recon_requests;
         counters.snapshots_taken += m.snapshots_taken;
         counters.snapshots_installed += m.snapshots_installed;
+        counters.floor_wait_stalls += m.floor_wait_stalls;
     }
 
     fn crash(&mut self, i: usize) {
