@@ -307,3 +307,99 @@ fn snapshot_near_u64_max_does_not_overflow_the_aru() {
         ],
     });
 }
+
+// ------------------------------------------------------------------------------------------------
+// Every check can fail: with a planted bug the fuzzer finds a case, shrinks it, and the shrunk case
+// breaks the property the bug targets (the violation kind is asserted).
+// ------------------------------------------------------------------------------------------------
+
+#[cfg(feature = "planted-bugs")]
+mod planted {
+    use super::*;
+    use common::harness::{run_with, Tweak};
+    use proptest::test_runner::{TestError, TestRunner};
+
+    /// Runs the fuzzer with `tweak` until a case breaks a property in `kinds`, shrinks it, and
+    /// returns the shrunk case's violation. Cases that fail otherwise (the core's own always-on
+    /// assertions catch some planted bugs first) are skipped, so the check itself must fire.
+    fn shrunk_violation(tweak: Tweak, kinds: &'static [Kind]) -> Violation {
+        let mut runner = TestRunner::new(ProptestConfig {
+            cases: 5_000,
+            max_global_rejects: 100_000,
+            ..config()
+        });
+        let outcome = runner.run(&case(MAX_STEPS), |c| match run_with(&c, tweak) {
+            Err(v) if kinds.contains(&v.kind) => Err(TestCaseError::fail(v.to_string())),
+            Err(_) => Err(TestCaseError::reject("another violation")),
+            Ok(_) => Ok(()),
+        });
+        match outcome {
+            Err(TestError::Fail(_, minimal)) => {
+                let v = run_with(&minimal, tweak).expect_err("the shrunk case fails");
+                println!("{v}\n{minimal:?}");
+                v
+            }
+            other => panic!("the fuzzer did not catch the planted bug: {other:?}"),
+        }
+    }
+
+    macro_rules! planted {
+        ($name:ident, $bug:ident, $($kind:ident)|+) => {
+            #[test]
+            fn $name() {
+                let v = shrunk_violation(
+                    |c| c.planted_bug = Some(paxos_core::config::PlantedBug::$bug),
+                    &[$(Kind::$kind),+],
+                );
+                assert!(
+                    matches!(v.kind, $(Kind::$kind)|+),
+                    "planted {} caught as {:?}, expected {}",
+                    stringify!($bug),
+                    v.kind,
+                    stringify!($($kind)|+)
+                );
+            }
+        };
+    }
+
+    planted!(
+        mislabelled_accept_is_an_accept_without_its_durable_proposal,
+        MislabelledAccept,
+        AcceptNotDurable
+    );
+    planted!(
+        send_before_durable_releases_an_undurable_promise,
+        SendBeforeDurable,
+        PromiseNotDurable | AcceptNotDurable | ProposalNotDurable
+    );
+    planted!(
+        accept_lower_view_accepts_below_the_promise,
+        AcceptLowerView,
+        AcceptedBelowPromise
+    );
+    planted!(
+        execute_duplicate_applies_an_update_twice,
+        ExecuteDuplicate,
+        DuplicateExecution
+    );
+    planted!(
+        skip_prepare_proposes_without_a_prepare_quorum,
+        SkipPrepare,
+        ProposalWithoutPrepareQuorum
+    );
+    planted!(
+        minority_quorum_proposes_without_a_prepare_quorum,
+        MinorityQuorum,
+        ProposalWithoutPrepareQuorum
+    );
+    planted!(
+        prepare_ok_omits_accepted_leaves_a_hole_in_the_data_list,
+        PrepareOkOmitsAccepted,
+        DataListIncomplete
+    );
+    planted!(
+        snapshot_drops_client_table_applies_a_covered_update,
+        SnapshotDropsClientTable,
+        DuplicateExecution
+    );
+}

@@ -7,8 +7,8 @@
 use super::resolve::Ctx;
 use super::steps::{Dur, Setup};
 use paxos_core::{
-    ClientId, ClientUpdate, Destination, DurableState, Executed, Message, NodeId, PersistBatch,
-    Seq, ServerState, Snapshot, Status, Timestamp, View, ViewRecord, NOOP_CLIENT,
+    ClientId, ClientUpdate, DataItem, Destination, DurableState, Executed, Message, NodeId,
+    PersistBatch, Seq, ServerState, Snapshot, Status, Timestamp, View, ViewRecord, NOOP_CLIENT,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -41,6 +41,9 @@ pub(crate) enum Kind {
     ProposalNotDurable,
     /// A Proposal of view v left without PrepareOks of v from a majority.
     ProposalWithoutPrepareQuorum,
+    /// A PrepareOk(v)'s data list leaves out a slot above its floor that holds a proposal this
+    /// replica accepted in a view below v (or names an older proposal than the one accepted).
+    DataListIncomplete,
     /// Executed slots are not consecutive (snapshot installs aside).
     ExecutionGap,
     /// An update was applied though its client's table already covers its timestamp.
@@ -126,6 +129,8 @@ pub(crate) struct Checker {
     proposed: BTreeMap<(View, Seq), ClientUpdate>,
     /// PrepareOks this replica could have counted: view → sender bit set.
     prepare_oks: BTreeMap<View, u64>,
+    /// Highest leader aru of a Prepare(view) fed from the view's leader.
+    prepare_arus: BTreeMap<View, Seq>,
     last_batch: u64,
     last_record: ViewRecord,
     installed_at_last_poll: View,
@@ -150,6 +155,7 @@ impl Checker {
             accepted: BTreeMap::new(),
             proposed: BTreeMap::new(),
             prepare_oks: BTreeMap::new(),
+            prepare_arus: BTreeMap::new(),
             last_batch: 0,
             last_record: ViewRecord::default(),
             installed_at_last_poll: View(0),
@@ -169,9 +175,11 @@ impl Checker {
     /// The replica was rebuilt from `durable`.
     pub(crate) fn restarted(&mut self, durable: &DurableState, status: &Status) {
         self.stats.restarts += 1;
-        if !self.sync {
+        if !self.sync || self.majority == 1 {
             // Without synced storage a crash may lose promises and accepts (the contract of
-            // `Durability::Async`): a restarted server may propose a slot of a view again.
+            // `Durability::Async`), and a cluster of one needs no PrepareOk, so its promise need
+            // not be durable before it proposes (to nobody): a restarted server may propose a
+            // slot of a view again.
             self.proposed.clear();
         }
         self.accepted = self.durable_accepted.clone();
@@ -208,6 +216,12 @@ impl Checker {
         {
             *self.prepare_oks.entry(view).or_default() |= 1u64 << from.index();
         }
+    }
+
+    /// A Prepare for `view` with the leader's aru is about to be handled.
+    pub(crate) fn prepare_in(&mut self, view: View, aru: Seq) {
+        let e = self.prepare_arus.entry(view).or_insert(aru);
+        *e = (*e).max(aru);
     }
 
     /// A snapshot from a peer was installed: executions jump over it.
@@ -316,11 +330,16 @@ impl Checker {
         };
         match m {
             Message::Prepare { view, .. } if self.sync => promise(*view, "Prepare")?,
-            Message::PrepareOk { view, .. } => {
+            Message::PrepareOk {
+                view,
+                local_aru,
+                data_list,
+            } => {
                 self.stats.prepare_oks_sent += 1;
                 if self.sync {
                     promise(*view, "PrepareOk")?;
                 }
+                self.data_list_complete(*view, *local_aru, data_list)?;
             }
             Message::Accept { view, seqs } => {
                 self.stats.accepts_sent += 1;
@@ -387,6 +406,43 @@ impl Checker {
                 }
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Every slot above the PrepareOk's floor that holds a proposal accepted in a view below `view`
+    /// (made before the PrepareOk was: proposals of `view` itself may be accepted later in the
+    /// same round) is in the data list, ordered or as a proposal at least as recent. The floor
+    /// taken is the highest leader aru fed in a Prepare(view), so the check never asks for more
+    /// than the core was asked for.
+    fn data_list_complete(&self, view: View, aru: Seq, data: &[DataItem]) -> Result<(), Err> {
+        let Some(leader_aru) = self.prepare_arus.get(&view) else {
+            return Ok(());
+        };
+        let floor = aru.max(*leader_aru);
+        let listed: BTreeMap<Seq, Option<View>> = data
+            .iter()
+            .map(|d| match d {
+                DataItem::Proposal(p) => (p.seq, Some(p.view)),
+                DataItem::Ordered(o) => (o.seq, None),
+            })
+            .collect();
+        for (v, s) in self.accepted.keys() {
+            if *s <= floor || *v >= view {
+                continue;
+            }
+            match listed.get(s) {
+                Some(None) => {}
+                Some(Some(pv)) if pv >= v => {}
+                other => {
+                    return fail(
+                        Kind::DataListIncomplete,
+                        format!(
+                        "PrepareOk({view}) above {floor} lists {s} as {other:?}, accepted in {v}"
+                    ),
+                    )
+                }
+            }
         }
         Ok(())
     }

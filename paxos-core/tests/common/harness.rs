@@ -165,8 +165,12 @@ impl Harness {
     fn message(&mut self, who: Who, m: &M) -> Result<(), (Kind, String)> {
         let ctx = self.ctx();
         let (from, msg) = ctx.message(who, m);
-        if let Message::PrepareOk { view, .. } = &msg {
-            self.check.prepare_ok_in(&ctx, from, *view);
+        match &msg {
+            Message::PrepareOk { view, .. } => self.check.prepare_ok_in(&ctx, from, *view),
+            Message::Prepare { view, local_aru } if ctx.leader(*view) == from => {
+                self.check.prepare_in(*view, *local_aru);
+            }
+            _ => {}
         }
         let snap = match &msg {
             Message::SnapshotTransfer(s) => Some(s.clone()),

@@ -350,10 +350,40 @@ fn advance() -> impl Strategy<Value = Adv> {
     ]
 }
 
+/// A slot just above the aru: where proposals and accepts make progress.
+fn next_seq() -> impl Strategy<Value = S> {
+    (1u8..5).prop_map(S::AruPlus)
+}
+
+/// Messages that move the protocol forward from wherever the replica is: a proposal of the
+/// installed view from its leader, accepts of it from peers, a Prepare for the attempted view from
+/// its leader, PrepareOks for it.
+fn focused() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        10 => vec((next_seq(), update()), 1..4).prop_map(|items| Step::Msg(
+            Who::ViewLeader,
+            M::Proposal { view: V::Installed, items }
+        )),
+        6 => ((0u8..4), vec((next_seq(), next_seq()), 1..3)).prop_map(|(k, ranges)| Step::Msg(
+            Who::Peer(k),
+            M::Accept { view: V::Installed, ranges }
+        )),
+        3 => (0u8..2).prop_map(|k| Step::Msg(
+            Who::ViewLeader,
+            M::Prepare { view: V::Attempted, aru: S::AruPlus(k) }
+        )),
+        3 => ((0u8..4), (0u8..3), vec(data_item(), 0..3)).prop_map(|(k, a, data)| Step::Msg(
+            Who::Peer(k),
+            M::PrepareOk { view: V::Attempted, aru: S::AruPlus(a), data }
+        )),
+    ]
+}
+
 /// One step, weighted towards messages and full rounds.
 pub(crate) fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        40 => (who(), message()).prop_map(|(w, m)| Step::Msg(w, m)),
+        30 => (who(), message()).prop_map(|(w, m)| Step::Msg(w, m)),
+        22 => focused(),
         8 => update().prop_map(Step::Client),
         8 => advance().prop_map(Step::Tick),
         3 => Just(Step::PollPersist),
