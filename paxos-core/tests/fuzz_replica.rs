@@ -6,7 +6,7 @@
 //! After every step the checker (`common::checks`) verifies the replica's own promises, accepts and
 //! executions. See docs/simulator.md, "Fuzzing one replica".
 //!
-//! Environment: `PAXOS_FUZZ_CASES` (default 300), `PAXOS_FUZZ_SEED` (default 1),
+//! Environment: `PAXOS_FUZZ_CASES` (default 3,000), `PAXOS_FUZZ_SEED` (default 1),
 //! `PAXOS_FUZZ_HUGE=1` (views and snapshot slots near `u64::MAX`), `PAXOS_FUZZ_STRICT=1` (known
 //! findings fail too). A failure shrinks and prints a `Case` that pastes into a regression test.
 
@@ -20,7 +20,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{RngSeed, TestCaseError};
 
 /// Cases per run unless `PAXOS_FUZZ_CASES` says otherwise (CI budget: the file runs in seconds).
-const DEFAULT_CASES: u32 = 300;
+const DEFAULT_CASES: u32 = 3_000;
 
 /// Longest step sequence generated.
 const MAX_STEPS: usize = 80;
@@ -40,6 +40,8 @@ fn config() -> ProptestConfig {
     ProptestConfig {
         cases: cases(),
         max_shrink_iters: 20_000,
+        // Cases ending in a known finding are rejected, not failed (see `known`).
+        max_global_rejects: cases(),
         // Deterministic: the seed comes from the environment, not the OS. Failures replay from
         // the printed case, so no regression file is written.
         rng_seed: RngSeed::Fixed(env_u64("PAXOS_FUZZ_SEED", 1)),
@@ -401,5 +403,215 @@ mod planted {
         snapshot_drops_client_table_applies_a_covered_update,
         SnapshotDropsClientTable,
         DuplicateExecution
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// The checks no planted bug reaches, fed fabricated replica outputs: each must report its kind.
+// ------------------------------------------------------------------------------------------------
+
+mod checks_fail_on_fabricated_outputs {
+    use super::*;
+    use bytes::Bytes;
+    use common::checks::Checker;
+    use paxos_core::{
+        AcceptedProposal, BatchId, ClientId, ClientUpdate, Destination, DurableState, Executed,
+        Message, NodeId, OrderedUpdate, PersistBatch, ProposalItem, Seq, ServerState, Status,
+        Timestamp, View, ViewRecord,
+    };
+
+    fn status(installed: u64, aru: u64) -> Status {
+        Status {
+            id: NodeId(0),
+            state: ServerState::RegNonLeader,
+            last_attempted: View(installed),
+            last_installed: View(installed),
+            local_aru: Seq(aru),
+            last_proposed: Seq(aru),
+            leader: None,
+            pending: 0,
+            queued: 0,
+            peer_aru: vec![Seq(0); 3],
+        }
+    }
+
+    fn checker() -> Checker {
+        Checker::new(&sync(3, 0), &DurableState::default(), &status(0, 0))
+    }
+
+    fn upd(c: u64, ts: u64) -> ClientUpdate {
+        ClientUpdate {
+            client_id: ClientId(c),
+            server_id: NodeId(0),
+            timestamp: Timestamp(ts),
+            payload: Bytes::new(),
+        }
+    }
+
+    fn batch(id: u64) -> PersistBatch {
+        PersistBatch {
+            id: BatchId(id),
+            sync: true,
+            ..PersistBatch::default()
+        }
+    }
+
+    fn accepted(view: u64, seq: u64, u: ClientUpdate) -> AcceptedProposal {
+        AcceptedProposal {
+            seq: Seq(seq),
+            view: View(view),
+            update: u,
+        }
+    }
+
+    fn kind<T>(r: Result<T, (Kind, String)>) -> Kind {
+        match r {
+            Ok(_) => panic!("the check passed"),
+            Err((k, _)) => k,
+        }
+    }
+
+    #[test]
+    fn batch_ids_and_view_records() {
+        let mut c = checker();
+        assert_eq!(
+            kind(c.handed_out(&batch(2), &status(0, 0))),
+            Kind::BatchIdGap
+        );
+        let mut c2 = checker();
+        let mut b = batch(1);
+        b.view = Some(ViewRecord {
+            last_attempted: View(4),
+            last_installed: View(4),
+        });
+        c2.handed_out(&b, &status(4, 0)).unwrap();
+        let mut b = batch(2);
+        b.view = Some(ViewRecord {
+            last_attempted: View(3),
+            last_installed: View(3),
+        });
+        assert_eq!(
+            kind(c2.handed_out(&b, &status(4, 0))),
+            Kind::ViewRecordRegressed
+        );
+        c.status(&status(4, 2)).unwrap();
+        assert_eq!(kind(c.status(&status(3, 2))), Kind::InstalledViewRegressed);
+        let mut c = checker();
+        c.status(&status(4, 2)).unwrap();
+        assert_eq!(kind(c.status(&status(4, 1))), Kind::AruRegressed);
+    }
+
+    #[test]
+    fn accepted_values_and_orders() {
+        let mut c = checker();
+        let mut b = batch(1);
+        b.accepted = vec![accepted(1, 1, upd(1, 1))];
+        c.handed_out(&b, &status(1, 0)).unwrap();
+        let mut b = batch(2);
+        b.accepted = vec![accepted(1, 1, upd(2, 1))];
+        assert_eq!(
+            kind(c.handed_out(&b, &status(1, 0))),
+            Kind::TwoValuesAccepted
+        );
+        let mut c = checker();
+        let order = |id, u| {
+            let mut b = batch(id);
+            b.ordered = vec![OrderedUpdate {
+                seq: Seq(1),
+                update: u,
+            }];
+            b
+        };
+        c.handed_out(&order(1, upd(1, 1)), &status(1, 0)).unwrap();
+        assert_eq!(
+            kind(c.handed_out(&order(2, upd(2, 1)), &status(1, 0))),
+            Kind::OrderedConflict
+        );
+        let exec = |seq, u, applied| Executed {
+            seq: Seq(seq),
+            update: u,
+            applied,
+        };
+        assert_eq!(
+            kind(c.executed(&exec(1, upd(2, 1), true))),
+            Kind::ExecutedNotOrdered
+        );
+        let mut c = checker();
+        assert_eq!(
+            kind(c.executed(&exec(2, upd(1, 1), true))),
+            Kind::ExecutionGap
+        );
+        let mut c = checker();
+        assert_eq!(
+            kind(c.executed(&exec(1, upd(1, 1), false))),
+            Kind::SkippedExecution
+        );
+    }
+
+    #[test]
+    fn proposals() {
+        let proposal = |u| Message::Proposal {
+            view: View(0),
+            items: vec![ProposalItem {
+                seq: Seq(1),
+                update: u,
+            }],
+        };
+        let mut c = checker();
+        let durable = DurableState::default();
+        // View 0 needs no PrepareOk in this fabricated history; the accept is not durable.
+        let mut one = Setup {
+            servers: 1,
+            ..sync(1, 0)
+        };
+        one.separately = true;
+        let mut c1 = Checker::new(&one, &durable, &status(0, 0));
+        c1.sent(&Destination::All, &proposal(upd(1, 1)), &durable)
+            .unwrap();
+        assert_eq!(
+            kind(c1.sent(&Destination::All, &proposal(upd(2, 1)), &durable)),
+            Kind::ProposalConflict
+        );
+        assert_eq!(
+            kind(c.sent(&Destination::All, &proposal(upd(1, 1)), &durable)),
+            Kind::ProposalWithoutPrepareQuorum
+        );
+        let mut one = sync(1, 0);
+        one.servers = 1;
+        let mut c = Checker::new(&one, &durable, &status(0, 0));
+        assert_eq!(
+            kind(c.sent(&Destination::All, &proposal(upd(1, 1)), &durable)),
+            Kind::ProposalNotDurable
+        );
+    }
+}
+
+/// `status().last_attempted` is not monotonic, by design (TR Fig 6): a server attempting view 5
+/// that receives a VcProof for view 4 installs 4 and its last attempted view becomes 4. The
+/// promise is `last_installed`, which never decreases (checked after every fuzz step), and every
+/// persisted view record has `last_attempted == last_installed`.
+#[test]
+fn last_attempted_drops_to_a_lower_view_a_vc_proof_installs() {
+    use common::harness::Harness;
+    let mut h = Harness::new(sync(3, 0), |_| {});
+    for s in [
+        Msg(Peer(0), ViewChange(VSmall(5))),
+        Msg(ViewLeader, VcProof(VSmall(4))),
+        Round,
+    ] {
+        let before = h.replica().status().last_attempted;
+        h.step(&s).expect("no violation");
+        if matches!(s, Msg(_, VcProof(_))) {
+            assert_eq!(before, paxos_core::View(5));
+        }
+    }
+    let st = h.replica().status();
+    assert_eq!(
+        (st.last_attempted, st.last_installed),
+        (paxos_core::View(4), paxos_core::View(4))
+    );
+    assert_eq!(
+        h.durable().view.last_attempted,
+        h.durable().view.last_installed
     );
 }
