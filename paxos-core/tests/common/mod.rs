@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod checks;
+mod checks_fail;
 pub(crate) mod harness;
 pub(crate) mod ledger;
 pub(crate) mod resolve;
