@@ -27,7 +27,9 @@ pub use message::{
     OrderedUpdate, ProposalItem, SeqRange, Snapshot,
 };
 pub use state_machine::{NullStateMachine, SnapshotError, StateMachine};
-pub use types::{ClientId, Destination, NodeId, Seq, Time, Timestamp, UpdateId, View};
+pub use types::{
+    ClientId, Destination, NodeId, Seq, Time, Timestamp, UpdateId, View, MAX_WIRE_INDEX,
+};
 pub mod replica;
 pub use replica::NOOP_CLIENT;
 pub use replica::{ClientUpdateError, Executed, Metrics, Replica, Status};

@@ -12,7 +12,7 @@
 
 use crate::codec::{decode_with_limit, encode, CodecError};
 use crate::election::{ElectionAction, ElectionContext, LeaderElection, ServerState};
-use crate::types::{Destination, NodeId, Time, View};
+use crate::types::{Destination, NodeId, Time, View, MAX_WIRE_INDEX};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -159,7 +159,7 @@ impl LeaderElection for PsbViewChange {
     fn handle_start(&mut self, now: Time, ctx: &ElectionContext) {
         // Recovery, with or without stable state: shift_to_leader_election(last_attempted + 1).
         self.attempted = ctx.last_attempted;
-        self.suspect(now, View(ctx.last_attempted.0 + 1));
+        self.suspect(now, View(ctx.last_attempted.0.saturating_add(1)));
         self.recovering = true;
     }
 
@@ -175,7 +175,7 @@ impl LeaderElection for PsbViewChange {
         }
         if let Some(d) = self.deadline {
             if now >= d {
-                let v = View(ctx.last_attempted.max(self.attempted).0 + 1);
+                let v = View(ctx.last_attempted.max(self.attempted).0.saturating_add(1));
                 self.suspect(now, v);
             }
         }
@@ -203,7 +203,8 @@ impl LeaderElection for PsbViewChange {
     ) -> Result<(), CodecError> {
         let m: PsbMessage = decode_with_limit(payload, 64)?;
         self.sync(ctx);
-        if from == self.me || from.index() >= self.servers {
+        let (PsbMessage::ViewChange { attempted: v } | PsbMessage::VcProof { installed: v }) = m;
+        if from == self.me || from.index() >= self.servers || v.0 > MAX_WIRE_INDEX {
             return Ok(());
         }
         match m {
@@ -284,7 +285,7 @@ impl LeaderElection for PsbViewChange {
         // other servers move only when their own timers expire (a ViewChange merely arms them),
         // which they do here: nothing is executed while the leader is stalled.
         if ctx.state == ServerState::RegLeader {
-            let v = View(ctx.last_attempted.max(self.attempted).0 + 1);
+            let v = View(ctx.last_attempted.max(self.attempted).0.saturating_add(1));
             self.suspect(now, v);
         }
     }

@@ -26,7 +26,9 @@ use crate::message::{
     ProposalItem, SeqRange, Snapshot,
 };
 use crate::state_machine::StateMachine;
-use crate::types::{ClientId, Destination, NodeId, Seq, Time, Timestamp, UpdateId, View};
+use crate::types::{
+    ClientId, Destination, NodeId, Seq, Time, Timestamp, UpdateId, View, MAX_WIRE_INDEX,
+};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use thiserror::Error;
@@ -36,6 +38,40 @@ pub const NOOP_CLIENT: ClientId = ClientId(u64::MAX);
 
 /// Hard bound on how far above the aru any slot may be created, whatever a peer sends.
 const MAX_SLOTS_AHEAD: u64 = 1 << 20;
+
+/// Whether every view and slot a message names is at most [`MAX_WIRE_INDEX`]. Election payloads
+/// are opaque here; the strategy checks its own, and the core refuses actions beyond the bound.
+fn in_bounds(m: &Message) -> bool {
+    let ok = |x: u64| x <= MAX_WIRE_INDEX;
+    let update_ok = |seq: Seq| ok(seq.0);
+    match m {
+        Message::ClientUpdate(_) | Message::Election(_) => true,
+        Message::Prepare { view, local_aru } => ok(view.0) && ok(local_aru.0),
+        Message::PrepareOk {
+            view,
+            local_aru,
+            data_list,
+        } => {
+            ok(view.0)
+                && ok(local_aru.0)
+                && data_list.iter().all(|d| match d {
+                    DataItem::Proposal(p) => ok(p.view.0) && update_ok(p.seq),
+                    DataItem::Ordered(o) => update_ok(o.seq),
+                })
+        }
+        Message::Proposal { view, items } => ok(view.0) && items.iter().all(|i| update_ok(i.seq)),
+        Message::Accept { view, seqs } => {
+            ok(view.0) && seqs.iter().all(|r| ok(r.start.0) && ok(r.end.0))
+        }
+        Message::Alive {
+            local_aru,
+            last_installed,
+        } => ok(local_aru.0) && ok(last_installed.0),
+        Message::ReconRequest { from, to } => ok(from.0) && ok(to.0),
+        Message::ReconReply { updates, .. } => updates.iter().all(|o| update_ok(o.seq)),
+        Message::SnapshotTransfer(s) => ok(s.seq.0),
+    }
+}
 
 /// The quorum size this replica counts PrepareOks and accepts to: ⌊N/2⌋ + 1.
 fn quorum(config: &Config) -> usize {
@@ -370,7 +406,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     /// A message from server `from`, authenticated by the transport [TR Figs 4, 5].
     pub fn handle_message(&mut self, now: Time, from: NodeId, message: Message) {
         self.now = now;
-        if from.index() >= self.n || from == self.me {
+        if from.index() >= self.n || from == self.me || !in_bounds(&message) {
             self.metrics.dropped_invalid += 1;
             return;
         }
@@ -717,6 +753,12 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             }
             if let Some(action) = self.election.poll_action() {
                 progressed = true;
+                let (ElectionAction::Suspect(v) | ElectionAction::Install(v)) = action;
+                if v.0 > MAX_WIRE_INDEX {
+                    // A strategy relaying a view a peer made up: refuse it, as the wire would.
+                    self.metrics.dropped_invalid += 1;
+                    continue;
+                }
                 match action {
                     ElectionAction::Suspect(v) => self.shift_to_leader_election(v),
                     ElectionAction::Install(v) => self.install(v),
@@ -1844,6 +1886,16 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 if led != Some(view) {
                     // Made in a view this server no longer leads: the next view re-proposes
                     // the slot from its PrepareOks (this server's own accept included).
+                    continue;
+                }
+                let still = self
+                    .history
+                    .get(item.seq)
+                    .and_then(|s| s.accepted)
+                    .is_some_and(|(v, _)| v == view);
+                if !still {
+                    // Compacted by a snapshot installed in the same round: the slot is decided
+                    // and executed, nobody needs the proposal.
                     continue;
                 }
                 let size = item.update.wire_size() + 8;

@@ -579,8 +579,23 @@ fn accept_ranges_from_the_wire_are_clamped() {
         NodeId(1),
         Message::Election(Bytes::from_static(b"\x01\xff")),
     );
-    assert_eq!(net.node(0).metrics().dropped_invalid, 1);
+    // The non-member's request, and both messages naming slot u64::MAX (beyond MAX_WIRE_INDEX).
+    assert_eq!(net.node(0).metrics().dropped_invalid, 3);
     assert_eq!(net.node(0).metrics().dropped_election, 1);
+    // Within the bound, a huge range is clamped to the accept window rather than walked.
+    let now = net.now;
+    net.node(0).handle_message(
+        now,
+        NodeId(1),
+        Message::Accept {
+            view: View(1),
+            seqs: vec![SeqRange {
+                start: Seq(1),
+                end: Seq(MAX_WIRE_INDEX),
+            }],
+        },
+    );
+    assert_eq!(net.node(0).metrics().dropped_invalid, 3);
 }
 
 #[test]

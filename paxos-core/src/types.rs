@@ -8,6 +8,12 @@ use std::fmt;
 use std::ops::{Add, Sub};
 use std::time::Duration;
 
+/// The largest view or slot number a server accepts from the wire (2^62). Anything above is
+/// dropped as invalid where it comes in, so that no arithmetic on views and slots (`v + 1`,
+/// `aru + window`, the next view a server leads) can overflow, whatever a peer sends. A real
+/// cluster never gets near it: a view change per millisecond for 100 million years.
+pub const MAX_WIRE_INDEX: u64 = 1 << 62;
+
 /// A server's id, `0..N-1` [TR §3].
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,

@@ -7,17 +7,16 @@
 //! executions. See docs/simulator.md, "Fuzzing one replica".
 //!
 //! Environment: `PAXOS_FUZZ_CASES` (default 3,000), `PAXOS_FUZZ_SEED` (default 1),
-//! `PAXOS_FUZZ_HUGE=1` (views and snapshot slots near `u64::MAX`), `PAXOS_FUZZ_STRICT=1` (known
-//! findings fail too). A failure shrinks and prints a `Case` that pastes into a regression test.
+//! `PAXOS_FUZZ_HUGE=0` (no views and snapshot slots near `u64::MAX`). A failure shrinks and prints a `Case` that pastes into a regression test.
 
 mod common;
 
-use common::checks::{Kind, Stats, Violation};
+use common::checks::Stats;
 use common::harness::run;
 use common::steps::case;
 use common::steps::prelude::*;
 use proptest::prelude::*;
-use proptest::test_runner::{RngSeed, TestCaseError};
+use proptest::test_runner::RngSeed;
 
 /// Cases per run unless `PAXOS_FUZZ_CASES` says otherwise (CI budget: the file runs in seconds).
 const DEFAULT_CASES: u32 = 3_000;
@@ -40,8 +39,6 @@ fn config() -> ProptestConfig {
     ProptestConfig {
         cases: cases(),
         max_shrink_iters: 20_000,
-        // Cases ending in a known finding are rejected, not failed (see `known`).
-        max_global_rejects: cases(),
         // Deterministic: the seed comes from the environment, not the OS. Failures replay from
         // the printed case, so no regression file is written.
         rng_seed: RngSeed::Fixed(env_u64("PAXOS_FUZZ_SEED", 1)),
@@ -50,26 +47,12 @@ fn config() -> ProptestConfig {
     }
 }
 
-/// Findings reported to the lead and not fixed yet: the main property skips a case that ends in
-/// one of them (unless `PAXOS_FUZZ_STRICT=1`) so it keeps looking for new ones. Each has an
-/// ignored regression test below.
-fn known(v: &Violation) -> Option<&'static str> {
-    if std::env::var("PAXOS_FUZZ_STRICT").is_ok_and(|s| s == "1") {
-        return None;
-    }
-    (v.kind == Kind::Panic && v.detail.contains("that this leader accepted in None"))
-        .then_some("F1: buffered proposal of a slot compacted in the same round")
-}
-
 proptest! {
     #![proptest_config(config())]
 
     #[test]
     fn one_replica_keeps_its_promises_whatever_it_is_fed(case in case(MAX_STEPS)) {
         if let Err(v) = run(&case) {
-            if let Some(finding) = known(&v) {
-                return Err(TestCaseError::reject(finding));
-            }
             prop_assert!(false, "{}", v);
         }
     }
@@ -196,8 +179,8 @@ fn must_pass(case: Case) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Regression tests for the findings (docs/simulator.md, "Fuzzing one replica"). Ignored until the
-// core is fixed: run them with `-- --ignored`.
+// Regression tests for the findings (docs/simulator.md, "Fuzzing one replica"); each failed
+// before its fix in paxos-core.
 // ------------------------------------------------------------------------------------------------
 
 /// F1. The leader of view 2 (of 2 servers) proposes a forwarded update at slot 1; in the same round
@@ -207,7 +190,7 @@ fn must_pass(case: Case) {
 /// `history_retention` slots behind a peer gets such a snapshot in answer to its own
 /// ReconRequest, and the node handles up to 1024 inputs per round.
 #[test]
-#[ignore = "F1: core bug, reported to the lead"]
+
 fn leader_survives_a_snapshot_covering_a_slot_it_proposed_in_the_same_round() {
     must_pass(Case {
         setup: sync(2, 0),
@@ -231,7 +214,7 @@ fn leader_survives_a_snapshot_covering_a_slot_it_proposed_in_the_same_round() {
 /// near `u64::MAX` overflows the view arithmetic: `psb.rs` `last_attempted + 1` when the progress
 /// timer fires, `View::next_led_by` in the floor-wait path.
 #[test]
-#[ignore = "F2: core bug, reported to the lead"]
+
 fn peer_view_near_u64_max_does_not_overflow_the_election() {
     must_pass(Case {
         setup: sync(2, 0),
@@ -258,7 +241,7 @@ fn peer_view_near_u64_max_does_not_overflow_the_election() {
 /// and every restart from that storage overflows in `handle_start` (`last_attempted + 1`): the
 /// server can never start again (in release builds the view wraps to 0 instead).
 #[test]
-#[ignore = "F2: core bug, reported to the lead"]
+
 fn restart_after_installing_a_view_near_u64_max_does_not_overflow() {
     must_pass(Case {
         setup: sync(3, 0),
@@ -270,7 +253,7 @@ fn restart_after_installing_a_view_near_u64_max_does_not_overflow() {
 /// overflows `History::truncate_through` (`seq + 1`), then every `local_aru + window` style bound
 /// (send_proposal, on_proposal, apply_proposal, on_accept, apply_ordered, reconcile_if_behind).
 #[test]
-#[ignore = "F3: core bug, reported to the lead"]
+
 fn snapshot_near_u64_max_does_not_overflow_the_aru() {
     let snap = |k| SnapshotTransfer {
         seq: SHuge(k),
@@ -318,8 +301,9 @@ fn snapshot_near_u64_max_does_not_overflow_the_aru() {
 #[cfg(feature = "planted-bugs")]
 mod planted {
     use super::*;
+    use common::checks::{Kind, Violation};
     use common::harness::{run_with, Tweak};
-    use proptest::test_runner::{TestError, TestRunner};
+    use proptest::test_runner::{TestCaseError, TestError, TestRunner};
 
     /// Runs the fuzzer with `tweak` until a case breaks a property in `kinds`, shrinks it, and
     /// returns the shrunk case's violation. Cases that fail otherwise (the core's own always-on
