@@ -687,7 +687,7 @@ impl World {
         let checker = Checker::new(
             p.seed,
             p.payload_len,
-            n,
+            &p.config,
             clients.iter().map(|c| c.server).collect(),
         );
         let loss = p.mix.loss;
@@ -954,6 +954,11 @@ impl World {
             self.violation(ViolationKind::Durability, pr);
             return;
         }
+        if let Err((kind, detail)) = self.checker.oracles.on_durable(i, b, &node.durable) {
+            self.violation(kind, detail);
+            return;
+        }
+        let node = &mut self.nodes[i];
         node.durable.apply(b);
         let v = node.durable.view;
         if v.last_attempted < node.promised.last_attempted
@@ -1654,6 +1659,9 @@ impl World {
             return;
         };
         while let Some(b) = r.poll_persist() {
+            if let Err((kind, detail)) = self.checker.oracles.on_written(i, &b) {
+                self.violation(kind, detail);
+            }
             let node = &mut self.nodes[i];
             let delay = if self.p.mix.slow_disk {
                 self.rng.gen_range(100_000..40_000_000)
@@ -1669,6 +1677,10 @@ impl World {
             self.schedule(at, Ev::Synced { node: i as u8, gen });
         }
         while let Some((to, msg)) = r.poll_message() {
+            let durable = &self.nodes[i].durable;
+            if let Err((kind, detail)) = self.checker.oracles.on_send(i, &msg, durable) {
+                self.violation(kind, detail);
+            }
             self.send(i, to, msg);
         }
         let snaps = r.metrics().snapshots_installed;

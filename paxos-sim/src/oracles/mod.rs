@@ -1,0 +1,166 @@
+//! Oracles on the effect stream: what leaves a replica (messages, persist batches) is checked the
+//! moment it leaves, after every event, instead of waiting for a wrong execution.
+//!
+//! * [`ghost`]: the ghost accept record, chosen-value uniqueness [TR §5.5; Paxos P2].
+//!
+//! The simulator calls [`Oracles::on_written`] for each batch `poll_persist` hands out,
+//! [`Oracles::on_durable`] just before a batch is folded into the server's `DurableState`,
+//! [`Oracles::on_send`] for each message `poll_message` releases (before fan-out, so a
+//! `Destination::All` message is checked once), and the checker calls [`Oracles::on_canonical`]
+//! when a slot enters the canonical order.
+
+pub(crate) mod ghost;
+
+use crate::checker::Check;
+use ghost::{Ghost, Value};
+use paxos_core::{
+    ClientUpdate, Config, DataItem, Durability, DurableState, Message, PersistBatch, Seq,
+};
+
+/// The run's oracles; see the module docs.
+pub(crate) struct Oracles {
+    pub(crate) ghost: Ghost,
+    n: usize,
+    durability: Durability,
+    /// `!leader_accepts_separately`: a leader's Proposal is its accept.
+    proposal_is_accept: bool,
+}
+
+impl Oracles {
+    pub(crate) fn new(config: &Config) -> Oracles {
+        Oracles {
+            ghost: Ghost::new(config.servers),
+            n: config.servers,
+            durability: config.durability,
+            proposal_is_accept: !config.leader_accepts_separately,
+        }
+    }
+
+    fn sync(&self) -> bool {
+        self.durability == Durability::Sync
+    }
+
+    /// `poll_persist` of `node` handed out `b` (written, not yet durable). Its accepted proposals
+    /// define values (and, without `Sync`, are already counted by their server); its ordered
+    /// updates must be chosen: the server ordered them in memory when it wrote them.
+    pub(crate) fn on_written(&mut self, node: usize, b: &PersistBatch) -> Check {
+        let count = !self.sync();
+        for a in &b.accepted {
+            let what = format!("n{node}'s accepted record");
+            self.ghost
+                .define(a.seq, a.view, Value::of(&a.update), &what)?;
+            if count {
+                self.ghost.accept(a.seq, a.view, node, false, true)?;
+            }
+        }
+        for o in &b.ordered {
+            self.ordered(o.seq, &o.update, node, "persisted ordered update")?;
+        }
+        Ok(())
+    }
+
+    /// `b` is about to be folded into `node`'s durable state `d`: its accepted proposals are
+    /// durable accepts (the server counts its own accept now with `Sync`).
+    pub(crate) fn on_durable(&mut self, node: usize, b: &PersistBatch, d: &DurableState) -> Check {
+        for a in &b.accepted {
+            if a.seq > d.snapshot_seq() {
+                let what = format!("n{node}'s durable accepted record");
+                self.ghost
+                    .define(a.seq, a.view, Value::of(&a.update), &what)?;
+                self.ghost.accept(a.seq, a.view, node, true, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `node` releases `m` (`d`: its durable state at this instant).
+    pub(crate) fn on_send(&mut self, node: usize, m: &Message, _d: &DurableState) -> Check {
+        match m {
+            Message::Prepare { view, local_aru } => {
+                if view.leader(self.n).index() == node {
+                    self.ghost.note_prepare(*view, *local_aru);
+                }
+            }
+            Message::PrepareOk {
+                view, data_list, ..
+            } => {
+                for item in data_list {
+                    match item {
+                        // A report, not a proposal: checked against the ghost, never defining.
+                        DataItem::Proposal(p) if self.ghost.value(p.seq, p.view).is_some() => {
+                            let what = format!("n{node}'s PrepareOk({view}) data list");
+                            self.ghost
+                                .define(p.seq, p.view, Value::of(&p.update), &what)?;
+                        }
+                        DataItem::Proposal(_) => {}
+                        DataItem::Ordered(o) => {
+                            self.ordered(o.seq, &o.update, node, "PrepareOk data list")?
+                        }
+                    }
+                }
+            }
+            Message::Proposal { view, items } => {
+                if view.leader(self.n).index() != node {
+                    return Ok(()); // every receiver drops it
+                }
+                for it in items {
+                    let what = format!("n{node}'s Proposal({view})");
+                    self.ghost
+                        .define(it.seq, *view, Value::of(&it.update), &what)?;
+                    if self.proposal_is_accept {
+                        self.ghost.accept(it.seq, *view, node, false, true)?;
+                    }
+                }
+            }
+            Message::Accept { view, seqs } => {
+                // Without batches (Durability::None) a leader's accept of a proposal dropped at
+                // flush has no record the ghost could have seen; it cannot complete a majority.
+                let strict =
+                    self.durability != Durability::None || view.leader(self.n).index() != node;
+                for r in seqs {
+                    for s in r.iter() {
+                        self.ghost.accept(s, *view, node, false, strict)?;
+                    }
+                }
+            }
+            Message::ReconReply { updates, .. } => {
+                for o in updates {
+                    self.ordered(o.seq, &o.update, node, "ReconReply")?;
+                }
+            }
+            Message::ClientUpdate(_)
+            | Message::Alive { .. }
+            | Message::ReconRequest { .. }
+            | Message::SnapshotTransfer(_)
+            | Message::Election(_) => {}
+        }
+        Ok(())
+    }
+
+    /// `node` claims `u` is ordered at `seq` (in a batch or a message).
+    fn ordered(&self, seq: Seq, u: &ClientUpdate, node: usize, what: &str) -> Check {
+        // Without batches a server's own accept is visible only through the Accept message of its
+        // drain, which may leave after a message that already reports the slot ordered.
+        if self.durability == Durability::None {
+            return Ok(());
+        }
+        self.ghost
+            .check_chosen(seq, Value::of(u), &format!("n{node}'s {what}"), None)
+    }
+
+    /// `node`'s execution of `u` at `seq` is the first in the run: it must be the chosen value.
+    ///
+    /// With `Durability::None` the executing server's own accept is presumed: a server that
+    /// accepts, orders, executes and compacts a slot in one round never announces its accept
+    /// (flush drops accepts of compacted slots) and writes no batch that would record it.
+    pub(crate) fn on_canonical(&self, node: usize, seq: Seq, u: &ClientUpdate) -> Check {
+        let presumed = (self.durability == Durability::None).then_some(node);
+        self.ghost
+            .check_chosen(seq, Value::of(u), &format!("n{node}'s execution"), presumed)
+    }
+
+    /// Forgets slots below `floor` (the canonical order's trim floor).
+    pub(crate) fn trim(&mut self, floor: u64) {
+        self.ghost.trim(floor);
+    }
+}
