@@ -32,6 +32,14 @@ pub enum ViolationKind {
     ProposalConflict,
     /// An Accept named a `(view, slot)` for which no value was ever proposed or accepted.
     AcceptUnproposed,
+    /// With `Durability::Sync`, a message left a server without the durable state that justifies
+    /// it (an Accept or the leader's Proposal without a durable accept, a Prepare or PrepareOk
+    /// without a durable view promise, a PrepareOk that omits a durable accepted proposal, a
+    /// forwarded update without a durable pending entry).
+    UnjustifiedMessage,
+    /// A durable accepted proposal of a view below the server's durable view promise, or of a view
+    /// it never durably installed.
+    BrokenPromise,
     /// After healing, pending updates of the stable majority's clients did not complete in time.
     NoConvergence,
     /// A message did not survive an encode/decode round trip, or the core refused a valid input.

@@ -16,8 +16,9 @@
 //! * a server counts its own accept internally (`hold_self_accept`): once the batch carrying the
 //!   accepted proposal is durable with `Durability::Sync`, at once otherwise. The ghost counts it
 //!   when the batch is folded into the simulator's durable state (`Sync`) or handed out by
-//!   `poll_persist` (`Async`; `None` writes no batches and every self-accept is announced by the
-//!   Accept or Proposal message of the same drain).
+//!   `poll_persist` (`Async`). `None` writes no batches: a self-accept is seen through the Accept
+//!   or Proposal message of the same drain, except for a slot the server also executes and
+//!   compacts in that round, whose accept flush drops (see `Oracles::on_canonical`).
 //!
 //! Values are defined by the Proposals of `leader(v)` and by every server's accepted-proposal
 //! records (a leader whose Proposal message was dropped at flush still accepted it); two values
@@ -238,6 +239,19 @@ impl Ghost {
         }
     }
 
+    /// Whether `node`'s durable state ever recorded the proposal of `(view, seq)` as accepted;
+    /// `None` when the ghost no longer knows (trimmed slot).
+    pub(crate) fn durably_accepted(&self, seq: Seq, view: View, node: usize) -> Option<bool> {
+        if self.trimmed(seq) {
+            return None;
+        }
+        Some(
+            self.slot(seq)
+                .and_then(|s| s.vote(view))
+                .is_some_and(|v| v.durable & (1u64 << node) != 0),
+        )
+    }
+
     /// The value bound to `(view, seq)`, if known.
     pub(crate) fn value(&self, seq: Seq, view: View) -> Option<Value> {
         self.slot(seq).and_then(|s| s.vote(view)).map(|v| v.value)
@@ -309,6 +323,11 @@ impl Ghost {
         if self.prepare_aru.len() > MAX_PREPARES {
             self.prepare_aru.pop_first();
         }
+    }
+
+    /// The aru of `view`'s Prepare, if seen.
+    pub(crate) fn prepare_aru(&self, view: View) -> Option<Seq> {
+        self.prepare_aru.get(&view).copied()
     }
 
     /// Forgets slots below `floor` (no server can propose, accept or order them again).
@@ -396,11 +415,14 @@ mod tests {
             Some(ViolationKind::AcceptUnproposed)
         );
         g.accept(Seq(1), View(3), 0, false, false).unwrap();
+        assert_eq!(g.durably_accepted(Seq(1), View(2), 1), Some(false));
         g.accept(Seq(1), View(2), 1, true, true).unwrap();
+        assert_eq!(g.durably_accepted(Seq(1), View(2), 1), Some(true));
         g.define(Seq(9), View(2), val(3), "p").unwrap();
         assert_eq!(g.tracked(), 9);
         g.trim(5);
         assert_eq!(g.tracked(), 5);
+        assert_eq!(g.durably_accepted(Seq(1), View(2), 1), None);
         g.check_chosen(Seq(2), val(9), "x", None).unwrap();
         g.trim(20);
         assert_eq!(g.tracked(), 0);

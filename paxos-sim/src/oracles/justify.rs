@@ -159,3 +159,114 @@ pub(super) fn accepts_keep_promise(node: usize, b: &PersistBatch, d: &DurableSta
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oracles::ghost::Value;
+    use bytes::Bytes;
+    use paxos_core::{AcceptedProposal, ClientId, NodeId, OrderedUpdate, Timestamp, ViewRecord};
+
+    fn upd(c: u64, ts: u64) -> ClientUpdate {
+        ClientUpdate {
+            client_id: ClientId(c),
+            server_id: NodeId(0),
+            timestamp: Timestamp(ts),
+            payload: Bytes::from_static(b"p"),
+        }
+    }
+
+    fn acc(seq: u64, view: u64) -> AcceptedProposal {
+        AcceptedProposal {
+            seq: Seq(seq),
+            view: View(view),
+            update: upd(seq, 1),
+        }
+    }
+
+    fn kind(c: Check) -> Option<ViolationKind> {
+        c.err().map(|e| e.0)
+    }
+
+    fn durable(installed: u64, accepted: &[AcceptedProposal]) -> DurableState {
+        let mut d = DurableState::default();
+        d.apply(&PersistBatch {
+            view: Some(ViewRecord {
+                last_attempted: View(installed),
+                last_installed: View(installed),
+            }),
+            accepted: accepted.to_vec(),
+            pending: vec![upd(7, 3)],
+            ..PersistBatch::default()
+        });
+        d
+    }
+
+    #[test]
+    fn prepare_ok_must_be_promised_and_report_older_accepts_above_its_floor() {
+        let d = durable(4, &[acc(2, 1), acc(5, 1), acc(6, 2), acc(7, 4)]);
+        let p = |a: &AcceptedProposal| DataItem::Proposal(a.clone());
+        let ordered = DataItem::Ordered(OrderedUpdate {
+            seq: Seq(6),
+            update: upd(6, 1),
+        });
+        let full = [p(&acc(5, 1)), ordered.clone()];
+        // Slot 2 is below the floor; slot 7 was accepted in the promised view itself.
+        prepare_ok(1, View(4), Some(Seq(3)), &full, &d).unwrap();
+        let higher = [p(&acc(5, 3)), ordered.clone()];
+        prepare_ok(1, View(4), Some(Seq(3)), &higher, &d).unwrap();
+        let omits = [p(&acc(5, 1))];
+        assert_eq!(
+            kind(prepare_ok(1, View(4), Some(Seq(3)), &omits, &d)),
+            Some(ViolationKind::UnjustifiedMessage)
+        );
+        let lower = [p(&acc(5, 0)), ordered];
+        assert_eq!(
+            kind(prepare_ok(1, View(4), Some(Seq(3)), &lower, &d)),
+            Some(ViolationKind::UnjustifiedMessage)
+        );
+        prepare_ok(1, View(4), Some(Seq(6)), &[], &d).unwrap();
+        assert_eq!(
+            kind(prepare_ok(1, View(5), None, &full, &d)),
+            Some(ViolationKind::UnjustifiedMessage)
+        );
+        prepare(1, View(4), &d).unwrap();
+        assert!(prepare(1, View(5), &d).is_err());
+    }
+
+    #[test]
+    fn accepts_forwards_and_promises() {
+        let d = durable(4, &[]);
+        let mut g = Ghost::new(3);
+        g.define(Seq(3), View(4), Value::of(&upd(3, 1)), "t")
+            .unwrap();
+        assert!(accepted(&g, 1, View(4), Seq(3), "Accept", &d).is_err());
+        g.accept(Seq(3), View(4), 1, true, true).unwrap();
+        accepted(&g, 1, View(4), Seq(3), "Accept", &d).unwrap();
+        assert!(accepted(&g, 2, View(4), Seq(3), "Accept", &d).is_err());
+        g.trim(4);
+        accepted(&g, 2, View(4), Seq(3), "Accept", &d).unwrap();
+
+        forwarded(1, &upd(7, 3), &d).unwrap();
+        forwarded(1, &upd(7, 2), &d).unwrap();
+        assert!(forwarded(1, &upd(7, 4), &d).is_err());
+        assert!(forwarded(1, &upd(8, 1), &d).is_err());
+
+        let batch = |view: Option<u64>, a: AcceptedProposal| PersistBatch {
+            view: view.map(|v| ViewRecord {
+                last_attempted: View(v),
+                last_installed: View(v),
+            }),
+            accepted: vec![a],
+            ..PersistBatch::default()
+        };
+        accepts_keep_promise(1, &batch(None, acc(9, 4)), &d).unwrap();
+        accepts_keep_promise(1, &batch(Some(6), acc(9, 6)), &d).unwrap();
+        for b in [batch(None, acc(9, 3)), batch(None, acc(9, 5))] {
+            assert_eq!(
+                kind(accepts_keep_promise(1, &b, &d)),
+                Some(ViolationKind::BrokenPromise)
+            );
+        }
+    }
+}

@@ -2,6 +2,8 @@
 //! moment it leaves, after every event, instead of waiting for a wrong execution.
 //!
 //! * [`ghost`]: the ghost accept record, chosen-value uniqueness [TR §5.5; Paxos P2].
+//! * [`justify`]: with `Durability::Sync`, every message is justified by its sender's durable
+//!   state at that instant, and durable accepts keep the durable promise [TR §4.3, §7.3; spec §9].
 //!
 //! The simulator calls [`Oracles::on_written`] for each batch `poll_persist` hands out,
 //! [`Oracles::on_durable`] just before a batch is folded into the server's `DurableState`,
@@ -10,6 +12,7 @@
 //! when a slot enters the canonical order.
 
 pub(crate) mod ghost;
+mod justify;
 
 use crate::checker::Check;
 use ghost::{Ghost, Value};
@@ -60,8 +63,10 @@ impl Oracles {
     }
 
     /// `b` is about to be folded into `node`'s durable state `d`: its accepted proposals are
-    /// durable accepts (the server counts its own accept now with `Sync`).
+    /// durable accepts (the server counts its own accept now with `Sync`), and must respect the
+    /// durable view promise.
     pub(crate) fn on_durable(&mut self, node: usize, b: &PersistBatch, d: &DurableState) -> Check {
+        justify::accepts_keep_promise(node, b, d)?;
         for a in &b.accepted {
             if a.seq > d.snapshot_seq() {
                 let what = format!("n{node}'s durable accepted record");
@@ -74,15 +79,21 @@ impl Oracles {
     }
 
     /// `node` releases `m` (`d`: its durable state at this instant).
-    pub(crate) fn on_send(&mut self, node: usize, m: &Message, _d: &DurableState) -> Check {
+    pub(crate) fn on_send(&mut self, node: usize, m: &Message, d: &DurableState) -> Check {
+        let sync = self.sync();
         match m {
             Message::Prepare { view, local_aru } => {
                 if view.leader(self.n).index() == node {
                     self.ghost.note_prepare(*view, *local_aru);
                 }
+                if sync {
+                    justify::prepare(node, *view, d)?;
+                }
             }
             Message::PrepareOk {
-                view, data_list, ..
+                view,
+                local_aru,
+                data_list,
             } => {
                 for item in data_list {
                     match item {
@@ -98,6 +109,10 @@ impl Oracles {
                         }
                     }
                 }
+                if sync {
+                    let floor = self.ghost.prepare_aru(*view).map(|a| a.max(*local_aru));
+                    justify::prepare_ok(node, *view, floor, data_list, d)?;
+                }
             }
             Message::Proposal { view, items } => {
                 if view.leader(self.n).index() != node {
@@ -108,6 +123,9 @@ impl Oracles {
                     self.ghost
                         .define(it.seq, *view, Value::of(&it.update), &what)?;
                     if self.proposal_is_accept {
+                        if sync {
+                            justify::accepted(&self.ghost, node, *view, it.seq, "Proposal", d)?;
+                        }
                         self.ghost.accept(it.seq, *view, node, false, true)?;
                     }
                 }
@@ -119,8 +137,16 @@ impl Oracles {
                     self.durability != Durability::None || view.leader(self.n).index() != node;
                 for r in seqs {
                     for s in r.iter() {
+                        if sync {
+                            justify::accepted(&self.ghost, node, *view, s, "Accept", d)?;
+                        }
                         self.ghost.accept(s, *view, node, false, strict)?;
                     }
+                }
+            }
+            Message::ClientUpdate(u) => {
+                if sync {
+                    justify::forwarded(node, u, d)?;
                 }
             }
             Message::ReconReply { updates, .. } => {
@@ -128,8 +154,7 @@ impl Oracles {
                     self.ordered(o.seq, &o.update, node, "ReconReply")?;
                 }
             }
-            Message::ClientUpdate(_)
-            | Message::Alive { .. }
+            Message::Alive { .. }
             | Message::ReconRequest { .. }
             | Message::SnapshotTransfer(_)
             | Message::Election(_) => {}
