@@ -189,3 +189,153 @@ impl Oracles {
         self.ghost.trim(floor);
     }
 }
+
+/// The mislabelled Accept of issue #11 (planted `MislabelledAccept`), crafted as in
+/// `paxos-core/tests/accept_view.rs`: today's scheduling drains every server after every instant,
+/// so a Proposal and a view change in one round are only produced by hand. Real replicas, with
+/// every batch and message of the follower and of the view-3 leader fed through the oracles.
+#[cfg(all(test, feature = "planted-bugs"))]
+mod mislabelled_accept {
+    use super::*;
+    use crate::report::ViolationKind;
+    use bytes::Bytes;
+    use paxos_core::config::PlantedBug;
+    use paxos_core::psb::PsbMessage;
+    use paxos_core::{
+        encode, ClientId, Destination, NodeId, NullStateMachine, ProposalItem, PsbConfig,
+        PsbViewChange, Replica, ServerState, Time, Timestamp, View,
+    };
+    use std::time::Duration;
+
+    struct Server {
+        id: usize,
+        r: Replica<NullStateMachine, PsbViewChange>,
+        durable: DurableState,
+        out: Vec<(Destination, Message)>,
+    }
+
+    fn config(id: u32, bug: Option<PlantedBug>) -> Config {
+        let mut c = Config::new(NodeId(id), 5);
+        c.planted_bug = bug;
+        c
+    }
+
+    impl Server {
+        fn new(id: u32, bug: Option<PlantedBug>) -> Server {
+            let psb = PsbViewChange::new(
+                NodeId(id),
+                5,
+                PsbConfig {
+                    progress_timeout: Duration::from_secs(5),
+                    max_progress_timeout: Duration::from_secs(10),
+                    resend_interval: Duration::from_millis(100),
+                },
+            );
+            let r = Replica::new(
+                config(id, bug),
+                NullStateMachine,
+                psb,
+                DurableState::default(),
+                Time::ZERO,
+            )
+            .unwrap();
+            Server {
+                id: id as usize,
+                r,
+                durable: DurableState::default(),
+                out: vec![],
+            }
+        }
+
+        /// Writes, syncs and reports every batch, then releases messages, all through `o`.
+        fn drain(&mut self, o: &mut Oracles) -> Check {
+            let mut last = None;
+            while let Some(b) = self.r.poll_persist() {
+                o.on_written(self.id, &b)?;
+                o.on_durable(self.id, &b, &self.durable)?;
+                self.durable.apply(&b);
+                last = Some(b.id);
+            }
+            if let Some(id) = last {
+                self.r.handle_persisted(Time::ZERO, id);
+            }
+            while let Some((to, m)) = self.r.poll_message() {
+                o.on_send(self.id, &m, &self.durable)?;
+                self.out.push((to, m));
+            }
+            Ok(())
+        }
+
+        fn input(&mut self, from: u32, m: Message) {
+            self.r.handle_message(Time::ZERO, NodeId(from), m);
+        }
+    }
+
+    fn election(m: PsbMessage) -> Message {
+        Message::Election(Bytes::from(encode(&m).unwrap()))
+    }
+
+    fn upd(client: u64, server: u32) -> ClientUpdate {
+        ClientUpdate {
+            client_id: ClientId(client),
+            server_id: NodeId(server),
+            timestamp: Timestamp(1),
+            payload: Bytes::from(vec![client as u8; 8]),
+        }
+    }
+
+    /// Plays the story; returns the first violation the oracles report in the follower's
+    /// round (none before it).
+    fn story(bug: Option<PlantedBug>) -> Check {
+        let mut o = Oracles::new(&config(0, bug));
+        // Server 3 leads view 3 (PrepareOks from 0 and 2, who never saw U) and proposes U'.
+        let mut v3 = Server::new(3, bug);
+        v3.drain(&mut o).unwrap();
+        for v in [0, 2] {
+            v3.input(v, election(PsbMessage::ViewChange { attempted: View(3) }));
+        }
+        v3.drain(&mut o).unwrap();
+        for v in [0, 2] {
+            let ok = Message::PrepareOk {
+                view: View(3),
+                local_aru: Seq(0),
+                data_list: vec![],
+            };
+            v3.input(v, ok);
+        }
+        v3.drain(&mut o).unwrap();
+        assert_eq!(v3.r.status().state, ServerState::RegLeader);
+        v3.r.handle_client_update(Time::ZERO, upd(20, 3)).unwrap();
+        v3.drain(&mut o).unwrap();
+        assert_eq!(v3.r.status().last_proposed, Seq(1));
+
+        // Follower 4 installs view 1, then in one round accepts view 1's Proposal of U at slot 1
+        // and installs view 3.
+        let mut f = Server::new(4, bug);
+        f.drain(&mut o).unwrap();
+        f.input(1, election(PsbMessage::VcProof { installed: View(1) }));
+        f.drain(&mut o).unwrap();
+        let items = vec![ProposalItem {
+            seq: Seq(1),
+            update: upd(10, 1),
+        }];
+        f.input(
+            1,
+            Message::Proposal {
+                view: View(1),
+                items,
+            },
+        );
+        f.input(3, election(PsbMessage::VcProof { installed: View(3) }));
+        f.drain(&mut o)
+    }
+
+    #[test]
+    fn the_accept_of_a_view_one_value_stamped_view_three_is_unjustified() {
+        let (kind, detail) = story(Some(PlantedBug::MislabelledAccept)).unwrap_err();
+        assert_eq!(kind, ViolationKind::UnjustifiedMessage, "{detail}");
+        assert!(detail.contains("Accept(v3) for slot #1"), "{detail}");
+        // The fixed core announces the accept in view 1, where it was made.
+        story(None).unwrap();
+    }
+}
