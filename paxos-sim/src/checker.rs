@@ -3,11 +3,16 @@
 //! The first report of each slot (from any replica) becomes the *canonical* order; every other
 //! report of that slot must match it exactly. Validity and exactly-once are checked once, when a
 //! slot enters the canonical order; agreement and digests are checked at every report.
+//!
+//! The checker also owns the effect-stream [`Oracles`] (ghost accept record, durability ordering),
+//! so that a slot entering the canonical order is checked against the ghost's chosen value and the
+//! ghost is trimmed with the canonical order.
 
+use crate::oracles::Oracles;
 use crate::report::ViolationKind;
 use crate::state_machine::{payload_hash, SimStateMachine};
 use bytes::Bytes;
-use paxos_core::{Executed, NodeId, Seq, NOOP_CLIENT};
+use paxos_core::{Config, Executed, NodeId, Seq, NOOP_CLIENT};
 use std::collections::VecDeque;
 
 /// The generator state and length of the payload of `(client, ts)`.
@@ -98,16 +103,19 @@ pub(crate) struct Checker {
     pub(crate) duplicates_skipped: u64,
     pub(crate) noops: u64,
     pub(crate) executions: u64,
+    /// The effect-stream oracles.
+    pub(crate) oracles: Oracles,
 }
 
 impl Checker {
     pub(crate) fn new(
         seed: u64,
         payload_len: Option<usize>,
-        nodes: usize,
+        config: &Config,
         client_server: Vec<NodeId>,
     ) -> Checker {
         let c = client_server.len();
+        let nodes = config.servers;
         Checker {
             seed,
             payload_len,
@@ -124,6 +132,7 @@ impl Checker {
             duplicates_skipped: 0,
             noops: 0,
             executions: 0,
+            oracles: Oracles::new(config),
         }
     }
 
@@ -149,8 +158,9 @@ impl Checker {
         self.canon.get(i as usize).map(|c| c.chain)
     }
 
-    /// Forgets canonical slots below `floor` (nobody can report them again).
+    /// Forgets canonical and ghost slots below `floor` (nobody can report them again).
     pub(crate) fn trim(&mut self, floor: u64) {
+        self.oracles.trim(floor);
         while self.base < floor && self.canon.len() > 1 {
             let c = self.canon.pop_front().expect("non-empty");
             self.base_chain = c.chain;
@@ -292,6 +302,7 @@ impl Checker {
                 self.duplicates_skipped += 1;
             }
         }
+        self.oracles.on_canonical(node, e.seq, u)?;
         self.canon.push_back(Canon {
             client,
             ts,
@@ -306,7 +317,8 @@ impl Checker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use paxos_core::{ClientId, ClientUpdate, Timestamp};
+    use crate::oracles::ghost::Value;
+    use paxos_core::{ClientId, ClientUpdate, Timestamp, View};
 
     fn exec(seq: u64, c: u64, ts: u64, applied: bool) -> Executed {
         Executed {
@@ -321,10 +333,42 @@ mod tests {
         }
     }
 
+    /// Has every one of `nodes` servers accept `e`'s update at its slot in view 1 (in the ghost).
+    fn choose(k: &mut Checker, nodes: usize, e: &Executed) {
+        let g = &mut k.oracles.ghost;
+        g.define(e.seq, View(1), Value::of(&e.update), "test")
+            .unwrap();
+        for i in 0..nodes {
+            g.accept(e.seq, View(1), i, true, true).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_first_execution_must_be_chosen() {
+        let mut k = Checker::new(7, None, &Config::new(NodeId(0), 3), vec![NodeId(0); 2]);
+        k.submitted = vec![3, 3];
+        let e = exec(1, 0, 1, true);
+        let g = &mut k.oracles.ghost;
+        g.define(e.seq, View(1), Value::of(&e.update), "test")
+            .unwrap();
+        g.accept(e.seq, View(1), 2, true, true).unwrap();
+        assert_eq!(
+            k.on_executed(0, &e).unwrap_err().0,
+            ViolationKind::UnchosenOrdered
+        );
+        let mut k = Checker::new(7, None, &Config::new(NodeId(0), 3), vec![NodeId(0); 2]);
+        k.submitted = vec![3, 3];
+        choose(&mut k, 2, &e);
+        assert!(k.on_executed(0, &e).is_ok());
+    }
+
     #[test]
     fn catches_disagreement_double_apply_and_invented_updates() {
-        let mut k = Checker::new(7, None, 2, vec![NodeId(0); 2]);
+        let mut k = Checker::new(7, None, &Config::new(NodeId(0), 2), vec![NodeId(0); 2]);
         k.submitted = vec![3, 3];
+        for e in [exec(1, 0, 1, true), exec(2, 1, 1, true)] {
+            choose(&mut k, 2, &e);
+        }
         assert!(k.on_executed(0, &exec(1, 0, 1, true)).is_ok());
         assert!(k.on_executed(1, &exec(1, 0, 1, true)).is_ok());
         assert_eq!(
@@ -339,7 +383,7 @@ mod tests {
             k.on_executed(1, &exec(3, 0, 1, true)).unwrap_err().0,
             ViolationKind::ExactlyOnce
         );
-        let mut k = Checker::new(7, None, 1, vec![NodeId(0)]);
+        let mut k = Checker::new(7, None, &Config::new(NodeId(0), 1), vec![NodeId(0)]);
         k.submitted = vec![1];
         assert_eq!(
             k.on_executed(0, &exec(1, 0, 2, true)).unwrap_err().0,

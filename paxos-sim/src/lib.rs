@@ -28,6 +28,7 @@ mod checker;
 pub mod elections;
 mod faults;
 pub mod figures;
+mod oracles;
 mod report;
 pub mod scenarios;
 mod sim;

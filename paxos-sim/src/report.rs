@@ -20,6 +20,26 @@ pub enum ViolationKind {
     Durability,
     /// Two replicas at the same position have different state-machine digests.
     Digest,
+    /// Two different values were each accepted by a majority at one slot (in any views): Paxos'
+    /// safety property, checked on the ghost accept record before anyone executes either.
+    ChosenTwice,
+    /// A replica ordered a value (persisted it as ordered, reported it ordered in a PrepareOk or
+    /// ReconReply, or executed it first) that no majority accepted at that slot, or another value
+    /// was chosen there.
+    UnchosenOrdered,
+    /// Two different values were bound to one `(view, slot)` (by Proposals, accepted records or a
+    /// PrepareOk's data list): a view has one proposal per slot.
+    ProposalConflict,
+    /// An Accept named a `(view, slot)` for which no value was ever proposed or accepted.
+    AcceptUnproposed,
+    /// With `Durability::Sync`, a message left a server without the durable state that justifies
+    /// it (an Accept or the leader's Proposal without a durable accept, a Prepare or PrepareOk
+    /// without a durable view promise, a PrepareOk that omits a durable accepted proposal, a
+    /// forwarded update without a durable pending entry).
+    UnjustifiedMessage,
+    /// A durable accepted proposal of a view below the server's durable view promise, or of a view
+    /// it never durably installed.
+    BrokenPromise,
     /// After healing, pending updates of the stable majority's clients did not complete in time.
     NoConvergence,
     /// A message did not survive an encode/decode round trip, or the core refused a valid input.

@@ -687,7 +687,7 @@ impl World {
         let checker = Checker::new(
             p.seed,
             p.payload_len,
-            n,
+            &p.config,
             clients.iter().map(|c| c.server).collect(),
         );
         let loss = p.mix.loss;
@@ -840,8 +840,12 @@ impl World {
                 node.snaps_seen = 0;
                 node.digest_pos = u64::MAX;
                 node.disk_free_at = self.now;
+                let executed = self.checker.pos[i];
                 self.checker.reset_node(i, snap);
-                if aru < expect {
+                // Exactly the durable prefix: not less (lost durable state), not more (executed
+                // something storage does not hold). Below the executed prefix is fine: ordered
+                // updates are written without anything waiting for them (docs/simulator.md).
+                if aru != expect {
                     self.violation(
                         ViolationKind::Durability,
                         format!(
@@ -849,6 +853,10 @@ impl World {
                             aru, expect
                         ),
                     );
+                } else if restart && aru.0 < executed {
+                    self.log(1, || {
+                        format!("n{i} restarts at aru {aru}, below the slot {executed} it executed")
+                    });
                 }
             }
             Err(e) => {
@@ -955,6 +963,11 @@ impl World {
             self.violation(ViolationKind::Durability, pr);
             return;
         }
+        if let Err((kind, detail)) = self.checker.oracles.on_durable(i, b, &node.durable) {
+            self.violation(kind, detail);
+            return;
+        }
+        let node = &mut self.nodes[i];
         node.durable.apply(b);
         let v = node.durable.view;
         if v.last_attempted < node.promised.last_attempted
@@ -1655,6 +1668,9 @@ impl World {
             return;
         };
         while let Some(b) = r.poll_persist() {
+            if let Err((kind, detail)) = self.checker.oracles.on_written(i, &b) {
+                self.violation(kind, detail);
+            }
             let node = &mut self.nodes[i];
             let delay = if self.p.mix.slow_disk {
                 self.rng.gen_range(100_000..40_000_000)
@@ -1670,6 +1686,10 @@ impl World {
             self.schedule(at, Ev::Synced { node: i as u8, gen });
         }
         while let Some((to, msg)) = r.poll_message() {
+            let durable = &self.nodes[i].durable;
+            if let Err((kind, detail)) = self.checker.oracles.on_send(i, &msg, durable) {
+                self.violation(kind, detail);
+            }
             self.send(i, to, msg);
         }
         let snaps = r.metrics().snapshots_installed;
