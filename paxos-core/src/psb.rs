@@ -52,6 +52,17 @@ pub enum PsbMessage {
         /// The sender's last installed view.
         installed: View,
     },
+    /// The sender attempts to install `attempted` because it restarted, not because the view it
+    /// last installed failed it. Servers in leader election count it as a [`ViewChange`] vote;
+    /// regular servers ignore it (a plain ViewChange arms their progress timers), so a server
+    /// that rejoins a stable majority cannot push it out of a healthy view (DERIVED; appended
+    /// last so the other variants keep their wire tags).
+    ///
+    /// [`ViewChange`]: PsbMessage::ViewChange
+    RecoveryViewChange {
+        /// The view attempted.
+        attempted: View,
+    },
 }
 
 /// PSB's view change as a [`LeaderElection`] strategy.
@@ -70,6 +81,11 @@ pub struct PsbViewChange {
     /// In leader election only because of a restart, not because the installed view failed us:
     /// a VcProof for that view lets us rejoin it.
     recovering: bool,
+    /// Recovering, and the view it last installed is led by another server, which may still be
+    /// running it: the vote goes out as a [`PsbMessage::RecoveryViewChange`]. A restarted leader
+    /// cannot rejoin its own view (its leader state is gone), so its restart is evidence against
+    /// that view and it votes with a plain ViewChange.
+    may_rejoin: bool,
     timer_value: Duration,
     deadline: Option<Time>,
     next_resend: Time,
@@ -89,6 +105,7 @@ impl PsbViewChange {
             preinstalled: false,
             peer_suspects: false,
             recovering: false,
+            may_rejoin: false,
             timer_value: config.progress_timeout,
             deadline: None,
             next_resend: Time::ZERO,
@@ -124,16 +141,34 @@ impl PsbViewChange {
 
     /// `shift_to_leader_election(v)`: suspect, vote for `v`.
     fn suspect(&mut self, now: Time, v: View) {
+        self.shift_to_leader_election(now, v, false);
+    }
+
+    /// Suspect and vote for `v`; `recovering` when the cause is a restart.
+    fn shift_to_leader_election(&mut self, now: Time, v: View, recovering: bool) {
         self.attempted = v;
         self.votes = 1u64 << self.me.index();
         self.preinstalled = false;
         self.peer_suspects = false;
-        self.recovering = false;
+        self.recovering = recovering;
         self.deadline = None;
         self.actions.push_back(ElectionAction::Suspect(v));
-        self.broadcast(PsbMessage::ViewChange { attempted: v });
+        self.broadcast(self.vote());
         self.next_resend = now + self.config.resend_interval;
         self.check_preinstalled(now);
+    }
+
+    /// The vote this server broadcasts while in leader election.
+    fn vote(&self) -> PsbMessage {
+        if self.recovering && self.may_rejoin {
+            PsbMessage::RecoveryViewChange {
+                attempted: self.attempted,
+            }
+        } else {
+            PsbMessage::ViewChange {
+                attempted: self.attempted,
+            }
+        }
     }
 
     fn check_preinstalled(&mut self, now: Time) {
@@ -158,9 +193,11 @@ impl LeaderElection for PsbViewChange {
 
     fn handle_start(&mut self, now: Time, ctx: &ElectionContext) {
         // Recovery, with or without stable state: shift_to_leader_election(last_attempted + 1).
+        // Its vote goes out as a recovery vote: a restart is no evidence against the installed
+        // view, and must not arm the regular servers' progress timers.
         self.attempted = ctx.last_attempted;
-        self.suspect(now, View(ctx.last_attempted.0.saturating_add(1)));
-        self.recovering = true;
+        self.may_rejoin = ctx.last_installed.leader(self.servers) != self.me;
+        self.shift_to_leader_election(now, View(ctx.last_attempted.0.saturating_add(1)), true);
     }
 
     fn handle_tick(&mut self, now: Time, ctx: &ElectionContext) {
@@ -182,9 +219,7 @@ impl LeaderElection for PsbViewChange {
         if now >= self.next_resend {
             self.next_resend = now + self.config.resend_interval;
             if ctx.state == ServerState::LeaderElection {
-                self.broadcast(PsbMessage::ViewChange {
-                    attempted: self.attempted,
-                });
+                self.broadcast(self.vote());
             }
             if ctx.last_installed > View(0) {
                 self.broadcast(PsbMessage::VcProof {
@@ -203,12 +238,21 @@ impl LeaderElection for PsbViewChange {
     ) -> Result<(), CodecError> {
         let m: PsbMessage = decode_with_limit(payload, 64)?;
         self.sync(ctx);
-        let (PsbMessage::ViewChange { attempted: v } | PsbMessage::VcProof { installed: v }) = m;
+        let (PsbMessage::ViewChange { attempted: v }
+        | PsbMessage::RecoveryViewChange { attempted: v }
+        | PsbMessage::VcProof { installed: v }) = m;
         if from == self.me || from.index() >= self.servers || v.0 > MAX_WIRE_INDEX {
             return Ok(());
         }
+        let recovery = matches!(m, PsbMessage::RecoveryViewChange { .. });
         match m {
-            PsbMessage::ViewChange { attempted } => {
+            PsbMessage::ViewChange { attempted } | PsbMessage::RecoveryViewChange { attempted } => {
+                if ctx.state != ServerState::LeaderElection && recovery {
+                    // A restarted peer: it rejoins through our VcProof resends, so a healthy view
+                    // is left alone. If the view is in fact dead, our own progress timer (we have
+                    // work) or the next peer that times out moves us.
+                    return Ok(());
+                }
                 if ctx.state != ServerState::LeaderElection && attempted > ctx.last_installed {
                     // A peer suspects the leader. Without local work our timer is idle and we would
                     // never join it; arm the timer instead of suspecting at once, so a healthy,
@@ -395,6 +439,60 @@ mod tests {
             .unwrap();
         s.handle_tick(Time::from_millis(800), &c);
         assert_eq!(s.poll_action(), Some(ElectionAction::Suspect(View(4))));
+    }
+
+    #[test]
+    fn a_restarted_server_votes_with_recovery_view_changes_that_regular_servers_ignore() {
+        // Issue #11 item 9: a follower's restart must not push an idle, healthy cluster out of
+        // its view. Its vote is a RecoveryViewChange, resent as such.
+        let mut s = strategy();
+        let c = ctx(ServerState::LeaderElection, 4, 4, false);
+        s.handle_start(Time::ZERO, &c);
+        let (_, first) = s.poll_message().unwrap();
+        let first: PsbMessage = decode_with_limit(&first, 64).unwrap();
+        assert_eq!(first, PsbMessage::RecoveryViewChange { attempted: View(5) });
+        s.handle_tick(
+            Time::from_millis(20),
+            &ctx(ServerState::LeaderElection, 5, 4, false),
+        );
+        let resent: Vec<PsbMessage> = std::iter::from_fn(|| s.poll_message())
+            .map(|(_, b)| decode_with_limit(&b, 64).unwrap())
+            .collect();
+        assert!(resent.contains(&PsbMessage::RecoveryViewChange { attempted: View(5) }));
+
+        // A regular server neither suspects nor arms its timer: with no work and no progress it
+        // stays in its view for good.
+        let rvc = encode(&PsbMessage::RecoveryViewChange { attempted: View(5) }).unwrap();
+        let mut r = strategy();
+        let reg = ctx(ServerState::RegNonLeader, 4, 4, false);
+        r.handle_message(Time::ZERO, NodeId(2), &rvc, &reg).unwrap();
+        r.handle_tick(Time::from_millis(60_000), &reg);
+        assert_eq!(r.poll_action(), None);
+
+        // A server in leader election counts it as a vote, like a ViewChange.
+        let mut e = strategy();
+        e.handle_start(Time::ZERO, &ctx(ServerState::LeaderElection, 4, 4, false));
+        assert_eq!(e.poll_action(), Some(ElectionAction::Suspect(View(5))));
+        let le = ctx(ServerState::LeaderElection, 5, 4, false);
+        let rvc5 = encode(&PsbMessage::RecoveryViewChange { attempted: View(5) }).unwrap();
+        e.handle_message(Time::ZERO, NodeId(1), &rvc5, &le).unwrap();
+        assert!(e.preinstalled, "two votes of three preinstall view 5");
+
+        // The restarted leader of its last installed view cannot rejoin it: a plain vote, so
+        // the others leave the leaderless view (paxos-sim seeds 81 and 88 stalled otherwise).
+        let mut l = strategy();
+        l.handle_start(Time::ZERO, &ctx(ServerState::LeaderElection, 3, 3, false));
+        let (_, v) = l.poll_message().unwrap();
+        let v: PsbMessage = decode_with_limit(&v, 64).unwrap();
+        assert_eq!(v, PsbMessage::ViewChange { attempted: View(4) });
+
+        // Once its own timer makes it suspect, a server votes with plain ViewChanges again.
+        let mut t = strategy();
+        t.handle_start(Time::ZERO, &ctx(ServerState::LeaderElection, 4, 4, false));
+        t.suspect(Time::ZERO, View(6));
+        let last = std::iter::from_fn(|| t.poll_message()).last().unwrap().1;
+        let last: PsbMessage = decode_with_limit(&last, 64).unwrap();
+        assert_eq!(last, PsbMessage::ViewChange { attempted: View(6) });
     }
 
     #[test]

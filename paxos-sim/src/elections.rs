@@ -126,6 +126,12 @@ impl SimCluster {
         self.world.events
     }
 
+    /// Starts or stops the closed-loop clients: stopped clients finish their outstanding update
+    /// and submit no more, so the cluster goes idle; started ones resume at once.
+    pub fn set_clients_active(&mut self, on: bool) {
+        self.guarded(|w| w.drive_clients(on));
+    }
+
     fn guarded(&mut self, f: impl FnOnce(&mut World)) {
         let world = &mut self.world;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(world)));

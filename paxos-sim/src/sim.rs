@@ -629,6 +629,8 @@ pub(crate) struct World {
     loss: f64,
     phase: Phase,
     clients_active: bool,
+    /// Stopped by a driver: scheduled submissions are dropped too.
+    clients_paused: bool,
     checker: Checker,
     pub(crate) counters: Counters,
     trace: u64,
@@ -720,6 +722,7 @@ impl World {
             loss,
             phase: Phase::Faults,
             clients_active: true,
+            clients_paused: false,
             checker,
             counters: Counters::default(),
             trace: 0xcbf2_9ce4_8422_2325,
@@ -1130,6 +1133,26 @@ impl World {
         self.recompute_blocked();
     }
 
+    /// Starts or stops the closed-loop clients (driver action). Stopped clients finish the update
+    /// they have outstanding and submit no more; started ones submit their next update now, except
+    /// those whose server is down (they stay idle until the next start).
+    pub(crate) fn drive_clients(&mut self, on: bool) {
+        self.log(1, || {
+            format!("driver: clients {}", if on { "on" } else { "off" })
+        });
+        let was = !self.clients_paused;
+        self.clients_active = on;
+        self.clients_paused = !on;
+        if on && !was {
+            for c in 0..self.clients.len() {
+                let up = self.alive(self.clients[c].server.index());
+                if up && !self.clients[c].outstanding {
+                    self.schedule(self.now, Ev::Submit { client: c as u32 });
+                }
+            }
+        }
+    }
+
     /// Heals every link cut by the driver and every partition (driver fault).
     pub(crate) fn drive_heal_all(&mut self) {
         self.log(1, || "driver: heal all".to_string());
@@ -1221,7 +1244,11 @@ impl World {
                     self.dirty |= 1 << i;
                 }
             }
-            Ev::Submit { client } => self.submit(client as usize),
+            Ev::Submit { client } => {
+                if !self.clients_paused {
+                    self.submit(client as usize);
+                }
+            }
             Ev::Timeout { client, ts } => {
                 let c = client as usize;
                 if self.clients[c].outstanding && self.clients[c].ts == ts {
