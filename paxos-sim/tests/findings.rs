@@ -2,7 +2,10 @@
 //! failed (`NoConvergence` within the Paxos-L1 bound of 60 s of virtual time after healing) before
 //! the fix named with it; all of them are fixed. The traces are valid for the simulator version that
 //! recorded them: once the core behaves differently the seed plays out differently, so the unit
-//! tests in `paxos-core/src/tests.rs` pin each mechanism down as well.
+//! tests in `paxos-core/src/tests.rs` pin each mechanism down as well. They were recorded before
+//! the scheduling modes and process faults existed, so they run with `Simulation::classic()`
+//! (one input per round, no process faults, the stable component, the classic workload), which
+//! reproduces that simulator's traces.
 //!
 //! * Lagging server never joins a view change (2249/5, 95/7): a server of the stable majority far
 //!   behind stayed `RegNonLeader`, catching up by reconciliation, while the others were in leader
@@ -30,7 +33,11 @@ use paxos_sim::{strategy_factory, FaultProfile, Simulation};
 use std::time::Duration;
 
 fn check(nodes: usize, seed: u64) {
-    check_with(Simulation::new(nodes, seed).faults(FaultProfile::Heavy));
+    check_with(
+        Simulation::new(nodes, seed)
+            .classic()
+            .faults(FaultProfile::Heavy),
+    );
 }
 
 fn check_with(sim: Simulation) {
@@ -52,6 +59,7 @@ fn seven_nodes_heavy_seed_95_converges() {
 fn five_nodes_heavy_seed_21295_converges() {
     check_with(
         Simulation::new(5, 21295)
+            .classic()
             .faults(FaultProfile::Heavy)
             .clients(10)
             .duration(Duration::from_secs(10)),
@@ -62,6 +70,7 @@ fn five_nodes_heavy_seed_21295_converges() {
 fn five_nodes_heavy_seed_20590_converges() {
     check_with(
         Simulation::new(5, 20590)
+            .classic()
             .faults(FaultProfile::Heavy)
             .clients(10)
             .duration(Duration::from_secs(10)),
@@ -71,10 +80,15 @@ fn five_nodes_heavy_seed_20590_converges() {
 /// `--election <strategy>` with the simulator's default 300 ms election timeout.
 fn check_election(strategy: Strategy, nodes: usize, profile: FaultProfile, seed: u64) {
     let cfg = ElectionConfig::uniform(Duration::from_millis(300));
-    check_with(Simulation::new(nodes, seed).faults(profile).election(
-        strategy_factory(strategy, cfg),
-        Some(format!("--election {strategy}")),
-    ));
+    check_with(
+        Simulation::new(nodes, seed)
+            .classic()
+            .faults(profile)
+            .election(
+                strategy_factory(strategy, cfg),
+                Some(format!("--election {strategy}")),
+            ),
+    );
 }
 
 #[test]
