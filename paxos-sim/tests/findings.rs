@@ -29,7 +29,7 @@
 //! * Slow catch-up with BLE (5/Light 1735): the same reconciliation rotation as 20590.
 
 use paxos_election::{ElectionConfig, Strategy};
-use paxos_sim::{strategy_factory, FaultProfile, Simulation};
+use paxos_sim::{strategy_factory, FaultProfile, LivenessSet, Simulation, ViolationKind};
 use std::time::Duration;
 
 fn check(nodes: usize, seed: u64) {
@@ -114,4 +114,43 @@ fn highest_id_five_nodes_light_seed_238_converges() {
 #[test]
 fn ble_five_nodes_light_seed_1735_converges() {
     check_election(Strategy::QuorumBallot, 5, FaultProfile::Light, 1735);
+}
+
+/// Open finding (not a core bug): with a stable majority set (LADIS Def. 3.1: the servers outside
+/// the set are up and can send into it, but hear nothing from it), the highest-id and Ω
+/// strategies elect the outside server: its heartbeats reach the set, so it is alive (highest-id:
+/// it has the highest id; Ω: it is trusted with the fewest recoveries), but it never hears the
+/// set's PrepareOks or Accepts, so nothing is ordered for the rest of the run. PSB's view change
+/// and BLE (an outside server without a quorum of heartbeat replies has `qc = false`) converge on
+/// every such seed. These strategies assume a stable component (protocol doc §15.2–15.3); the
+/// tests pin the behaviour down so a change to it is noticed (docs/simulator.md, liveness).
+fn stalls_in_a_majority_set(strategy: Strategy, nodes: usize, seed: u64) {
+    let cfg = ElectionConfig::uniform(Duration::from_millis(300));
+    let sim = Simulation::new(nodes, seed).election(
+        strategy_factory(strategy, cfg),
+        Some(format!("--election {strategy}")),
+    );
+    let r = sim.clone().liveness_set(LivenessSet::MajoritySet).run();
+    assert_eq!(r.liveness_set, Some(LivenessSet::MajoritySet));
+    assert!(r.stable_set.len() < nodes);
+    let kinds: Vec<ViolationKind> = r.violations.iter().map(|v| v.kind).collect();
+    assert_eq!(
+        kinds,
+        [ViolationKind::NoConvergence],
+        "replay: {}",
+        r.replay
+    );
+    // The same seed with the outside servers cut off both ways (a stable component) converges.
+    let r = sim.liveness_set(LivenessSet::Component).run();
+    assert!(r.ok(), "{:?}\nreplay: {}", r.violations, r.replay);
+}
+
+#[test]
+fn highest_id_stalls_behind_an_outside_server_of_a_majority_set() {
+    stalls_in_a_majority_set(Strategy::HighestIdAlive, 3, 14);
+}
+
+#[test]
+fn omega_stalls_behind_an_outside_server_of_a_majority_set() {
+    stalls_in_a_majority_set(Strategy::Omega, 3, 59);
 }
