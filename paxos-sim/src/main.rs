@@ -379,9 +379,11 @@ fn run(a: &RunArgs) -> Result<ExitCode> {
     if !missing.is_empty() {
         println!("never exercised: {}", missing.join(", "));
     }
+    let wall = start.elapsed().as_secs_f64();
     println!(
-        "wall {:.1} s, sweep trace {:016x}",
-        start.elapsed().as_secs_f64(),
+        "wall {wall:.1} s ({:.0} seeds/s, {} threads), sweep trace {:016x}",
+        report.seeds as f64 / wall.max(1e-9),
+        a.threads,
         report.trace_hash
     );
     println!("{}", report.summary_line());

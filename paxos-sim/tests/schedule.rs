@@ -120,3 +120,19 @@ fn classic_option_fixes_everything_the_seed_would_draw() {
     );
     assert!(long.counters.updates_completed > classic.counters.updates_completed);
 }
+
+#[test]
+fn sweep_results_do_not_depend_on_the_thread_count() {
+    let base = Simulation::new(3, 0);
+    let run = |threads| {
+        let mut seen = Vec::new();
+        let r = sweep(&base, 5..29, threads, |r| seen.push((r.seed, r.trace_hash)));
+        (seen, r.trace_hash, r.events, r.counters, r.violations)
+    };
+    let one = run(1);
+    assert_eq!(one.0.len(), 24);
+    assert!(one.0.windows(2).all(|w| w[0].0 + 1 == w[1].0), "seed order");
+    for threads in [2, 3, 8] {
+        assert_eq!(run(threads), one, "{threads} threads");
+    }
+}
