@@ -2,7 +2,7 @@
 
 use crate::faults::FaultMix;
 use crate::report::Violation;
-use crate::sim::{psb_election, sim_psb_config, Params, World};
+use crate::sim::{psb_election, sim_psb_config, Params, SchedParams, World};
 use paxos_core::{Config, Durability, NodeId};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -113,6 +113,7 @@ impl Bench {
             script: Vec::new(),
             verbose: 0,
             driven_clients: None,
+            ext: SchedParams::classic(self.seed),
         };
         let start = Instant::now();
         let mut world = World::new(

@@ -43,8 +43,8 @@ pub use elections::{
 pub use faults::{FaultMix, FaultProfile, PartitionKind};
 pub use report::{Counters, Latency, LeaderChange, RunReport, Violation, ViolationKind};
 pub use sim::{
-    durability_name, psb_election, sim_psb_config, ElectionFactory, NodeSel, ScriptAction,
-    ScriptStep, Simulation,
+    durability_name, psb_election, sim_psb_config, ElectionFactory, LivenessSet, NodeFaults,
+    NodeSel, ScheduleMode, ScriptAction, ScriptStep, Simulation, Workload,
 };
 #[cfg(feature = "planted-bugs")]
 pub use sim::{planted_bug_name, PlantedBug};

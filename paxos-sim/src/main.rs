@@ -14,7 +14,8 @@ use paxos_core::Durability;
 use paxos_election::{scenario, ElectionConfig, RunOptions, Strategy};
 use paxos_sim::figures::{Bars, Timelines};
 use paxos_sim::{
-    strategy_factory, sweep, Bench, ElectionExperiment, FaultMix, FaultProfile, Simulation,
+    strategy_factory, sweep, Bench, ElectionExperiment, FaultMix, FaultProfile, LivenessSet,
+    NodeFaults, ScheduleMode, Simulation, Workload,
 };
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -142,7 +143,30 @@ struct RunArgs {
     /// Failure-detection time of `--election`, in ms.
     #[arg(long, default_value_t = 300)]
     election_timeout_ms: u64,
-    /// Plant a core bug: skip-prepare, send-before-durable, accept-lower-view, execute-duplicate.
+    /// Scheduling of every server: one (one input per round), k (k inputs per round, k drawn
+    /// per round in 1..=1024) or backlog (the whole backlog per round); default drawn per seed.
+    #[arg(long)]
+    schedule: Option<ScheduleMode>,
+    /// Process faults (pauses, clock skew and jumps, slow disks): off, pauses
+    /// (`NodeFaults::pauses(400 ms, 2 s)`), everything (`NodeFaults::everything()`), or drawn
+    /// per seed from the fault profile (random, the default).
+    #[arg(long, default_value = "random")]
+    node_faults: String,
+    /// What the liveness phase keeps stable when servers are left outside: component (cut off
+    /// or crashed) or majority-set (LADIS Def. 3.1: outside servers up and sending into the set);
+    /// default drawn per seed.
+    #[arg(long)]
+    liveness: Option<LivenessSet>,
+    /// Workload per seed: long (default) or classic (the draws before issue #11).
+    #[arg(long, default_value = "long")]
+    workload: Workload,
+    /// The simulator before issue #11: --schedule one --node-faults off --liveness component
+    /// --workload classic (reproduces its traces).
+    #[arg(long)]
+    classic: bool,
+    /// Plant a core bug: skip-prepare, send-before-durable, accept-lower-view, execute-duplicate,
+    /// mislabelled-accept, self-accept-before-durable, minority-quorum, prepare-ok-omits-accepted,
+    /// snapshot-drops-client-table.
     #[cfg(feature = "planted-bugs")]
     #[arg(long)]
     planted_bug: Option<String>,
@@ -214,6 +238,25 @@ fn simulation(a: &RunArgs) -> Result<Simulation> {
     #[cfg(feature = "planted-bugs")]
     if let Some(b) = &a.planted_bug {
         sim = sim.planted_bug(Some(parse_bug(b)?));
+    }
+    if a.classic {
+        sim = sim.classic();
+    }
+    if let Some(m) = a.schedule {
+        sim = sim.schedule(m);
+    }
+    match a.node_faults.as_str() {
+        "random" => {}
+        name => match NodeFaults::named(name) {
+            Some(f) => sim = sim.node_faults(f),
+            None => bail!("--node-faults must be off, pauses, everything or random"),
+        },
+    }
+    if let Some(l) = a.liveness {
+        sim = sim.liveness_set(l);
+    }
+    if !a.classic {
+        sim = sim.workload(a.workload);
     }
     Ok(sim)
 }
@@ -336,9 +379,11 @@ fn run(a: &RunArgs) -> Result<ExitCode> {
     if !missing.is_empty() {
         println!("never exercised: {}", missing.join(", "));
     }
+    let wall = start.elapsed().as_secs_f64();
     println!(
-        "wall {:.1} s, sweep trace {:016x}",
-        start.elapsed().as_secs_f64(),
+        "wall {wall:.1} s ({:.0} seeds/s, {} threads), sweep trace {:016x}",
+        report.seeds as f64 / wall.max(1e-9),
+        a.threads,
         report.trace_hash
     );
     println!("{}", report.summary_line());

@@ -1,6 +1,7 @@
 //! What a run reports: violations, counters, timelines.
 
 use crate::faults::FaultMix;
+use crate::sim::{LivenessSet, NodeFaults, ScheduleMode};
 use paxos_core::{ClientId, Durability, NodeId, Time, View};
 use std::fmt;
 use std::time::Duration;
@@ -112,6 +113,18 @@ pub struct Counters {
     pub executions: u64,
     /// Persist batches made durable.
     pub batches_synced: u64,
+    /// Rounds that fed a server two or more inputs before draining it.
+    pub multi_input_rounds: u64,
+    /// The most inputs one round fed (the maximum, not a sum, over a sweep).
+    pub max_round: u64,
+    /// Process pauses.
+    pub pauses: u64,
+    /// Forward clock jumps.
+    pub clock_jumps: u64,
+    /// Slow-disk episodes.
+    pub slow_disk_episodes: u64,
+    /// Liveness phases with a stable majority set (outside servers up and sending into it).
+    pub majority_set_phases: u64,
 }
 
 impl Counters {
@@ -139,7 +152,24 @@ impl Counters {
         self.ordered += o.ordered;
         self.executions += o.executions;
         self.batches_synced += o.batches_synced;
+        self.multi_input_rounds += o.multi_input_rounds;
+        self.max_round = self.max_round.max(o.max_round);
+        self.pauses += o.pauses;
+        self.clock_jumps += o.clock_jumps;
+        self.slow_disk_episodes += o.slow_disk_episodes;
+        self.majority_set_phases += o.majority_set_phases;
     }
+
+    /// The counters of the scheduler and the process faults (issue #11); a run's trace hash
+    /// leaves them out while they are zero.
+    pub const SCHEDULING: [&'static str; 6] = [
+        "multi_input_rounds",
+        "max_round",
+        "pauses",
+        "clock_jumps",
+        "slow_disk_episodes",
+        "majority_set_phases",
+    ];
 
     /// `(name, value)` pairs, in a fixed order, for printing and coverage checks.
     pub fn entries(&self) -> Vec<(&'static str, u64)> {
@@ -166,6 +196,12 @@ impl Counters {
             ("ordered", self.ordered),
             ("executions", self.executions),
             ("batches_synced", self.batches_synced),
+            ("multi_input_rounds", self.multi_input_rounds),
+            ("max_round", self.max_round),
+            ("pauses", self.pauses),
+            ("clock_jumps", self.clock_jumps),
+            ("slow_disk_episodes", self.slow_disk_episodes),
+            ("majority_set_phases", self.majority_set_phases),
         ]
     }
 }
@@ -236,6 +272,13 @@ pub struct RunReport {
     pub converged_at: Option<Time>,
     /// A command line that replays this run verbosely.
     pub replay: String,
+    /// How servers were scheduled.
+    pub schedule: ScheduleMode,
+    /// The process faults drawn for this seed.
+    pub node_faults: NodeFaults,
+    /// What the liveness phase kept stable (`None`: every server was in the stable set, or
+    /// there was no liveness phase).
+    pub liveness_set: Option<LivenessSet>,
 }
 
 impl RunReport {

@@ -17,6 +17,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod nemesis;
+mod schedule;
+mod stable;
+pub use nemesis::NodeFaults;
+pub(crate) use schedule::SchedParams;
+use schedule::{Input, Sched, SchedEv, SchedOptions};
+pub use schedule::{ScheduleMode, Workload};
+pub use stable::LivenessSet;
+
 /// Builds the election strategy of server `me` in a cluster of `servers`.
 pub type ElectionFactory = Arc<dyn Fn(NodeId, usize) -> Box<dyn LeaderElection> + Send + Sync>;
 
@@ -101,6 +110,8 @@ pub struct Simulation {
     liveness_bound: Duration,
     script: Vec<ScriptStep>,
     verbose: u8,
+    /// Scheduling, process faults, liveness set, workload (`schedule.rs`).
+    ext: SchedOptions,
     #[cfg(feature = "planted-bugs")]
     planted_bug: Option<PlantedBug>,
 }
@@ -136,6 +147,7 @@ impl Simulation {
             liveness_bound: Duration::from_secs(60),
             script: Vec::new(),
             verbose: 0,
+            ext: SchedOptions::default(),
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -271,6 +283,7 @@ impl Simulation {
         if let Some(b) = self.planted_bug {
             s.push_str(&format!(" --planted-bug {}", planted_bug_name(b)));
         }
+        s.push_str(&self.ext.flags());
         if self.mix.is_some() || !self.script.is_empty() {
             s.push_str("  # (custom fault mix or script: replay through the library)");
         }
@@ -349,6 +362,7 @@ impl Simulation {
             script: Vec::new(),
             verbose: self.verbose,
             driven_clients: Some(clients),
+            ext: SchedParams::driven(self.seed, &self.ext),
         };
         let election_name = (self.election)(NodeId(0), n).name();
         (
@@ -393,7 +407,7 @@ impl Simulation {
             }
         });
         let base_delay = Duration::from_micros(rng.gen_range(100..2000));
-        let params = Params {
+        let mut params = Params {
             seed: self.seed,
             n,
             mix,
@@ -413,7 +427,13 @@ impl Simulation {
             script: self.script.clone(),
             verbose: self.verbose,
             driven_clients: None,
+            ext: self.ext.draw(self.seed, self.profile, scripted),
         };
+        if !scripted {
+            self.ext
+                .workload
+                .apply(&mut params, self.clients, self.fault_phase);
+        }
         let election_name = (self.election)(NodeId(0), n).name();
         let mut world = World::new(params, rng, self.election.clone());
         if self.verbose > 0 {
@@ -429,6 +449,7 @@ impl Simulation {
                 world.p.config.window,
                 world.p.mix.describe()
             );
+            println!("{}", world.describe_sched());
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
         if let Err(payload) = outcome {
@@ -494,6 +515,8 @@ pub(crate) struct Params {
     /// Driven by a [`crate::SimCluster`]: clients sit at these servers (one each) and faults come
     /// only from the driver (a crashed server stays down until the driver restarts it).
     pub(crate) driven_clients: Option<Vec<NodeId>>,
+    /// Scheduling mode, process faults, liveness set (`schedule.rs`).
+    pub(crate) ext: SchedParams,
 }
 
 type SimReplica = Replica<SimStateMachine, Box<dyn LeaderElection>>;
@@ -511,6 +534,7 @@ enum Ev {
     Heal,
     Check,
     Script { index: u32 },
+    Sched(SchedEv),
 }
 
 impl Ev {
@@ -530,6 +554,7 @@ impl Ev {
             Ev::Heal => 9,
             Ev::Check => 10,
             Ev::Script { index } => 11 | u64::from(*index) << 8,
+            Ev::Sched(e) => 12 | e.code() << 8,
         }
     }
 }
@@ -651,6 +676,8 @@ pub(crate) struct World {
     deadline: Time,
     end_limit: Time,
     next_trim: u64,
+    /// Per-server inboxes, clocks and process faults (`schedule.rs`, `nemesis.rs`).
+    sched: Sched,
 }
 
 fn all_mask(n: usize) -> u64 {
@@ -742,6 +769,7 @@ impl World {
             deadline: Time(u64::MAX),
             end_limit: Time(u64::MAX),
             next_trim: 4096,
+            sched: Sched::new(&p.ext, n),
             p,
         };
         w.start();
@@ -809,6 +837,9 @@ impl World {
             for (i, s) in self.p.script.clone().iter().enumerate() {
                 self.schedule(Time::ZERO + s.at, Ev::Script { index: i as u32 });
             }
+            if self.p.script.is_empty() {
+                self.start_nemesis();
+            }
         }
     }
 
@@ -823,6 +854,7 @@ impl World {
         let n = self.p.n;
         let mut config = self.p.config.clone();
         config.id = NodeId(i as u32);
+        let local = self.local_now(i);
         let node = &mut self.nodes[i];
         if node.replica.is_some() {
             return;
@@ -836,7 +868,7 @@ impl World {
         let durable = node.durable.clone();
         let expect = contiguous_prefix(&durable);
         let snap = durable.snapshot_seq();
-        match Replica::new(config, SimStateMachine::new(), election, durable, self.now) {
+        match Replica::new(config, SimStateMachine::new(), election, durable, local) {
             Ok(r) => {
                 let aru = r.election_context().local_aru;
                 node.replica = Some(Box::new(r));
@@ -896,6 +928,7 @@ impl World {
         drop(r);
         self.set_leader(i, false);
         self.dirty &= !(1 << i);
+        self.sched_crash(i);
         self.counters.crashes += 1;
         let len = self.nodes[i].unsynced.len();
         let keep = if self.p.mix.torn_writes && len > 0 {
@@ -1191,14 +1224,9 @@ impl World {
                 if self.nodes[i].gen != gen {
                     return;
                 }
-                let now = self.now;
-                if let Some(r) = self.nodes[i].replica.as_mut() {
-                    if self.p.verbose >= 2 {
-                        println!("{now} tick n{i}");
-                    }
-                    r.handle_tick(now);
-                    self.dirty |= 1 << i;
-                    let next = now + self.p.tick;
+                if self.nodes[i].replica.is_some() {
+                    self.input(i, Input::Tick);
+                    let next = self.now + self.tick_period(i);
                     self.schedule(next, Ev::Tick { node, gen });
                 }
             }
@@ -1215,18 +1243,11 @@ impl World {
                     }
                     return;
                 }
-                let now = self.now;
-                match self.nodes[t].replica.as_mut() {
-                    Some(r) => {
-                        if self.p.verbose >= 3 {
-                            println!("{now} n{f} -> n{t} {msg:?}");
-                        } else if self.p.verbose >= 2 {
-                            println!("{now} n{f} -> n{t} {}", msg.kind());
-                        }
-                        r.handle_message(now, NodeId(f as u32), msg);
-                        self.dirty |= 1 << t;
-                    }
-                    None => self.counters.messages_dropped += 1,
+                if self.nodes[t].replica.is_some() {
+                    let from = NodeId(f as u32);
+                    self.input(t, Input::Message { from, msg });
+                } else {
+                    self.counters.messages_dropped += 1;
                 }
             }
             Ev::Synced { node, gen } => {
@@ -1238,10 +1259,8 @@ impl World {
                     return;
                 };
                 self.make_durable(i, &b);
-                let now = self.now;
-                if let Some(r) = self.nodes[i].replica.as_mut() {
-                    r.handle_persisted(now, b.id);
-                    self.dirty |= 1 << i;
+                if self.nodes[i].replica.is_some() {
+                    self.input(i, Input::Persisted(b.id));
                 }
             }
             Ev::Submit { client } => {
@@ -1292,6 +1311,7 @@ impl World {
             Ev::Heal => self.heal(),
             Ev::Check => self.check_convergence(),
             Ev::Script { index } => self.script_step(index as usize),
+            Ev::Sched(e) => self.handle_sched(e),
         }
     }
 
@@ -1518,11 +1538,13 @@ impl World {
             self.counters.partitions -= 1;
         }
         self.recompute_blocked();
+        self.nemesis_heal();
         for i in 0..n {
             if self.stable & (1 << i) != 0 {
                 self.boot(i);
             }
         }
+        self.liveness_set_hook(outside);
         // Every client of the stable set gets one more update in, so liveness is always tested.
         for c in 0..self.clients.len() {
             let cl = &self.clients[c];
@@ -1652,20 +1674,13 @@ impl World {
 
     fn send_to_server(&mut self, c: usize) {
         let i = self.clients[c].server.index();
-        let now = self.now;
-        let Some(r) = self.nodes[i].replica.as_mut() else {
+        if self.nodes[i].replica.is_none() {
             return;
-        };
+        }
         let Some(u) = self.clients[c].update.clone() else {
             return;
         };
-        if let Err(e) = r.handle_client_update(now, u) {
-            self.violation(
-                ViolationKind::Codec,
-                format!("n{i} refused client {c}: {e}"),
-            );
-        }
-        self.dirty |= 1 << i;
+        self.input(i, Input::Client(u));
     }
 
     fn drain_dirty(&mut self) {
@@ -1698,7 +1713,6 @@ impl World {
             if let Err((kind, detail)) = self.checker.oracles.on_written(i, &b) {
                 self.violation(kind, detail);
             }
-            let node = &mut self.nodes[i];
             let delay = if self.p.mix.slow_disk {
                 self.rng.gen_range(100_000..40_000_000)
             } else if self.p.bench_updates.is_some() {
@@ -1706,6 +1720,8 @@ impl World {
             } else {
                 self.rng.gen_range(50_000..2_000_000)
             };
+            let delay = self.disk_delay(i, delay);
+            let node = &mut self.nodes[i];
             let at = (self.now + Duration::from_nanos(delay)).max(node.disk_free_at);
             node.disk_free_at = at;
             node.unsynced.push_back(b);
@@ -1965,9 +1981,13 @@ impl World {
         self.counters.noops = self.checker.noops;
         self.counters.executions = self.checker.executions;
         self.counters.ordered = self.checker.ordered();
+        self.fold_sched_counters();
         let mut trace = self.trace;
-        for (_, v) in self.counters.entries() {
-            trace = mix(trace, v);
+        for (name, v) in self.counters.entries() {
+            // Zero scheduling counters stay out, so classic runs keep their earlier hashes.
+            if v != 0 || !Counters::SCHEDULING.contains(&name) {
+                trace = mix(trace, v);
+            }
         }
         RunReport {
             seed: self.p.seed,
@@ -1993,6 +2013,9 @@ impl World {
                 .collect(),
             converged_at: self.converged_at,
             replay,
+            schedule: self.sched.mode,
+            node_faults: self.sched.faults.clone(),
+            liveness_set: self.sched.liveness,
         }
     }
 }

@@ -2,7 +2,10 @@
 
 use crate::report::{Counters, RunReport, Violation};
 use crate::sim::Simulation;
+use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::mpsc;
 
 /// A failed seed.
 #[derive(Clone, Debug)]
@@ -81,8 +84,10 @@ impl SweepReport {
     }
 }
 
-/// Runs `base` with every seed in `seeds`, on `threads` threads (results are merged in seed order,
-/// so the report does not depend on the thread count). `on_run` sees every report, in seed order.
+/// Runs `base` with every seed in `seeds`, on `threads` threads. Each thread takes the next
+/// seed not yet started (so a slow seed does not hold the others up); reports are handed to
+/// `on_run` and summed in seed order, so the report and every `on_run` call are the same for any
+/// thread count (every run is a function of its seed and options alone).
 pub fn sweep(
     base: &Simulation,
     seeds: Range<u64>,
@@ -90,30 +95,44 @@ pub fn sweep(
     mut on_run: impl FnMut(&RunReport),
 ) -> SweepReport {
     let threads = threads.max(1);
-    let seeds: Vec<u64> = seeds.collect();
     let mut out = SweepReport::default();
-    for chunk in seeds.chunks(threads * 8) {
-        let mut results: Vec<RunReport> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let mine: Vec<u64> = chunk.iter().copied().skip(t).step_by(threads).collect();
-                    s.spawn(move || {
-                        mine.into_iter()
-                            .map(|seed| base.clone().seed(seed).run())
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("simulation thread panicked"))
-                .collect()
-        });
-        results.sort_by_key(|r| r.seed);
-        for r in &results {
-            on_run(r);
-            out.add(r);
+    if threads == 1 {
+        for seed in seeds {
+            let r = base.clone().seed(seed).run();
+            on_run(&r);
+            out.add(&r);
         }
+        return out;
     }
+    let next = AtomicU64::new(seeds.start);
+    let end = seeds.end;
+    std::thread::scope(|s| {
+        let (tx, rx) = mpsc::sync_channel::<RunReport>(threads * 4);
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let next = &next;
+            s.spawn(move || loop {
+                let seed = next.fetch_add(1, AtomicOrdering::Relaxed);
+                if seed >= end {
+                    break;
+                }
+                if tx.send(base.clone().seed(seed).run()).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        // Reports arrive in completion order; hand them out in seed order.
+        let mut waiting: BTreeMap<u64, RunReport> = BTreeMap::new();
+        let mut want = seeds.start;
+        for r in rx {
+            waiting.insert(r.seed, r);
+            while let Some(r) = waiting.remove(&want) {
+                on_run(&r);
+                out.add(&r);
+                want += 1;
+            }
+        }
+    });
     out
 }

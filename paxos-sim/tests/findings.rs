@@ -2,7 +2,10 @@
 //! failed (`NoConvergence` within the Paxos-L1 bound of 60 s of virtual time after healing) before
 //! the fix named with it; all of them are fixed. The traces are valid for the simulator version that
 //! recorded them: once the core behaves differently the seed plays out differently, so the unit
-//! tests in `paxos-core/src/tests.rs` pin each mechanism down as well.
+//! tests in `paxos-core/src/tests.rs` pin each mechanism down as well. They were recorded before
+//! the scheduling modes and process faults existed, so they run with `Simulation::classic()`
+//! (one input per round, no process faults, the stable component, the classic workload), which
+//! reproduces that simulator's traces.
 //!
 //! * Lagging server never joins a view change (2249/5, 95/7): a server of the stable majority far
 //!   behind stayed `RegNonLeader`, catching up by reconciliation, while the others were in leader
@@ -26,11 +29,15 @@
 //! * Slow catch-up with BLE (5/Light 1735): the same reconciliation rotation as 20590.
 
 use paxos_election::{ElectionConfig, Strategy};
-use paxos_sim::{strategy_factory, FaultProfile, Simulation};
+use paxos_sim::{strategy_factory, FaultProfile, LivenessSet, Simulation, ViolationKind};
 use std::time::Duration;
 
 fn check(nodes: usize, seed: u64) {
-    check_with(Simulation::new(nodes, seed).faults(FaultProfile::Heavy));
+    check_with(
+        Simulation::new(nodes, seed)
+            .classic()
+            .faults(FaultProfile::Heavy),
+    );
 }
 
 fn check_with(sim: Simulation) {
@@ -52,6 +59,7 @@ fn seven_nodes_heavy_seed_95_converges() {
 fn five_nodes_heavy_seed_21295_converges() {
     check_with(
         Simulation::new(5, 21295)
+            .classic()
             .faults(FaultProfile::Heavy)
             .clients(10)
             .duration(Duration::from_secs(10)),
@@ -62,6 +70,7 @@ fn five_nodes_heavy_seed_21295_converges() {
 fn five_nodes_heavy_seed_20590_converges() {
     check_with(
         Simulation::new(5, 20590)
+            .classic()
             .faults(FaultProfile::Heavy)
             .clients(10)
             .duration(Duration::from_secs(10)),
@@ -71,10 +80,15 @@ fn five_nodes_heavy_seed_20590_converges() {
 /// `--election <strategy>` with the simulator's default 300 ms election timeout.
 fn check_election(strategy: Strategy, nodes: usize, profile: FaultProfile, seed: u64) {
     let cfg = ElectionConfig::uniform(Duration::from_millis(300));
-    check_with(Simulation::new(nodes, seed).faults(profile).election(
-        strategy_factory(strategy, cfg),
-        Some(format!("--election {strategy}")),
-    ));
+    check_with(
+        Simulation::new(nodes, seed)
+            .classic()
+            .faults(profile)
+            .election(
+                strategy_factory(strategy, cfg),
+                Some(format!("--election {strategy}")),
+            ),
+    );
 }
 
 #[test]
@@ -100,4 +114,43 @@ fn highest_id_five_nodes_light_seed_238_converges() {
 #[test]
 fn ble_five_nodes_light_seed_1735_converges() {
     check_election(Strategy::QuorumBallot, 5, FaultProfile::Light, 1735);
+}
+
+/// Open finding (not a core bug): with a stable majority set (LADIS Def. 3.1: the servers outside
+/// the set are up and can send into it, but hear nothing from it), the highest-id and Ω
+/// strategies elect the outside server: its heartbeats reach the set, so it is alive (highest-id:
+/// it has the highest id; Ω: it is trusted with the fewest recoveries), but it never hears the
+/// set's PrepareOks or Accepts, so nothing is ordered for the rest of the run. PSB's view change
+/// and BLE (an outside server without a quorum of heartbeat replies has `qc = false`) converge on
+/// every such seed. These strategies assume a stable component (protocol doc §15.2–15.3); the
+/// tests pin the behaviour down so a change to it is noticed (docs/simulator.md, liveness).
+fn stalls_in_a_majority_set(strategy: Strategy, nodes: usize, seed: u64) {
+    let cfg = ElectionConfig::uniform(Duration::from_millis(300));
+    let sim = Simulation::new(nodes, seed).election(
+        strategy_factory(strategy, cfg),
+        Some(format!("--election {strategy}")),
+    );
+    let r = sim.clone().liveness_set(LivenessSet::MajoritySet).run();
+    assert_eq!(r.liveness_set, Some(LivenessSet::MajoritySet));
+    assert!(r.stable_set.len() < nodes);
+    let kinds: Vec<ViolationKind> = r.violations.iter().map(|v| v.kind).collect();
+    assert_eq!(
+        kinds,
+        [ViolationKind::NoConvergence],
+        "replay: {}",
+        r.replay
+    );
+    // The same seed with the outside servers cut off both ways (a stable component) converges.
+    let r = sim.liveness_set(LivenessSet::Component).run();
+    assert!(r.ok(), "{:?}\nreplay: {}", r.violations, r.replay);
+}
+
+#[test]
+fn highest_id_stalls_behind_an_outside_server_of_a_majority_set() {
+    stalls_in_a_majority_set(Strategy::HighestIdAlive, 3, 14);
+}
+
+#[test]
+fn omega_stalls_behind_an_outside_server_of_a_majority_set() {
+    stalls_in_a_majority_set(Strategy::Omega, 3, 59);
 }
