@@ -60,6 +60,9 @@ fn rejoin(strategy: Strategy, seed: u64, network: FaultMix) -> Result<(), String
     while t < 12_000 {
         t += 50;
         c.run_until(ms(t));
+        if let Some(v) = c.violations().first() {
+            return Err(format!("safety violation: {v:?}"));
+        }
         let s = c.sample();
         for (i, v) in s.views.iter().enumerate() {
             if i != follower.index() && *v != Some(view) {
@@ -69,6 +72,9 @@ fn rejoin(strategy: Strategy, seed: u64, network: FaultMix) -> Result<(), String
                 ));
             }
         }
+    }
+    if c.sample().at < ms(12_000) {
+        return Err(format!("the cluster stopped at {:?}", c.sample().at));
     }
     let end = c.sample();
     if end.views[follower.index()] != Some(view) {
@@ -87,6 +93,12 @@ fn rejoin(strategy: Strategy, seed: u64, network: FaultMix) -> Result<(), String
     if let Some(v) = c.violations().first() {
         return Err(format!("safety violation: {v:?}"));
     }
+    eprintln!(
+        "{} seed {seed}: {} events, {} executed",
+        strategy.name(),
+        c.events(),
+        c.sample().executed
+    );
     Ok(())
 }
 
