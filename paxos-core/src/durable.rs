@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 pub struct BatchId(pub u64);
 
 /// The server's view promise: the views it attempted and installed [TR Fig 2].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct ViewRecord {
     /// The last view this server tried to install.
     pub last_attempted: View,
@@ -31,7 +31,7 @@ pub struct ViewRecord {
 /// Write all of it or none of it, in [`BatchId`] order. When `sync` is true the driver reports it
 /// with `handle_persisted` only once it is on stable storage (fdatasync or equivalent).
 #[must_use = "persist the batch and report it with handle_persisted"]
-#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct PersistBatch {
     /// This batch's number.
     pub id: BatchId,
@@ -80,7 +80,7 @@ impl PersistBatch {
 ///
 /// Backends may store it any way they like; [`DurableState::apply`] is the reference meaning of a
 /// batch, and the in-memory backend and the simulator use it directly.
-#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct DurableState {
     /// How many times storage has been opened; increases at every restart (Ω's epoch).
     pub incarnation: u64,

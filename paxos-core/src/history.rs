@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 pub(crate) type NodeSet = u64;
 
 /// What one server knows about one sequence number [TR Fig 2].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Hash)]
 pub(crate) struct Slot {
     /// The latest proposal accepted or made here: `(view, update)`.
     pub(crate) proposal: Option<(View, ClientUpdate)>,
@@ -67,7 +67,7 @@ impl Slot {
 }
 
 /// Slots `base..base+len`, all below `base` compacted away.
-#[derive(Debug)]
+#[derive(Clone, Debug, Hash)]
 pub(crate) struct History {
     base: u64,
     slots: VecDeque<Slot>,

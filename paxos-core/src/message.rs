@@ -38,7 +38,7 @@ impl ClientUpdate {
 }
 
 /// One slot of a Proposal: the update proposed for `seq`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProposalItem {
     /// The slot.
     pub seq: Seq,
@@ -47,7 +47,7 @@ pub struct ProposalItem {
 }
 
 /// An update bound to a slot for good: a GloballyOrderedUpdate (GOU) [TR Fig 3].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct OrderedUpdate {
     /// The slot.
     pub seq: Seq,
@@ -56,7 +56,7 @@ pub struct OrderedUpdate {
 }
 
 /// A proposal accepted by a server: what it must remember across crashes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AcceptedProposal {
     /// The slot.
     pub seq: Seq,
@@ -67,7 +67,7 @@ pub struct AcceptedProposal {
 }
 
 /// One entry of a PrepareOk's data list [TR §5.4].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DataItem {
     /// The latest proposal the sender accepted for a slot it has not ordered.
     Proposal(AcceptedProposal),
@@ -76,7 +76,7 @@ pub enum DataItem {
 }
 
 /// An inclusive range of slots, `start..=end`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SeqRange {
     /// First slot.
     pub start: Seq,
@@ -102,7 +102,7 @@ impl SeqRange {
 }
 
 /// Per-client exactly-once record carried in snapshots: the last executed timestamp and its reply.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ClientRecord {
     /// The client.
     pub client: ClientId,
@@ -113,7 +113,7 @@ pub struct ClientRecord {
 }
 
 /// A state-machine snapshot at a slot, with the exactly-once table at that point.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Every slot up to and including this one is reflected in the snapshot.
     pub seq: Seq,
@@ -124,7 +124,7 @@ pub struct Snapshot {
 }
 
 /// A message between servers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Message {
     /// A client update forwarded by its local server to the leader [TR Fig 12].
     ClientUpdate(ClientUpdate),
@@ -209,7 +209,7 @@ impl Message {
 }
 
 /// A message with its sender, as it travels between servers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Envelope {
     /// The sending server. Transports check it against the authenticated peer.
     pub from: NodeId,
@@ -218,7 +218,7 @@ pub struct Envelope {
 }
 
 /// The answer to a client update, sent by the update's local server after execution.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ClientReply {
     /// The client.
     pub client_id: ClientId,

@@ -33,6 +33,8 @@ use bytes::Bytes;
 use std::collections::VecDeque;
 use thiserror::Error;
 
+mod fingerprint;
+
 /// The client id reserved for no-op fillers (see docs/architecture.md, "Deviations").
 pub const NOOP_CLIENT: ClientId = ClientId(u64::MAX);
 
@@ -83,7 +85,7 @@ fn quorum(config: &Config) -> usize {
 }
 
 /// One executed slot, reported by [`Replica::poll_executed`] when `record_executions` is on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Executed {
     /// The slot.
     pub seq: Seq,
@@ -188,6 +190,7 @@ struct PrepareState {
 }
 
 /// One server of the PSB protocol.
+#[derive(Clone)]
 pub struct Replica<S: StateMachine, E: LeaderElection> {
     config: Config,
     me: NodeId,

@@ -29,7 +29,7 @@ pub trait StateMachine {
 /// A state machine that keeps nothing and answers every update with an empty reply.
 ///
 /// Useful for benchmarks of the ordering protocol alone.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Hash)]
 pub struct NullStateMachine;
 
 impl StateMachine for NullStateMachine {

@@ -1,0 +1,82 @@
+//! Runs one of the model's configurations and prints its state counts and discoveries.
+//!
+//! `cargo run --release -p paxos-model --example check -- [ci|larger|issue11] [max_depth]`
+
+use paxos_model::{check, format_trace, scenarios, CheckOptions, PaxosModel};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let which = args.get(1).map_or("ci", String::as_str);
+    let cfg = match which {
+        "ci" => scenarios::ci(),
+        "larger" => scenarios::larger(),
+        "issue11" => scenarios::issue11_n3(),
+        other => {
+            eprintln!("unknown configuration {other}: ci, larger or issue11");
+            std::process::exit(2);
+        }
+    };
+    let mut cfg = cfg;
+    let mut max_depth = None;
+    // Overrides: depth=N views=N slots=N crashes=N dup=0|1 ticks=0|1 las=0|1 retries=0|1.
+    for a in args.iter().skip(2) {
+        let Some((k, v)) = a.split_once('=') else {
+            eprintln!("argument {a} is not key=value");
+            std::process::exit(2);
+        };
+        let num: u64 = v.parse().unwrap_or_else(|_| {
+            eprintln!("{a}: not a number");
+            std::process::exit(2)
+        });
+        match k {
+            "depth" => max_depth = Some(num as usize),
+            "views" => cfg.max_view = num,
+            "slots" => cfg.max_slot = num,
+            "crashes" => cfg.max_crashes = num as u8,
+            "dup" => cfg.duplication = num != 0,
+            "ticks" => cfg.ticks = num != 0,
+            "las" => cfg.leader_accepts_separately = num != 0,
+            "retries" => cfg.client_retries = num != 0,
+            "vcproof" => cfg.nonleader_install = num != 0,
+            "sync" => {
+                // Bit i set: server i has a synchronous driver.
+                cfg.drivers = (0..cfg.servers)
+                    .map(|i| {
+                        if num >> i & 1 == 1 {
+                            paxos_model::Driver::Synchronous
+                        } else {
+                            paxos_model::Driver::Stepwise
+                        }
+                    })
+                    .collect();
+            }
+            "view1" => {
+                if num != 0 {
+                    cfg.script = scenarios::view1_installed();
+                }
+            }
+            _ => {
+                eprintln!("unknown key {k}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let model = match PaxosModel::new(cfg) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let opts = CheckOptions {
+        max_depth,
+        ..CheckOptions::default()
+    };
+    let report = check(model.clone(), &opts);
+    println!("{which}: {report}");
+    for d in &report.discoveries {
+        if d.failure {
+            println!("{}", format_trace(&model, d));
+        }
+    }
+}
