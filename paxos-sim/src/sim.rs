@@ -1737,8 +1737,8 @@ impl World {
         }
         let snaps = r.metrics().snapshots_installed;
         if snaps != self.nodes[i].snaps_seen {
+            self.checker.jump_ok[i] += snaps.saturating_sub(self.nodes[i].snaps_seen);
             self.nodes[i].snaps_seen = snaps;
-            self.checker.jump_ok[i] = true;
         }
         while let Some(e) = r.poll_executed() {
             if let Err((kind, detail)) = self.checker.on_executed(i, &e) {

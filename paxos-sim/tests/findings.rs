@@ -29,7 +29,9 @@
 //! * Slow catch-up with BLE (5/Light 1735): the same reconciliation rotation as 20590.
 
 use paxos_election::{ElectionConfig, Strategy};
-use paxos_sim::{strategy_factory, FaultProfile, LivenessSet, Simulation, ViolationKind};
+use paxos_sim::{
+    strategy_factory, FaultProfile, LivenessSet, ScheduleMode, Simulation, ViolationKind,
+};
 use std::time::Duration;
 
 fn check(nodes: usize, seed: u64) {
@@ -153,4 +155,23 @@ fn highest_id_stalls_behind_an_outside_server_of_a_majority_set() {
 #[test]
 fn omega_stalls_behind_an_outside_server_of_a_majority_set() {
     stalls_in_a_majority_set(Strategy::Omega, 3, 59);
+}
+
+/// Simulator finding (the checker, not the core): with `k` inputs per round a lagging replica
+/// handled a ReconReply (executing slots 42..=56 past a snapshot installed in an earlier round)
+/// and a SnapshotTransfer for slot 57 in one round, then executed 58: two skips for two snapshot
+/// installs, which the checker's one-flag-per-drain bookkeeping reported as an `Agreement`
+/// violation. The checker now counts installs.
+#[test]
+fn omega_three_nodes_k_schedule_seed_6446_two_snapshot_skips_in_one_drain() {
+    let cfg = ElectionConfig::uniform(Duration::from_millis(300));
+    check_with(
+        Simulation::new(3, 6446)
+            .election(
+                strategy_factory(Strategy::Omega, cfg),
+                Some("--election omega".into()),
+            )
+            .schedule(ScheduleMode::K)
+            .liveness_set(LivenessSet::Component),
+    );
 }
