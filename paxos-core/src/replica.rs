@@ -871,12 +871,20 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.metrics.dropped_invalid += 1;
             return;
         }
-        let new_view = view > self.last_installed
-            && (view == self.last_attempted
-                || (view > self.last_attempted && {
-                    let ctx = self.ctx();
-                    self.election.accepts_prepare(from, view, &ctx)
-                }));
+        // A server that restarted after its promise of `view` became durable but before its
+        // PrepareOk left is in leader election with exactly that view installed and attempted:
+        // it answers the retransmitted Prepare as it would have (oracle strategies keep the same
+        // leader, which would otherwise wait for this PrepareOk forever; sim seed 6438).
+        let restarted_promise = view == self.last_installed
+            && view == self.last_attempted
+            && self.state == ServerState::LeaderElection;
+        let new_view = restarted_promise
+            || view > self.last_installed
+                && (view == self.last_attempted
+                    || (view > self.last_attempted && {
+                        let ctx = self.ctx();
+                        self.election.accepts_prepare(from, view, &ctx)
+                    }));
         if new_view {
             // Non-leader answering a Prepare for a view it has not installed yet.
             self.state = ServerState::LeaderElection;
