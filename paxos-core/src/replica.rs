@@ -1509,7 +1509,8 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         let queue = std::mem::take(&mut self.update_queue);
         for u in queue {
             let c = u.client_id;
-            let stale = self.bound_at_install.contains(&u.id())
+            let bound = self.bound_at_install.contains(&u.id());
+            let stale = bound
                 || self.is_executed(&u)
                 || (u.server_id != me
                     && self
@@ -1517,9 +1518,14 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                         .get(&c)
                         .is_some_and(|ts| u.timestamp <= *ts));
             if stale {
-                let e = self.last_enqueued.entry(c).or_insert(u.timestamp);
-                if *e < u.timestamp {
-                    *e = u.timestamp;
+                // An update bound only by a stale proposal stays out of `last_enqueued`: once
+                // that slot is ordered with another update (or compacted) it leaves
+                // `bound_at_install` and must be accepted again (sim: highest-id N = 5 seed 5301).
+                if !bound {
+                    let e = self.last_enqueued.entry(c).or_insert(u.timestamp);
+                    if *e < u.timestamp {
+                        *e = u.timestamp;
+                    }
                 }
             } else {
                 self.update_queue.push_back(u);
