@@ -194,3 +194,29 @@ fn ble_three_nodes_k_schedule_seed_6438_restarted_follower_answers_prepare() {
             .schedule(ScheduleMode::K),
     );
 }
+
+/// Core finding (liveness, oracle strategies): a leader installing a view dropped its own queued
+/// update as bound by a stale proposal and recorded it in `last_enqueued`; when that slot was
+/// ordered with another update the update was bound nowhere, but the leader refused it for the
+/// rest of the view. Fixed in `Replica::remove_bound_from_queue`
+/// (`paxos-core/tests/stale_bound.rs`). Needs skewed and jumping clocks in these seeds.
+#[test]
+fn oracle_strategies_five_nodes_stale_bound_update_is_proposed_again() {
+    let cfg = ElectionConfig::uniform(Duration::from_millis(300));
+    for (strategy, mode, seed) in [
+        (Strategy::HighestIdAlive, ScheduleMode::One, 5301),
+        (Strategy::HighestIdAlive, ScheduleMode::Backlog, 5009),
+        (Strategy::Omega, ScheduleMode::One, 1259),
+        (Strategy::Omega, ScheduleMode::One, 3350),
+    ] {
+        check_with(
+            Simulation::new(5, seed)
+                .election(
+                    strategy_factory(strategy, cfg),
+                    Some(format!("--election {strategy}")),
+                )
+                .schedule(mode)
+                .liveness_set(LivenessSet::Component),
+        );
+    }
+}
