@@ -874,12 +874,20 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.metrics.dropped_invalid += 1;
             return;
         }
-        let new_view = view > self.last_installed
-            && (view == self.last_attempted
-                || (view > self.last_attempted && {
-                    let ctx = self.ctx();
-                    self.election.accepts_prepare(from, view, &ctx)
-                }));
+        // A server that restarted after its promise of `view` became durable but before its
+        // PrepareOk left is in leader election with exactly that view installed and attempted:
+        // it answers the retransmitted Prepare as it would have (oracle strategies keep the same
+        // leader, which would otherwise wait for this PrepareOk forever; sim seed 6438).
+        let restarted_promise = view == self.last_installed
+            && view == self.last_attempted
+            && self.state == ServerState::LeaderElection;
+        let new_view = restarted_promise
+            || view > self.last_installed
+                && (view == self.last_attempted
+                    || (view > self.last_attempted && {
+                        let ctx = self.ctx();
+                        self.election.accepts_prepare(from, view, &ctx)
+                    }));
         if new_view {
             // Non-leader answering a Prepare for a view it has not installed yet.
             self.state = ServerState::LeaderElection;
@@ -1504,7 +1512,8 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         let queue = std::mem::take(&mut self.update_queue);
         for u in queue {
             let c = u.client_id;
-            let stale = self.bound_at_install.contains(&u.id())
+            let bound = self.bound_at_install.contains(&u.id());
+            let stale = bound
                 || self.is_executed(&u)
                 || (u.server_id != me
                     && self
@@ -1512,9 +1521,14 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                         .get(&c)
                         .is_some_and(|ts| u.timestamp <= *ts));
             if stale {
-                let e = self.last_enqueued.entry(c).or_insert(u.timestamp);
-                if *e < u.timestamp {
-                    *e = u.timestamp;
+                // An update bound only by a stale proposal stays out of `last_enqueued`: once
+                // that slot is ordered with another update (or compacted) it leaves
+                // `bound_at_install` and must be accepted again (sim: highest-id N = 5 seed 5301).
+                if !bound {
+                    let e = self.last_enqueued.entry(c).or_insert(u.timestamp);
+                    if *e < u.timestamp {
+                        *e = u.timestamp;
+                    }
                 }
             } else {
                 self.update_queue.push_back(u);

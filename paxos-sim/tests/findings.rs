@@ -175,3 +175,48 @@ fn omega_three_nodes_k_schedule_seed_6446_two_snapshot_skips_in_one_drain() {
             .liveness_set(LivenessSet::Component),
     );
 }
+
+/// Core finding (liveness, oracle strategies): a follower crashed after its promise of view 8
+/// was durable (a slow-disk episode held the sync, the crash kept the written batch) but before
+/// its PrepareOk left; it restarted in leader election with view 8 installed and attempted and
+/// dropped the leader's retransmitted Prepare(8). BLE kept that leader, which waited for the
+/// PrepareOk for the rest of the run. Fixed in `Replica::on_prepare`
+/// (`paxos-core/tests/restart_prepare.rs`).
+#[test]
+fn ble_three_nodes_k_schedule_seed_6438_restarted_follower_answers_prepare() {
+    let cfg = ElectionConfig::uniform(Duration::from_millis(300));
+    check_with(
+        Simulation::new(3, 6438)
+            .election(
+                strategy_factory(Strategy::QuorumBallot, cfg),
+                Some("--election ble".into()),
+            )
+            .schedule(ScheduleMode::K),
+    );
+}
+
+/// Core finding (liveness, oracle strategies): a leader installing a view dropped its own queued
+/// update as bound by a stale proposal and recorded it in `last_enqueued`; when that slot was
+/// ordered with another update the update was bound nowhere, but the leader refused it for the
+/// rest of the view. Fixed in `Replica::remove_bound_from_queue`
+/// (`paxos-core/tests/stale_bound.rs`). Needs skewed and jumping clocks in these seeds.
+#[test]
+fn oracle_strategies_five_nodes_stale_bound_update_is_proposed_again() {
+    let cfg = ElectionConfig::uniform(Duration::from_millis(300));
+    for (strategy, mode, seed) in [
+        (Strategy::HighestIdAlive, ScheduleMode::One, 5301),
+        (Strategy::HighestIdAlive, ScheduleMode::Backlog, 5009),
+        (Strategy::Omega, ScheduleMode::One, 1259),
+        (Strategy::Omega, ScheduleMode::One, 3350),
+    ] {
+        check_with(
+            Simulation::new(5, seed)
+                .election(
+                    strategy_factory(strategy, cfg),
+                    Some(format!("--election {strategy}")),
+                )
+                .schedule(mode)
+                .liveness_set(LivenessSet::Component),
+        );
+    }
+}
