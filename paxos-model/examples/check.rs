@@ -18,7 +18,7 @@ fn main() {
     };
     let mut cfg = cfg;
     let mut max_depth = None;
-    // Overrides: depth=N views=N slots=N crashes=N dup=0|1 ticks=0|1 las=0|1 retries=0|1.
+    // Overrides: depth=N views=N slots=N crashes=N dup=N|255 ticks=0|1 las=0|1 retries=0|1.
     for a in args.iter().skip(2) {
         let Some((k, v)) = a.split_once('=') else {
             eprintln!("argument {a} is not key=value");
@@ -33,11 +33,31 @@ fn main() {
             "views" => cfg.max_view = num,
             "slots" => cfg.max_slot = num,
             "crashes" => cfg.max_crashes = num as u8,
-            "dup" => cfg.duplication = num != 0,
+            // dup=255: unbounded duplication (every packet stays in flight).
+            "dup" => cfg.max_duplicates = (num < 255).then_some(num as u8),
             "ticks" => cfg.ticks = num != 0,
             "las" => cfg.leader_accepts_separately = num != 0,
             "retries" => cfg.client_retries = num != 0,
             "vcproof" => cfg.nonleader_install = num != 0,
+            #[cfg(feature = "planted-bugs")]
+            "bug" => {
+                use paxos_core::config::PlantedBug::*;
+                cfg.planted_bug = [
+                    None,
+                    Some(MislabelledAccept),
+                    Some(MinorityQuorum),
+                    Some(SkipPrepare),
+                    Some(SendBeforeDurable),
+                    Some(AcceptLowerView),
+                    Some(ExecuteDuplicate),
+                    Some(SelfAcceptBeforeDurable),
+                    Some(PrepareOkOmitsAccepted),
+                    Some(SnapshotDropsClientTable),
+                ]
+                .get(num as usize)
+                .copied()
+                .flatten();
+            }
             "sync" => {
                 // Bit i set: server i has a synchronous driver.
                 cfg.drivers = (0..cfg.servers)
@@ -70,6 +90,7 @@ fn main() {
     };
     let opts = CheckOptions {
         max_depth,
+        stop_at_first_failure: std::env::var_os("STOP").is_some(),
         ..CheckOptions::default()
     };
     let report = check(model.clone(), &opts);

@@ -173,6 +173,7 @@ pub fn format_action(model: &PaxosModel, a: &Action) -> String {
         }
         Action::Elect { node, view } => format!("{node}: election asks to install {view}"),
         Action::Deliver(p) => format!("deliver {p:?}"),
+        Action::DeliverCopy(p) => format!("deliver {p:?} (a copy stays in flight)"),
         Action::Drain(n) => format!("{n}: drain (write batches, send, reply)"),
         Action::Persist(n) => format!("{n}: writes synced (handle_persisted)"),
         Action::Tick(n) => format!("{n}: tick"),
