@@ -40,13 +40,30 @@ pub fn view1_installed() -> Vec<Step> {
     s
 }
 
-/// The configuration CI checks exhaustively: fresh servers, one client with one update at server
-/// 0, views up to 2, two slots, one crash, duplication, no ticks.
+/// The configuration CI checks exhaustively: server 1 leads view 1 (scripted), one client with
+/// one update at server 0; server 0 stepwise (several inputs per round, asynchronous syncs),
+/// servers 1 and 2 synchronous; views up to 2 (server 2 may take over), two slots, one crash, one
+/// duplicated delivery.
 pub fn ci() -> ModelConfig {
-    ModelConfig::default()
+    ModelConfig {
+        drivers: vec![Driver::Stepwise, Driver::Synchronous, Driver::Synchronous],
+        script: view1_installed(),
+        ..ModelConfig::default()
+    }
 }
 
-/// A larger configuration: two clients with one update each (at servers 0 and 2), views up to 3.
+/// Every server stepwise, from view 1 installed, one update at server 0, views up to 2, no crash
+/// and no duplicate (the fully asynchronous drivers cost the most states).
+pub fn stepwise() -> ModelConfig {
+    ModelConfig {
+        max_crashes: 0,
+        max_duplicates: Some(0),
+        script: view1_installed(),
+        ..ModelConfig::default()
+    }
+}
+
+/// [`ci`] with a second client (one update at server 2) and views up to 3.
 pub fn larger() -> ModelConfig {
     ModelConfig {
         updates: vec![
@@ -62,7 +79,7 @@ pub fn larger() -> ModelConfig {
             },
         ],
         max_view: 3,
-        ..ModelConfig::default()
+        ..ci()
     }
 }
 
@@ -125,6 +142,7 @@ pub fn issue11_n3() -> ModelConfig {
         max_view: 3,
         max_slot: 2,
         leader_accepts_separately: true,
+        max_duplicates: Some(0),
         drivers: vec![Driver::Stepwise, Driver::Synchronous, Driver::Synchronous],
         script,
         ..ModelConfig::default()

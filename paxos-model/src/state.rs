@@ -163,7 +163,12 @@ pub struct Ghost {
 
 impl Ghost {
     /// Records a message that left server `from`.
-    pub(crate) fn record_sent(&mut self, from: NodeId, m: &Message, leader_accepts_separately: bool) {
+    pub(crate) fn record_sent(
+        &mut self,
+        from: NodeId,
+        m: &Message,
+        leader_accepts_separately: bool,
+    ) {
         let bit = 1u64 << from.index();
         match m {
             Message::Proposal { view, items } => {
@@ -292,10 +297,46 @@ impl fmt::Debug for ModelState {
             )?;
         }
         writeln!(f, "  network: {:?}", self.network)?;
+        let id = |u: &UpdateId| {
+            if u.client == NOOP_CLIENT {
+                "noop".to_string()
+            } else {
+                format!("c{}/{}", u.client.0, u.timestamp.0)
+            }
+        };
+        let ids = |set: &BTreeSet<UpdateId>| set.iter().map(id).collect::<Vec<_>>().join("|");
+        let proposals: Vec<String> = self
+            .ghost
+            .proposals
+            .iter()
+            .map(|((v, seq), set)| format!("({v},{seq})={}", ids(set)))
+            .collect();
+        let accepts: Vec<String> = self
+            .ghost
+            .accepts
+            .iter()
+            .map(|((v, seq), bits)| {
+                let who: Vec<String> = (0..64)
+                    .filter(|i| bits >> i & 1 == 1)
+                    .map(|i| format!("n{i}"))
+                    .collect();
+                format!("({v},{seq})={{{}}}", who.join(","))
+            })
+            .collect();
+        let executed: Vec<String> = self
+            .ghost
+            .executed
+            .iter()
+            .map(|(seq, set)| format!("{seq}={}", ids(set)))
+            .collect();
         write!(
             f,
-            "  ghost: proposals {:?}, accepts {:?}, executed {:?}, crashes {}",
-            self.ghost.proposals, self.ghost.accepts, self.ghost.executed, self.ghost.crashes
+            "  ghost: proposals [{}], accepts [{}], executed [{}], crashes {}, duplicates {}",
+            proposals.join(", "),
+            accepts.join(", "),
+            executed.join(", "),
+            self.ghost.crashes,
+            self.ghost.duplicates
         )
     }
 }
