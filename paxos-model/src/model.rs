@@ -115,8 +115,8 @@ pub struct ModelConfig {
 }
 
 impl Default for ModelConfig {
-    /// Three servers, one client with one update at server 0, views up to 2, two slots, one crash,
-    /// duplication on, no ticks or retries, fresh start.
+    /// Three stepwise servers, one client with one update at server 0, views up to 2, two slots,
+    /// one crash, one duplicated delivery, no ticks or retries, fresh start.
     fn default() -> Self {
         ModelConfig {
             servers: 3,
