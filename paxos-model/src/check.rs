@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 /// How to run the checker.
 #[derive(Clone, Debug)]
 pub struct CheckOptions {
-    /// Do not expand states at this depth or deeper (`target_max_depth`); `None`: no bound.
-    pub max_depth: Option<usize>,
+    /// Check only states at most this many actions from the start state (`None`: no bound).
+    pub max_steps: Option<usize>,
     /// Checker threads.
     pub threads: usize,
     /// Stop at the first failing `always` property instead of exploring everything.
     pub stop_at_first_failure: bool,
+    /// Stop once this property has a discovery (overrides `stop_at_first_failure`).
+    pub stop_at: Option<&'static str>,
     /// Give up after this long (the report then says `timed_out`).
     pub timeout: Option<Duration>,
 }
@@ -23,9 +25,10 @@ pub struct CheckOptions {
 impl Default for CheckOptions {
     fn default() -> Self {
         CheckOptions {
-            max_depth: None,
+            max_steps: None,
             threads: 1,
             stop_at_first_failure: false,
+            stop_at: None,
             timeout: None,
         }
     }
@@ -51,7 +54,8 @@ pub struct CheckReport {
     pub states: usize,
     /// Distinct states (by digest).
     pub unique_states: usize,
-    /// Deepest path explored.
+    /// Deepest state reached, as stateright counts it (the start state is depth 1; with a
+    /// `max_steps` bound, states at depth `max_steps + 2` are generated but not checked).
     pub max_depth: usize,
     /// Wall time.
     pub elapsed: Duration,
@@ -110,10 +114,13 @@ pub fn check(model: PaxosModel, opts: &CheckOptions) -> CheckReport {
         .map(|p| (p.name, p.expectation.discovery_is_failure()))
         .collect();
     let mut builder = model.checker().threads(opts.threads.max(1));
-    if let Some(d) = opts.max_depth {
-        builder = builder.target_max_depth(d);
+    if let Some(steps) = opts.max_steps {
+        // stateright counts the start state as depth 1 and skips states at the target depth.
+        builder = builder.target_max_depth(steps + 2);
     }
-    if opts.stop_at_first_failure {
+    if let Some(p) = opts.stop_at {
+        builder = builder.finish_when(HasDiscoveries::AnyOf([p].into_iter().collect()));
+    } else if opts.stop_at_first_failure {
         builder = builder.finish_when(HasDiscoveries::AnyFailures);
     }
     if let Some(t) = opts.timeout {
@@ -148,7 +155,11 @@ pub fn check(model: PaxosModel, opts: &CheckOptions) -> CheckReport {
 pub fn format_trace(model: &PaxosModel, d: &Discovery) -> String {
     let mut out = format!(
         "{} `{}` after {} steps from the start state:\n",
-        if d.failure { "counterexample to" } else { "example of" },
+        if d.failure {
+            "counterexample to"
+        } else {
+            "example of"
+        },
         d.property,
         d.path.len().saturating_sub(1)
     );
@@ -169,10 +180,14 @@ pub fn format_action(model: &PaxosModel, a: &Action) -> String {
     match a {
         Action::Submit(i) => {
             let u = model.config().updates[*i];
-            format!("client c{} submits c{}/{} to n{}", u.client, u.client, u.timestamp, u.server)
+            format!(
+                "client c{} submits c{}/{} to n{}",
+                u.client, u.client, u.timestamp, u.server
+            )
         }
         Action::Elect { node, view } => format!("{node}: election asks to install {view}"),
         Action::Deliver(p) => format!("deliver {p:?}"),
+        Action::DeliverCopy(p) => format!("deliver {p:?} (a copy stays in flight)"),
         Action::Drain(n) => format!("{n}: drain (write batches, send, reply)"),
         Action::Persist(n) => format!("{n}: writes synced (handle_persisted)"),
         Action::Tick(n) => format!("{n}: tick"),

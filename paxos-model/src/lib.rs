@@ -12,14 +12,18 @@
 //!   `leader_accepts_separately`, optionally a planted bug (feature `planted-bugs`).
 //! - **Disk**: a drain writes the core's persist batches; they are *unsynced* until a `Persist`
 //!   action syncs them all and calls `handle_persisted`. A crash loses unsynced batches.
-//! - **Network**: a set of packets in flight (a broadcast is one packet per receiver). With
-//!   `duplication` a delivered packet stays and may be delivered again; reordering is free; loss
-//!   needs no action (a packet may never be delivered, which no safety property can tell from a
-//!   lost one). Identical packets in flight are one packet.
-//! - **Rounds**: delivering a packet (or a client update, an election decision, a tick, a sync
-//!   report) is an *input*; `Drain` is separate. A server may handle any number of inputs before
-//!   its driver drains it, as `paxos-node`'s driver does under load. This is where the mislabelled
-//!   Accept of issue #11 lived.
+//! - **Network**: a set of packets in flight (a broadcast is one packet per receiver); any packet
+//!   may be delivered next (reordering). Loss needs no action: a packet may never be delivered,
+//!   which no safety property can tell from a lost one. Duplication: up to `max_duplicates`
+//!   deliveries in a run leave a copy in flight (`None`: every packet stays forever, the network is
+//!   everything ever sent). Identical packets in flight are one packet. A delivery the receiver
+//!   ignores (nothing changes, nothing is sent) is not explored as a transition.
+//! - **Rounds** ([`model::Driver`]): for a *stepwise* server, delivering a packet (or a client
+//!   update, an election decision, a tick, a sync report) is an *input* and `Drain` is a separate
+//!   action, so it may handle any number of inputs before its driver drains it, as `paxos-node`'s
+//!   driver does under load (where the mislabelled Accept of issue #11 lived), and its syncs
+//!   complete whenever the checker says. A *synchronous* server drains and syncs after every input,
+//!   within the same action (the simulator's driver with an instant disk): fewer states.
 //! - **Elections**: the checker plays the strategy ([`election::CheckerElection`]): any server may
 //!   be told to prepare a view it leads (up to `max_view`), and every server answers a higher
 //!   Prepare, as the Prepare-based strategies do; with `nonleader_install` a non-leader may also be

@@ -157,11 +157,18 @@ pub struct Ghost {
     pub submitted: BTreeSet<usize>,
     /// Crashes so far.
     pub crashes: u8,
+    /// Duplicated deliveries so far.
+    pub duplicates: u8,
 }
 
 impl Ghost {
     /// Records a message that left server `from`.
-    pub(crate) fn record_sent(&mut self, from: NodeId, m: &Message, leader_accepts_separately: bool) {
+    pub(crate) fn record_sent(
+        &mut self,
+        from: NodeId,
+        m: &Message,
+        leader_accepts_separately: bool,
+    ) {
         let bit = 1u64 << from.index();
         match m {
             Message::Proposal { view, items } => {
@@ -208,6 +215,8 @@ pub struct ModelState {
     pub network: Vec<Packet>,
     /// The ghost record.
     pub ghost: Ghost,
+    /// The digest of everything above, set by [`ModelState::seal`] after every transition.
+    pub(crate) fp: u64,
 }
 
 impl ModelState {
@@ -220,25 +229,31 @@ impl ModelState {
         }
     }
 
-    /// The state's 64-bit digest (what the checker deduplicates on).
-    pub fn digest(&self) -> u64 {
+    /// Computes the state's digest after a change.
+    pub(crate) fn seal(&mut self) {
         let mut h = DefaultHasher::new();
-        self.hash(&mut h);
-        h.finish()
+        self.nodes.hash(&mut h);
+        self.network.hash(&mut h);
+        self.ghost.hash(&mut h);
+        self.fp = h.finish();
+    }
+
+    /// The state's 64-bit digest (what the checker deduplicates on): the replicas' protocol state
+    /// ([`paxos_core::Replica::fingerprint`]'s hash), their disks, the network and the ghost.
+    pub fn digest(&self) -> u64 {
+        self.fp
     }
 }
 
 impl Hash for ModelState {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        self.nodes.hash(h);
-        self.network.hash(h);
-        self.ghost.hash(h);
+        self.fp.hash(h);
     }
 }
 
 impl PartialEq for ModelState {
     fn eq(&self, other: &Self) -> bool {
-        self.digest() == other.digest()
+        self.fp == other.fp
     }
 }
 
@@ -282,10 +297,46 @@ impl fmt::Debug for ModelState {
             )?;
         }
         writeln!(f, "  network: {:?}", self.network)?;
+        let id = |u: &UpdateId| {
+            if u.client == NOOP_CLIENT {
+                "noop".to_string()
+            } else {
+                format!("c{}/{}", u.client.0, u.timestamp.0)
+            }
+        };
+        let ids = |set: &BTreeSet<UpdateId>| set.iter().map(id).collect::<Vec<_>>().join("|");
+        let proposals: Vec<String> = self
+            .ghost
+            .proposals
+            .iter()
+            .map(|((v, seq), set)| format!("({v},{seq})={}", ids(set)))
+            .collect();
+        let accepts: Vec<String> = self
+            .ghost
+            .accepts
+            .iter()
+            .map(|((v, seq), bits)| {
+                let who: Vec<String> = (0..64)
+                    .filter(|i| bits >> i & 1 == 1)
+                    .map(|i| format!("n{i}"))
+                    .collect();
+                format!("({v},{seq})={{{}}}", who.join(","))
+            })
+            .collect();
+        let executed: Vec<String> = self
+            .ghost
+            .executed
+            .iter()
+            .map(|(seq, set)| format!("{seq}={}", ids(set)))
+            .collect();
         write!(
             f,
-            "  ghost: proposals {:?}, accepts {:?}, executed {:?}, crashes {}",
-            self.ghost.proposals, self.ghost.accepts, self.ghost.executed, self.ghost.crashes
+            "  ghost: proposals [{}], accepts [{}], executed [{}], crashes {}, duplicates {}",
+            proposals.join(", "),
+            accepts.join(", "),
+            executed.join(", "),
+            self.ghost.crashes,
+            self.ghost.duplicates
         )
     }
 }

@@ -115,7 +115,15 @@ where
         enqueued.hash(h);
         let mut pend: Vec<_> = pending
             .iter()
-            .map(|(c, Pending { update, next_resend })| (c, update, rel(*next_resend, now)))
+            .map(
+                |(
+                    c,
+                    Pending {
+                        update,
+                        next_resend,
+                    },
+                )| (c, update, rel(*next_resend, now)),
+            )
             .collect();
         pend.sort_unstable_by_key(|(c, _, _)| **c);
         pend.hash(h);
