@@ -87,7 +87,7 @@ fn the_scripted_starts_are_where_they_say() {
 /// The larger configuration (two clients, views up to 3). Run with
 /// `cargo test --release -p paxos-model -- --ignored larger`.
 #[test]
-#[ignore = "minutes; run in release (see paxos-model/MODEL.md)"]
+#[ignore = "minutes; run in release (see docs/simulator.md, Model checking)"]
 fn larger_configuration_holds_every_property() {
     let (model, report) = run(scenarios::larger(), None);
     assert_clean(&model, &report);
