@@ -1,0 +1,574 @@
+//! The PSB ordering engine: one server's replica [TR §5, Figs 2–14; spec §§4–12].
+//!
+//! A [`Replica`] is fed inputs (`handle_*`) and drained of effects (`poll_*`). Its call contract:
+//!
+//! 1. Build it with [`Replica::new`] from the [`DurableState`] storage recovered (the default state
+//!    for a fresh server).
+//! 2. Feed every input: [`Replica::handle_message`], [`Replica::handle_client_update`],
+//!    [`Replica::handle_tick`] (periodically; all timers run from it) and
+//!    [`Replica::handle_persisted`].
+//! 3. After a round of inputs, drain [`Replica::poll_persist`] (write each batch, in order),
+//!    [`Replica::poll_message`], [`Replica::poll_client_reply`] and, if enabled,
+//!    [`Replica::poll_executed`]. With [`Durability::Sync`] a message that depends on a batch is
+//!    only released by `poll_message` after `handle_persisted` reports that batch durable; the core
+//!    never waits on a write that no message depends on.
+//!
+//! Aggregation happens between a round of inputs and the next drain: proposals and accepts created
+//! in the meantime are packed into as few messages as `max_message_bytes` allows.
+
+use crate::config::{Config, ConfigError, Durability};
+use crate::durable::{BatchId, DurableState, PersistBatch, ViewRecord};
+use crate::election::{ElectionAction, ElectionContext, LeaderElection, ServerState};
+use crate::fxmap::{FxHashMap, FxHashSet};
+use crate::history::History;
+use crate::message::{
+    AcceptedProposal, ClientRecord, ClientReply, ClientUpdate, DataItem, Message, OrderedUpdate,
+    ProposalItem, SeqRange, Snapshot,
+};
+use crate::state_machine::StateMachine;
+use crate::types::{
+    ClientId, Destination, NodeId, Seq, Time, Timestamp, UpdateId, View, MAX_WIRE_INDEX,
+};
+use bytes::Bytes;
+use std::collections::VecDeque;
+
+mod clients;
+mod fingerprint;
+mod ordering;
+mod outbox;
+mod reconcile;
+mod seam;
+mod status;
+mod view_change;
+
+pub use status::{ClientUpdateError, Executed, Metrics, Status};
+
+/// The client id reserved for no-op fillers (see docs/architecture.md, "Deviations").
+pub const NOOP_CLIENT: ClientId = ClientId(u64::MAX);
+
+/// Hard bound on how far above the aru any slot may be created, whatever a peer sends.
+const MAX_SLOTS_AHEAD: u64 = 1 << 20;
+
+/// Whether every view and slot a message names is at most [`MAX_WIRE_INDEX`]. Election payloads
+/// are opaque here; the strategy checks its own, and the core refuses actions beyond the bound.
+fn in_bounds(m: &Message) -> bool {
+    let ok = |x: u64| x <= MAX_WIRE_INDEX;
+    let update_ok = |seq: Seq| ok(seq.0);
+    match m {
+        Message::ClientUpdate(_) | Message::Election(_) => true,
+        Message::Prepare { view, local_aru } => ok(view.0) && ok(local_aru.0),
+        Message::PrepareOk {
+            view,
+            local_aru,
+            data_list,
+        } => {
+            ok(view.0)
+                && ok(local_aru.0)
+                && data_list.iter().all(|d| match d {
+                    DataItem::Proposal(p) => ok(p.view.0) && update_ok(p.seq),
+                    DataItem::Ordered(o) => update_ok(o.seq),
+                })
+        }
+        Message::Proposal { view, items } => ok(view.0) && items.iter().all(|i| update_ok(i.seq)),
+        Message::Accept { view, seqs } => {
+            ok(view.0) && seqs.iter().all(|r| ok(r.start.0) && ok(r.end.0))
+        }
+        Message::Alive {
+            local_aru,
+            last_installed,
+        } => ok(local_aru.0) && ok(last_installed.0),
+        Message::ReconRequest { from, to } => ok(from.0) && ok(to.0),
+        Message::ReconReply { updates, .. } => updates.iter().all(|o| update_ok(o.seq)),
+        Message::SnapshotTransfer(s) => ok(s.seq.0),
+    }
+}
+
+/// The quorum size this replica counts PrepareOks and accepts to: ⌊N/2⌋ + 1.
+fn quorum(config: &Config) -> usize {
+    #[cfg(feature = "planted-bugs")]
+    if config.planted_bug == Some(crate::config::PlantedBug::MinorityQuorum) {
+        return (config.servers / 2).max(1);
+    }
+    config.majority()
+}
+
+#[derive(Clone, Debug)]
+struct Pending {
+    update: ClientUpdate,
+    next_resend: Time,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PrepareState {
+    view: View,
+    aru: Seq,
+}
+
+/// One server of the PSB protocol.
+#[derive(Clone)]
+pub struct Replica<S: StateMachine, E: LeaderElection> {
+    config: Config,
+    me: NodeId,
+    n: usize,
+    majority: usize,
+    sm: S,
+    election: E,
+    incarnation: u64,
+    now: Time,
+
+    // view
+    state: ServerState,
+    last_attempted: View,
+    last_installed: View,
+    /// The last view this server was regular in (leader with a PrepareOk majority, or non-leader).
+    /// `last_installed` already names a view whose Prepare is still collecting answers; `Alive`
+    /// announces this one instead, so an attempt that never gathered a majority is not reported
+    /// as an installed view.
+    regular_view: View,
+    max_view_seen: View,
+
+    // prepare
+    prepare: Option<PrepareState>,
+    prepare_oks: Vec<bool>,
+    /// Leader: slots at or below it are ordered at some PrepareOk sender; never re-propose there.
+    prepare_floor: Seq,
+    /// Leader: highest slot holding a proposal when the view was prepared (holes below get no-ops).
+    max_constrained: Seq,
+    /// Leader: since when proposing has waited for slots at or below `prepare_floor`.
+    floor_wait_since: Option<Time>,
+
+    // ordering
+    local_aru: Seq,
+    last_proposed: Seq,
+    max_seen_seq: Seq,
+    history: History,
+    /// Leader: updates bound to some slot above the aru when this view was installed. Together with
+    /// `last_enqueued` (updates this leader bound during the view) it answers "is U bound?" without
+    /// a map update per proposal; execution skips whatever slips through (pitfall 3b).
+    bound_at_install: FxHashSet<UpdateId>,
+    aru_at_last_resend: Seq,
+    next_proposal_resend: Time,
+
+    // clients
+    update_queue: VecDeque<ClientUpdate>,
+    last_executed: FxHashMap<ClientId, (Timestamp, Bytes)>,
+    last_enqueued: FxHashMap<ClientId, Timestamp>,
+    pending: FxHashMap<ClientId, Pending>,
+    next_pending_scan: Time,
+
+    // liveness and reconciliation
+    peer_aru: Vec<Seq>,
+    next_alive: Time,
+    recon_target: Seq,
+    behind_since: Option<Time>,
+    recon_outstanding: Option<(NodeId, Time)>,
+    recon_cursor: usize,
+    /// The peer that answered the last reconciliation request with updates: asked again first.
+    recon_peer: Option<usize>,
+    /// Peers whose last reconciliation request timed out, one bit per server; cleared when they
+    /// are heard from again. Their announced aru may be stale (crashed or cut off), so they are
+    /// asked only when no other peer is ahead.
+    recon_silent: u64,
+
+    // compaction
+    executed_since_snapshot: u64,
+    latest_snapshot: Option<Snapshot>,
+
+    // durability
+    open_batch: PersistBatch,
+    last_closed: u64,
+    last_closed_sync: u64,
+    persisted: u64,
+    held: VecDeque<(u64, Destination, Message)>,
+    held_self_accepts: VecDeque<(u64, View, Seq)>,
+
+    // outputs
+    /// Proposals made since the last drain, each with the view it was made in: packed into
+    /// Proposal messages at the drain, and only while this server still leads that view.
+    agg_proposals: Vec<(View, ProposalItem)>,
+    /// Accepts made since the last drain, each with the view of the proposal accepted. The view
+    /// travels with the entry because one round of inputs may install a higher view before the
+    /// drain (issue #11): stamping the drain-time view would announce an accept that never
+    /// happened.
+    agg_accepts: Vec<(View, Seq)>,
+    ready: VecDeque<(Destination, Message)>,
+    replies: VecDeque<ClientReply>,
+    executed: VecDeque<Executed>,
+    metrics: Metrics,
+}
+
+impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
+    /// Builds a replica from recovered durable state (use `DurableState::default()` for a fresh
+    /// server) [TR §5.8, Fig 14]. The replica starts in leader election; the strategy decides what
+    /// happens next.
+    pub fn new(
+        config: Config,
+        state_machine: S,
+        election: E,
+        durable: DurableState,
+        now: Time,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let n = config.servers;
+        let me = config.id;
+        let snapshot_seq = durable.snapshot_seq();
+        let mut r = Replica {
+            me,
+            n,
+            majority: quorum(&config),
+            sm: state_machine,
+            election,
+            incarnation: durable.incarnation,
+            now,
+            state: ServerState::LeaderElection,
+            last_attempted: durable.view.last_attempted,
+            last_installed: durable.view.last_installed,
+            // Durable state does not say whether a view this server led got its majority; it
+            // reports the promise, as before a restart.
+            regular_view: durable.view.last_installed,
+            max_view_seen: durable.view.last_attempted.max(durable.view.last_installed),
+            prepare: None,
+            prepare_oks: vec![false; n],
+            prepare_floor: Seq(0),
+            max_constrained: Seq(0),
+            floor_wait_since: None,
+            local_aru: snapshot_seq,
+            last_proposed: snapshot_seq,
+            max_seen_seq: snapshot_seq,
+            history: History::new(snapshot_seq.next()),
+            bound_at_install: FxHashSet::default(),
+            aru_at_last_resend: snapshot_seq,
+            next_proposal_resend: now,
+            update_queue: VecDeque::new(),
+            last_executed: FxHashMap::default(),
+            last_enqueued: FxHashMap::default(),
+            pending: FxHashMap::default(),
+            next_pending_scan: now,
+            peer_aru: vec![Seq(0); n],
+            next_alive: now,
+            recon_target: Seq(0),
+            behind_since: None,
+            recon_outstanding: None,
+            recon_cursor: me.index(),
+            recon_peer: None,
+            recon_silent: 0,
+            executed_since_snapshot: 0,
+            latest_snapshot: None,
+            open_batch: PersistBatch::default(),
+            last_closed: 0,
+            last_closed_sync: 0,
+            persisted: 0,
+            held: VecDeque::new(),
+            held_self_accepts: VecDeque::new(),
+            agg_proposals: Vec::new(),
+            agg_accepts: Vec::new(),
+            ready: VecDeque::new(),
+            replies: VecDeque::new(),
+            executed: VecDeque::new(),
+            metrics: Metrics::default(),
+            config,
+        };
+        if let Some(snap) = durable.snapshot {
+            if let Err(e) = r.sm.restore(&snap.app_state) {
+                // Our own durable snapshot must restore; anything else is a corrupted store.
+                panic!("durable snapshot at {} does not restore: {e}", snap.seq);
+            }
+            for c in &snap.clients {
+                r.last_executed
+                    .insert(c.client, (c.last_executed, c.last_result.clone()));
+            }
+            r.latest_snapshot = Some(snap);
+        }
+        for (seq, a) in durable.accepted {
+            if let Some(slot) = r.history.get_or_create(seq) {
+                slot.accepted = Some((a.view, 0));
+                slot.proposal = Some((a.view, a.update.clone()));
+                r.max_seen_seq = r.max_seen_seq.max(seq);
+            }
+        }
+        for (seq, o) in durable.ordered {
+            if let Some(slot) = r.history.get_or_create(seq) {
+                slot.ordered = Some(o.update);
+                r.max_seen_seq = r.max_seen_seq.max(seq);
+            }
+        }
+        // Re-executing the recovered ordered prefix rebuilds the state machine (no replies: the
+        // clients were answered before the crash or will retry).
+        r.advance_aru(false);
+        r.last_proposed = r.local_aru;
+        for (client, update) in durable.pending {
+            let done = r
+                .last_executed
+                .get(&client)
+                .is_some_and(|(ts, _)| *ts >= update.timestamp);
+            if !done && update.server_id == me {
+                r.pending.insert(
+                    client,
+                    Pending {
+                        update,
+                        next_resend: now,
+                    },
+                );
+            }
+        }
+        let ctx = r.ctx();
+        r.election.handle_start(now, &ctx);
+        r.drain_election();
+        Ok(r)
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Inputs
+    // ------------------------------------------------------------------------------------------
+
+    /// A message from server `from`, authenticated by the transport [TR Figs 4, 5].
+    pub fn handle_message(&mut self, now: Time, from: NodeId, message: Message) {
+        self.now = now;
+        if from.index() >= self.n || from == self.me || !in_bounds(&message) {
+            self.metrics.dropped_invalid += 1;
+            return;
+        }
+        match message {
+            Message::ClientUpdate(u) => self.on_forwarded_update(from, u),
+            Message::Prepare { view, local_aru } => self.on_prepare(from, view, local_aru),
+            Message::PrepareOk {
+                view,
+                local_aru,
+                data_list,
+            } => self.on_prepare_ok(from, view, local_aru, data_list),
+            Message::Proposal { view, items } => self.on_proposal(from, view, items),
+            Message::Accept { view, seqs } => self.on_accept(from, view, &seqs),
+            Message::Alive {
+                local_aru,
+                last_installed,
+            } => self.on_alive(from, local_aru, last_installed),
+            Message::ReconRequest { from: lo, to: hi } => self.on_recon_request(from, lo, hi),
+            Message::ReconReply { updates, complete } => {
+                self.on_recon_reply(from, updates, complete)
+            }
+            Message::SnapshotTransfer(s) => self.on_snapshot(s),
+            Message::Election(payload) => {
+                let ctx = self.ctx();
+                if self
+                    .election
+                    .handle_message(now, from, &payload, &ctx)
+                    .is_err()
+                {
+                    self.metrics.dropped_election += 1;
+                }
+                self.drain_election();
+            }
+        }
+    }
+
+    /// Advances time: runs the update, proposal, Prepare, Alive and reconciliation timers and the
+    /// election strategy's timers [TR §5.9].
+    pub fn handle_tick(&mut self, now: Time) {
+        self.now = now;
+        let ctx = self.ctx();
+        self.election.handle_tick(now, &ctx);
+        self.drain_election();
+
+        if now >= self.next_alive {
+            self.next_alive = now + self.config.alive_interval;
+            self.send(
+                Destination::All,
+                Message::Alive {
+                    local_aru: self.local_aru,
+                    last_installed: self.regular_view,
+                },
+            );
+        }
+        // Sender-driven retransmission of Prepare and of unordered proposals.
+        if now >= self.next_proposal_resend {
+            self.next_proposal_resend = now + self.config.proposal_resend;
+            match self.state {
+                ServerState::LeaderElection => {
+                    if let Some(p) = self.prepare {
+                        if p.view.leader(self.n) == self.me && p.view == self.last_attempted {
+                            self.send_durable(
+                                Destination::All,
+                                Message::Prepare {
+                                    view: p.view,
+                                    local_aru: p.aru,
+                                },
+                            );
+                        }
+                    }
+                }
+                ServerState::RegLeader => {
+                    if self.floor_wait_expired(now) {
+                        // The only servers that ordered the slots below the floor are out of
+                        // reach: this view cannot order anything until they answer. Whether to
+                        // leave it, and for which view, is the election strategy's decision
+                        // (docs/architecture.md, deviation 15). Asked again after another wait.
+                        self.floor_wait_since = Some(now);
+                        self.metrics.floor_wait_stalls += 1;
+                        let ctx = self.ctx();
+                        self.election.handle_stalled(now, &ctx);
+                        self.drain_election();
+                        if self.state != ServerState::RegLeader {
+                            return;
+                        }
+                    }
+                    if self.local_aru == self.aru_at_last_resend
+                        && self.local_aru < self.last_proposed
+                    {
+                        self.resend_unordered_proposals();
+                    }
+                    self.aru_at_last_resend = self.local_aru;
+                    // Pending updates dropped from a full queue get another chance.
+                    self.make_progress();
+                }
+                ServerState::RegNonLeader => {}
+            }
+        }
+        if now >= self.next_pending_scan {
+            self.next_pending_scan = now + self.config.update_resend / 2;
+            self.resend_pending(now);
+        }
+        self.reconcile_if_behind(now);
+    }
+
+    /// Every persist batch up to and including `upto` is durable: release what waited for it.
+    pub fn handle_persisted(&mut self, now: Time, upto: BatchId) {
+        self.now = now;
+        if upto.0 > self.last_closed {
+            // The driver reported a batch it was never given: a driver bug.
+            debug_assert!(
+                false,
+                "batch {} reported durable but never handed out",
+                upto.0
+            );
+            return;
+        }
+        if upto.0 <= self.persisted {
+            return;
+        }
+        self.persisted = upto.0;
+        while let Some((dep, _, _)) = self.held.front() {
+            if *dep > self.persisted {
+                break;
+            }
+            let (_, to, m) = self.held.pop_front().expect("front exists");
+            self.ready.push_back((to, m));
+        }
+        while let Some((dep, _, _)) = self.held_self_accepts.front() {
+            if *dep > self.persisted {
+                break;
+            }
+            let (_, view, seq) = self.held_self_accepts.pop_front().expect("front exists");
+            self.count_accept(view, seq, self.me.index());
+        }
+        self.make_progress();
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Outputs
+    // ------------------------------------------------------------------------------------------
+
+    /// The next batch to persist, in order. Write it atomically; when `sync` is set, report it with
+    /// [`Replica::handle_persisted`] once it is on stable storage.
+    pub fn poll_persist(&mut self) -> Option<PersistBatch> {
+        self.flush();
+        if self.open_batch.is_empty() {
+            return None;
+        }
+        self.last_closed += 1;
+        let mut batch = std::mem::take(&mut self.open_batch);
+        batch.id = BatchId(self.last_closed);
+        if batch.sync {
+            self.last_closed_sync = self.last_closed;
+        }
+        self.metrics.batches += 1;
+        Some(batch)
+    }
+
+    /// The next message to send to other servers.
+    pub fn poll_message(&mut self) -> Option<(Destination, Message)> {
+        self.flush();
+        self.ready.pop_front()
+    }
+
+    /// The next reply for one of this server's clients.
+    pub fn poll_client_reply(&mut self) -> Option<ClientReply> {
+        self.replies.pop_front()
+    }
+
+    /// The next executed slot (only with `Config::record_executions`).
+    pub fn poll_executed(&mut self) -> Option<Executed> {
+        self.executed.pop_front()
+    }
+
+    /// The earliest time at which `handle_tick` has work to do (a hint for drivers that sleep).
+    pub fn poll_timeout(&self) -> Time {
+        self.next_alive
+            .min(self.next_proposal_resend)
+            .min(self.next_pending_scan)
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Getters
+    // ------------------------------------------------------------------------------------------
+
+    /// The state machine.
+    pub fn state_machine(&self) -> &S {
+        &self.sm
+    }
+
+    /// The election strategy.
+    pub fn election(&self) -> &E {
+        &self.election
+    }
+
+    /// This server's id.
+    pub fn id(&self) -> NodeId {
+        self.me
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Role and positions.
+    pub fn status(&self) -> Status {
+        let mut peer_aru = self.peer_aru.clone();
+        peer_aru[self.me.index()] = self.local_aru;
+        Status {
+            id: self.me,
+            state: self.state,
+            last_attempted: self.last_attempted,
+            last_installed: self.last_installed,
+            local_aru: self.local_aru,
+            last_proposed: self.last_proposed,
+            leader: (self.state != ServerState::LeaderElection).then(|| self.installed_leader()),
+            pending: self.pending.len(),
+            queued: self.update_queue.len(),
+            peer_aru,
+        }
+    }
+
+    /// What the election strategy sees.
+    pub fn election_context(&self) -> ElectionContext {
+        self.ctx()
+    }
+}
+
+impl<S: StateMachine, E: LeaderElection> std::fmt::Debug for Replica<S, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("me", &self.me)
+            .field("state", &self.state)
+            .field("last_attempted", &self.last_attempted)
+            .field("last_installed", &self.last_installed)
+            .field("local_aru", &self.local_aru)
+            .field("last_proposed", &self.last_proposed)
+            .finish()
+    }
+}

@@ -1,0 +1,396 @@
+//! The normal case: proposals, accepts, global ordering and execution [TR §5.5, Figs 10, 11; spec §7].
+
+use super::*;
+
+impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
+    /// `send_proposal()`: binds queued updates (or constrained values) to the next slots, within
+    /// the window.
+    pub(super) fn send_proposal(&mut self) {
+        if self.state != ServerState::RegLeader {
+            return;
+        }
+        let view = self.last_installed;
+        loop {
+            let seq = self.last_proposed.next();
+            if seq.0 > self.local_aru.0 + self.config.window {
+                break; // window flow control [LADIS §3]
+            }
+            let (ordered, existing) = match self.history.get(seq) {
+                Some(s) => (s.ordered.is_some(), s.proposal.clone()),
+                None => (false, None),
+            };
+            if ordered {
+                self.last_proposed = seq;
+                continue;
+            }
+            if seq <= self.prepare_floor {
+                // Ordered at a PrepareOk sender: wait for reconciliation.
+                self.floor_wait_since.get_or_insert(self.now);
+                break;
+            }
+            self.floor_wait_since = None;
+            let update = match existing {
+                Some((v, _)) if v == view => {
+                    self.last_proposed = seq;
+                    continue;
+                }
+                Some((_, u)) => u, // constrained re-proposal
+                None => match self.pop_queue() {
+                    Some(u) => u,
+                    None if seq < self.max_constrained => {
+                        self.metrics.noops_proposed += 1;
+                        ClientUpdate {
+                            client_id: NOOP_CLIENT,
+                            server_id: self.me,
+                            timestamp: Timestamp(seq.0),
+                            payload: Bytes::new(),
+                        }
+                    }
+                    None => break,
+                },
+            };
+            self.propose(seq, view, update);
+        }
+    }
+
+    pub(super) fn floor_wait_expired(&self, now: Time) -> bool {
+        self.local_aru < self.prepare_floor
+            && self
+                .floor_wait_since
+                .is_some_and(|t| now.saturating_since(t) > self.config.recon_timeout * 8)
+    }
+
+    pub(super) fn pop_queue(&mut self) -> Option<ClientUpdate> {
+        while let Some(u) = self.update_queue.pop_front() {
+            if self.is_executed(&u) || self.bound_at_install.contains(&u.id()) {
+                continue;
+            }
+            return Some(u);
+        }
+        None
+    }
+
+    pub(super) fn propose(&mut self, seq: Seq, view: View, update: ClientUpdate) {
+        // A (view, slot) is proposed with one value only: send_proposal skips slots that already
+        // hold a proposal of this view.
+        if let Some((v, u)) = self.history.get(seq).and_then(|s| s.proposal.as_ref()) {
+            assert!(
+                *v < view,
+                "{}: slot {seq} already holds a proposal of {v} ({:?}) when proposing {:?} in {view}",
+                self.me,
+                u.id(),
+                update.id()
+            );
+        }
+        self.last_proposed = seq;
+        self.max_seen_seq = self.max_seen_seq.max(seq);
+        self.metrics.proposed_updates += 1;
+        self.apply_proposal(seq, view, update.clone());
+        self.record_accepted(seq, view, &update);
+        self.agg_proposals
+            .push((view, ProposalItem { seq, update }));
+        if self.config.leader_accepts_separately {
+            self.agg_accepts.push((view, seq));
+        }
+        self.hold_self_accept(view, seq);
+    }
+
+    pub(super) fn resend_unordered_proposals(&mut self) {
+        let view = self.last_installed;
+        let items: Vec<(View, ProposalItem)> = self
+            .history
+            .iter_above(self.local_aru)
+            .take_while(|(seq, _)| *seq <= self.last_proposed)
+            .filter(|(_, s)| s.ordered.is_none())
+            .filter_map(|(seq, s)| match &s.proposal {
+                Some((v, u)) if *v == view => Some((
+                    view,
+                    ProposalItem {
+                        seq,
+                        update: u.clone(),
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        self.agg_proposals.extend(items);
+    }
+
+    pub(super) fn on_proposal(&mut self, from: NodeId, view: View, items: Vec<ProposalItem>) {
+        self.see_view(view);
+        #[allow(unused_mut)]
+        let mut view_ok = view == self.last_installed;
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bug == Some(crate::config::PlantedBug::AcceptLowerView) {
+            view_ok = view <= self.last_installed;
+        }
+        if self.state != ServerState::RegNonLeader || !view_ok || from != view.leader(self.n) {
+            self.metrics.dropped_conflict += 1;
+            return;
+        }
+        let mut already_ordered = Vec::new();
+        for ProposalItem { seq, update } in items {
+            if seq.0 == 0 {
+                self.metrics.dropped_invalid += 1;
+                continue;
+            }
+            if seq <= self.local_aru || self.history.get(seq).is_some_and(|s| s.ordered.is_some()) {
+                // Tell the leader what was ordered here, so it can order it too.
+                if let Some(u) = self.ordered_update(seq) {
+                    already_ordered.push(OrderedUpdate { seq, update: u });
+                }
+                continue;
+            }
+            if seq.0 > self.local_aru.0 + self.config.accept_window {
+                self.metrics.dropped_outside_window += 1;
+                let target = Seq(seq.0.saturating_sub(self.config.window));
+                self.note_recon_target(target);
+                continue;
+            }
+            let stored_view = self
+                .history
+                .get(seq)
+                .and_then(|s| s.proposal.as_ref().map(|(v, _)| *v));
+            match stored_view {
+                Some(v) if v > view => continue,
+                Some(v) if v == view => {
+                    // Duplicate: receiver-driven retransmission of the Accept.
+                    self.agg_accepts.push((view, seq));
+                    continue;
+                }
+                _ => {}
+            }
+            self.max_seen_seq = self.max_seen_seq.max(seq);
+            self.apply_proposal(seq, view, update.clone());
+            self.record_accepted(seq, view, &update);
+            if !self.config.leader_accepts_separately {
+                self.count_accept(view, seq, from.index());
+            }
+            self.agg_accepts.push((view, seq));
+            self.hold_self_accept(view, seq);
+        }
+        if !already_ordered.is_empty() {
+            self.send(
+                Destination::Node(from),
+                Message::ReconReply {
+                    updates: already_ordered,
+                    complete: true,
+                },
+            );
+        }
+        self.make_progress();
+    }
+
+    pub(super) fn ordered_update(&self, seq: Seq) -> Option<ClientUpdate> {
+        self.history.get(seq).and_then(|s| s.ordered.clone())
+    }
+
+    /// The update rule for a proposal [spec §4]: replace lower views, never higher ones.
+    pub(super) fn apply_proposal(&mut self, seq: Seq, view: View, update: ClientUpdate) {
+        if seq.0 > self.local_aru.0 + MAX_SLOTS_AHEAD || seq <= self.local_aru {
+            return;
+        }
+        let Some(slot) = self.history.get_or_create(seq) else {
+            return;
+        };
+        if slot.ordered.is_some() {
+            return;
+        }
+        if matches!(&slot.proposal, Some((v, _)) if *v >= view) {
+            return;
+        }
+        slot.proposal = Some((view, update));
+        if slot.accept_view < view {
+            slot.accept_view = view;
+            slot.accepts = 0;
+        }
+        self.max_seen_seq = self.max_seen_seq.max(seq);
+    }
+
+    pub(super) fn on_accept(&mut self, from: NodeId, view: View, ranges: &[SeqRange]) {
+        if view != self.last_installed {
+            self.metrics.dropped_conflict += 1;
+            return;
+        }
+        let lo = self.local_aru.0 + 1;
+        let hi = self.local_aru.0 + self.config.accept_window.max(self.config.window) * 2;
+        for r in ranges {
+            let start = r.start.0.max(lo);
+            let end = r.end.0.min(hi);
+            for s in start..=end {
+                self.count_accept(view, Seq(s), from.index());
+            }
+        }
+        self.make_progress();
+    }
+
+    /// Records a durable accept of `node` for `(view, seq)` and orders the slot at a majority.
+    pub(super) fn count_accept(&mut self, view: View, seq: Seq, node: usize) {
+        if seq <= self.local_aru {
+            return;
+        }
+        let majority = self.majority;
+        let Some(slot) = self.history.get_or_create(seq) else {
+            return;
+        };
+        if slot.ordered.is_some() || !slot.add_accept(view, node) {
+            return;
+        }
+        if slot.chosen(majority).is_some() {
+            if let Some((_, u)) = slot.proposal.take() {
+                slot.live = view == self.last_installed;
+                self.apply_ordered(seq, u);
+            }
+        }
+    }
+
+    /// The update rule for a globally ordered update: keep the first.
+    pub(super) fn apply_ordered(&mut self, seq: Seq, update: ClientUpdate) {
+        if seq <= self.local_aru || seq.0 > self.local_aru.0 + MAX_SLOTS_AHEAD {
+            return;
+        }
+        let Some(slot) = self.history.get_or_create(seq) else {
+            return;
+        };
+        if slot.ordered.is_some() {
+            return;
+        }
+        // A proposal this slot held for another update lost: that update is no longer bound here.
+        let unbound = match &slot.proposal {
+            Some((_, u)) if u.id() != update.id() => Some(u.id()),
+            _ => None,
+        };
+        slot.ordered = Some(update.clone());
+        if let Some(id) = unbound {
+            self.bound_at_install.remove(&id);
+        }
+        self.max_seen_seq = self.max_seen_seq.max(seq);
+        if self.config.durability != Durability::None {
+            self.open_batch.ordered.push(OrderedUpdate { seq, update });
+        }
+        if seq > self.local_aru.next() {
+            // Ordered out of order: something below is missing here [TR §5.6 trigger 2].
+            self.note_recon_target(Seq(seq.0 - 1));
+        }
+    }
+
+    /// `advance_aru()`: executes ordered slots in sequence [TR Fig 11].
+    ///
+    /// Only executing a slot this server saw ordered by a quorum of accepts in the installed view
+    /// counts as progress for the election strategy. Catching up on slots learned from peers
+    /// (reconciliation, snapshots, PrepareOks) does not: a lagging server would otherwise keep
+    /// resetting PSB's progress timer while the others, in leader election, wait for its vote.
+    pub(super) fn advance_aru(&mut self, live: bool) {
+        let mut progressed = false;
+        let mut view_progressed = false;
+        loop {
+            let seq = self.local_aru.next();
+            // Moved out and back in: executing borrows the update while `self` is mutated.
+            let Some((update, ordered_live)) = self
+                .history
+                .get_mut(seq)
+                .and_then(|s| s.ordered.take().map(|u| (u, s.live)))
+            else {
+                break;
+            };
+            // The aru moves only over an ordered slot, one at a time (the `let` above).
+            self.local_aru = seq;
+            self.execute(seq, &update, live);
+            if let Some(slot) = self.history.get_mut(seq) {
+                slot.ordered = Some(update);
+            }
+            progressed = true;
+            view_progressed |= ordered_live;
+        }
+        if !progressed {
+            return;
+        }
+        if self.last_proposed < self.local_aru {
+            self.last_proposed = self.local_aru;
+        }
+        if self.local_aru >= self.recon_target {
+            self.behind_since = None;
+            self.recon_outstanding = None;
+        }
+        if live {
+            if view_progressed && self.state != ServerState::LeaderElection {
+                let ctx = self.ctx();
+                self.election.handle_progress(self.now, &ctx);
+                self.drain_election();
+            }
+            if let Some(interval) = self.config.snapshot_interval {
+                if self.executed_since_snapshot >= interval {
+                    self.take_snapshot();
+                }
+            }
+        }
+    }
+
+    /// Executes what is ordered and proposes what the window allows, until neither moves. Every
+    /// input handler ends here; nothing below it recurses into it, so the stack stays flat however
+    /// many slots one input unblocks.
+    pub(super) fn make_progress(&mut self) {
+        loop {
+            let before = (self.local_aru, self.last_proposed);
+            self.advance_aru(true);
+            self.send_proposal();
+            if (self.local_aru, self.last_proposed) == before {
+                break;
+            }
+        }
+    }
+
+    pub(super) fn is_executed(&self, u: &ClientUpdate) -> bool {
+        self.last_executed
+            .get(&u.client_id)
+            .is_some_and(|(ts, _)| u.timestamp <= *ts)
+    }
+
+    pub(super) fn execute(&mut self, seq: Seq, update: &ClientUpdate, live: bool) {
+        self.metrics.executed += 1;
+        self.executed_since_snapshot += 1;
+        let c = update.client_id;
+        #[allow(unused_mut)]
+        let mut duplicate = c == NOOP_CLIENT || self.is_executed(update);
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bug == Some(crate::config::PlantedBug::ExecuteDuplicate)
+            && c != NOOP_CLIENT
+        {
+            duplicate = false;
+        }
+        if duplicate {
+            // Pitfall 3(b): an update bound twice executes once; the aru still advances.
+            self.metrics.duplicates_skipped += 1;
+        } else {
+            let result = self.sm.apply(seq, update);
+            self.last_executed.insert(c, (update.timestamp, result));
+        }
+        // The pending copy is done whichever server initiated the executed one: a client that
+        // switched servers may have left the same update pending here too.
+        let was_pending = self
+            .pending
+            .get(&c)
+            .is_some_and(|p| p.update.timestamp <= update.timestamp);
+        if was_pending {
+            self.pending.remove(&c);
+        }
+        if live && c != NOOP_CLIENT && (update.server_id == self.me || was_pending) {
+            if let Some((ts, result)) = self.last_executed.get(&c) {
+                if *ts == update.timestamp {
+                    self.replies.push_back(ClientReply {
+                        client_id: c,
+                        timestamp: *ts,
+                        result: result.clone(),
+                    });
+                }
+            }
+        }
+        if self.config.record_executions {
+            self.executed.push_back(Executed {
+                seq,
+                update: update.clone(),
+                applied: !duplicate,
+            });
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The election seam: what the strategy sees and how its actions reach the core [spec §15.1].
+
+use super::*;
+
+impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
+    pub(super) fn ctx(&self) -> ElectionContext {
+        ElectionContext {
+            me: self.me,
+            servers: self.n,
+            state: self.state,
+            last_attempted: self.last_attempted,
+            last_installed: self.last_installed,
+            max_view_seen: self.max_view_seen,
+            local_aru: self.local_aru,
+            has_outstanding_work: !self.pending.is_empty()
+                || !self.update_queue.is_empty()
+                || self.max_seen_seq > self.local_aru,
+            incarnation: self.incarnation,
+        }
+    }
+
+    pub(super) fn drain_election(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some((to, payload)) = self.election.poll_message() {
+                self.send(to, Message::Election(payload));
+                progressed = true;
+            }
+            if let Some(action) = self.election.poll_action() {
+                progressed = true;
+                let (ElectionAction::Suspect(v) | ElectionAction::Install(v)) = action;
+                if v.0 > MAX_WIRE_INDEX {
+                    // A strategy relaying a view a peer made up: refuse it, as the wire would.
+                    self.metrics.dropped_invalid += 1;
+                    continue;
+                }
+                match action {
+                    ElectionAction::Suspect(v) => self.shift_to_leader_election(v),
+                    ElectionAction::Install(v) => self.install(v),
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    pub(super) fn installed_leader(&self) -> NodeId {
+        self.last_installed.leader(self.n)
+    }
+
+    pub(super) fn see_view(&mut self, v: View) {
+        if v > self.max_view_seen {
+            self.max_view_seen = v;
+        }
+    }
+
+    /// `shift_to_leader_election(v)` [TR Fig 6].
+    pub(super) fn shift_to_leader_election(&mut self, v: View) {
+        if v <= self.last_installed {
+            return;
+        }
+        self.state = ServerState::LeaderElection;
+        self.prepare = None;
+        self.prepare_oks.iter_mut().for_each(|b| *b = false);
+        self.last_enqueued.clear();
+        self.bound_at_install.clear();
+        self.last_attempted = v;
+        self.see_view(v);
+    }
+
+    /// The strategy asks that view `v` be installed.
+    pub(super) fn install(&mut self, v: View) {
+        if v < self.last_installed
+            || (v == self.last_installed && self.state != ServerState::LeaderElection)
+        {
+            return;
+        }
+        if v.leader(self.n) == self.me {
+            if self.state == ServerState::LeaderElection
+                && self.prepare.is_some_and(|p| p.view == v)
+            {
+                return; // already preparing it (pitfall 2: idempotent)
+            }
+            if v == self.last_installed {
+                // A view we installed before a restart: never reuse it, move past it.
+                return;
+            }
+            self.shift_to_leader_election(v);
+            self.shift_to_prepare_phase();
+        } else {
+            // v == last_installed here means rejoining, after a restart, a view that is still live:
+            // the promise for it is durable, so accepting its proposals again is safe.
+            self.state = ServerState::LeaderElection;
+            self.prepare = None;
+            self.last_attempted = v;
+            self.see_view(v);
+            self.shift_to_reg_nonleader();
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! What a replica reports about itself: executed slots, status, counters and refusals.
+
+use crate::election::ServerState;
+use crate::message::ClientUpdate;
+use crate::types::{ClientId, NodeId, Seq, View};
+use thiserror::Error;
+
+/// One executed slot, reported by [`Replica::poll_executed`] when `record_executions` is on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Executed {
+    /// The slot.
+    pub seq: Seq,
+    /// The update ordered in it.
+    pub update: ClientUpdate,
+    /// False when the update was a duplicate of one already executed (or a no-op) and was skipped.
+    pub applied: bool,
+}
+
+/// A picture of a replica's role and positions, for status pages and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This server.
+    pub id: NodeId,
+    /// Its role.
+    pub state: ServerState,
+    /// Last view attempted.
+    pub last_attempted: View,
+    /// Last view installed.
+    pub last_installed: View,
+    /// Every slot up to this one is executed here.
+    pub local_aru: Seq,
+    /// Highest slot this server proposed (leader only).
+    pub last_proposed: Seq,
+    /// Leader of the installed view, when not in leader election.
+    pub leader: Option<NodeId>,
+    /// Local client updates not yet executed.
+    pub pending: usize,
+    /// Updates queued at this server for proposal.
+    pub queued: usize,
+    /// Highest aru each peer announced (own aru at own index).
+    pub peer_aru: Vec<Seq>,
+}
+
+/// Counters for observability.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Slots executed.
+    pub executed: u64,
+    /// Executions skipped as duplicates or no-ops.
+    pub duplicates_skipped: u64,
+    /// Views installed (as leader or non-leader).
+    pub views_installed: u64,
+    /// Messages dropped by the conflict filter.
+    pub dropped_conflict: u64,
+    /// Messages dropped as invalid (non-member sender, impossible fields).
+    pub dropped_invalid: u64,
+    /// Election payloads that failed to decode.
+    pub dropped_election: u64,
+    /// Client updates dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// Proposals ignored because they were beyond the accept window.
+    pub dropped_outside_window: u64,
+    /// Reconciliation requests sent.
+    pub recon_requests: u64,
+    /// Snapshots installed from peers.
+    pub snapshots_installed: u64,
+    /// Snapshots taken locally.
+    pub snapshots_taken: u64,
+    /// Persist batches produced.
+    pub batches: u64,
+    /// Proposal messages sent (each may carry many updates).
+    pub proposal_messages: u64,
+    /// Updates proposed.
+    pub proposed_updates: u64,
+    /// No-ops proposed to fill holes below constrained slots.
+    pub noops_proposed: u64,
+    /// Times a leader's floor wait expired (slots ordered at a PrepareOk sender stayed
+    /// unreachable) and the election strategy was told the view is stalled.
+    pub floor_wait_stalls: u64,
+    /// Buffered accepts not sent because the slot was accepted again in a higher view (or
+    /// compacted) before the drain.
+    pub accepts_superseded: u64,
+}
+
+/// Why a client update was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ClientUpdateError {
+    /// The update names another server as its local server.
+    #[error("update names server {named} but was submitted to {me}")]
+    WrongServer {
+        /// The server named.
+        named: NodeId,
+        /// This server.
+        me: NodeId,
+    },
+    /// The client id is reserved.
+    #[error("client id {0:?} is reserved")]
+    ReservedClient(ClientId),
+}

@@ -1,0 +1,226 @@
+//! The Prepare phase of a view change [TR §5.4, Figs 7–9; spec §6].
+
+use super::*;
+
+impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
+    pub(super) fn shift_to_prepare_phase(&mut self) {
+        let v = self.last_attempted;
+        debug_assert_eq!(v.leader(self.n), self.me);
+        debug_assert!(v > self.last_installed || self.state == ServerState::LeaderElection);
+        self.last_installed = v;
+        self.prepare = Some(PrepareState {
+            view: v,
+            aru: self.local_aru,
+        });
+        self.prepare_oks.iter_mut().for_each(|b| *b = false);
+        self.prepare_oks[self.me.index()] = true;
+        self.prepare_floor = self.local_aru;
+        self.floor_wait_since = None;
+        self.last_enqueued.clear();
+        self.persist_view();
+        self.send_durable(
+            Destination::All,
+            Message::Prepare {
+                view: v,
+                local_aru: self.local_aru,
+            },
+        );
+        self.next_proposal_resend = self.now + self.config.proposal_resend;
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bug == Some(crate::config::PlantedBug::SkipPrepare) {
+            self.shift_to_reg_leader();
+            return;
+        }
+        if self.prepare_count() >= self.majority {
+            self.shift_to_reg_leader();
+        }
+    }
+
+    pub(super) fn prepare_count(&self) -> usize {
+        self.prepare_oks.iter().filter(|b| **b).count()
+    }
+
+    pub(super) fn on_prepare(&mut self, from: NodeId, view: View, aru: Seq) {
+        self.see_view(view);
+        if from != view.leader(self.n) {
+            self.metrics.dropped_invalid += 1;
+            return;
+        }
+        // A server that restarted after its promise of `view` became durable but before its
+        // PrepareOk left is in leader election with exactly that view installed and attempted:
+        // it answers the retransmitted Prepare as it would have (oracle strategies keep the same
+        // leader, which would otherwise wait for this PrepareOk forever; sim seed 6438).
+        let restarted_promise = view == self.last_installed
+            && view == self.last_attempted
+            && self.state == ServerState::LeaderElection;
+        let new_view = restarted_promise
+            || view > self.last_installed
+                && (view == self.last_attempted
+                    || (view > self.last_attempted && {
+                        let ctx = self.ctx();
+                        self.election.accepts_prepare(from, view, &ctx)
+                    }));
+        if new_view {
+            // Non-leader answering a Prepare for a view it has not installed yet.
+            self.state = ServerState::LeaderElection;
+            self.last_attempted = view;
+            self.prepare = Some(PrepareState { view, aru });
+            self.shift_to_reg_nonleader();
+            self.send_prepare_ok(from, view, aru);
+        } else if view == self.last_installed && self.state == ServerState::RegNonLeader {
+            // Receiver-driven retransmission; built on demand (pitfall 1).
+            self.prepare = Some(PrepareState { view, aru });
+            self.send_prepare_ok(from, view, aru);
+        } else {
+            self.metrics.dropped_conflict += 1;
+        }
+    }
+
+    pub(super) fn send_prepare_ok(&mut self, leader: NodeId, view: View, leader_aru: Seq) {
+        let floor = leader_aru.max(self.local_aru);
+        #[allow(unused_mut)]
+        let mut data_list = self.data_list(floor);
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bug == Some(crate::config::PlantedBug::PrepareOkOmitsAccepted) {
+            if let Some(i) = data_list
+                .iter()
+                .rposition(|d| matches!(d, DataItem::Proposal(_)))
+            {
+                data_list.remove(i);
+            }
+        }
+        self.send_durable(
+            Destination::Node(leader),
+            Message::PrepareOk {
+                view,
+                local_aru: self.local_aru,
+                data_list,
+            },
+        );
+    }
+
+    /// Everything known above `floor`: ordered updates, else the latest accepted proposal.
+    pub(super) fn data_list(&self, floor: Seq) -> Vec<DataItem> {
+        self.history
+            .iter_above(floor)
+            .filter_map(|(seq, slot)| {
+                if let Some(u) = &slot.ordered {
+                    Some(DataItem::Ordered(OrderedUpdate {
+                        seq,
+                        update: u.clone(),
+                    }))
+                } else {
+                    slot.proposal.as_ref().map(|(v, u)| {
+                        DataItem::Proposal(AcceptedProposal {
+                            seq,
+                            view: *v,
+                            update: u.clone(),
+                        })
+                    })
+                }
+            })
+            .collect()
+    }
+
+    pub(super) fn on_prepare_ok(
+        &mut self,
+        from: NodeId,
+        view: View,
+        their_aru: Seq,
+        data: Vec<DataItem>,
+    ) {
+        if self.state != ServerState::LeaderElection
+            || view != self.last_attempted
+            || self.prepare.is_none_or(|p| p.view != view)
+            || view.leader(self.n) != self.me
+        {
+            self.metrics.dropped_conflict += 1;
+            return;
+        }
+        if self.prepare_oks[from.index()] {
+            return;
+        }
+        self.prepare_oks[from.index()] = true;
+        for item in data {
+            match item {
+                DataItem::Proposal(p) => {
+                    if p.view <= view {
+                        self.apply_proposal(p.seq, p.view, p.update);
+                    } else {
+                        self.metrics.dropped_invalid += 1;
+                    }
+                }
+                DataItem::Ordered(o) => self.apply_ordered(o.seq, o.update),
+            }
+        }
+        self.note_peer_aru(from, their_aru);
+        self.prepare_floor = self.prepare_floor.max(their_aru);
+        self.make_progress();
+        if self.state == ServerState::LeaderElection && self.prepare_count() >= self.majority {
+            self.shift_to_reg_leader();
+        }
+    }
+
+    pub(super) fn shift_to_reg_leader(&mut self) {
+        self.state = ServerState::RegLeader;
+        self.regular_view = self.last_installed;
+        self.metrics.views_installed += 1;
+        self.max_constrained = self
+            .history
+            .iter_above(self.local_aru)
+            .filter(|(_, s)| s.proposal.is_some() || s.ordered.is_some())
+            .map(|(seq, _)| seq)
+            .last()
+            .unwrap_or(Seq(0));
+        self.bound_at_install = self.bound_above_aru();
+        self.enqueue_unbound_pending();
+        self.remove_bound_from_queue();
+        self.last_proposed = self.local_aru;
+        self.aru_at_last_resend = self.local_aru;
+        let ctx = self.ctx();
+        self.election.handle_view_installed(self.now, &ctx);
+        self.drain_election();
+        self.make_progress();
+    }
+
+    /// The updates bound to slots above the aru. A slot already ordered binds its ordered update,
+    /// whatever stale proposal it also keeps (a lagging leader's own from an earlier view, say):
+    /// listing such a stale proposal would refuse its update for the whole view.
+    pub(super) fn bound_above_aru(&self) -> FxHashSet<UpdateId> {
+        self.history
+            .iter_above(self.local_aru)
+            .filter_map(|(_, s)| match (&s.ordered, &s.proposal) {
+                (Some(u), _) | (None, Some((_, u))) => Some(u.id()),
+                (None, None) => None,
+            })
+            .collect()
+    }
+
+    pub(super) fn shift_to_reg_nonleader(&mut self) {
+        self.state = ServerState::RegNonLeader;
+        self.bound_at_install.clear();
+        self.last_installed = self.last_attempted;
+        self.regular_view = self.last_installed;
+        self.see_view(self.last_installed);
+        self.update_queue.clear();
+        self.metrics.views_installed += 1;
+        self.persist_view();
+        // Pending local updates go to the new leader right away (the update timer would anyway).
+        let leader = self.installed_leader();
+        let now = self.now;
+        let resend: Vec<ClientUpdate> = self
+            .pending
+            .values_mut()
+            .map(|p| {
+                p.next_resend = now + self.config.update_resend;
+                p.update.clone()
+            })
+            .collect();
+        for u in resend {
+            self.send_durable(Destination::Node(leader), Message::ClientUpdate(u));
+        }
+        let ctx = self.ctx();
+        self.election.handle_view_installed(self.now, &ctx);
+        self.drain_election();
+    }
+}
