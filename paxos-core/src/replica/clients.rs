@@ -89,10 +89,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     }
 
     pub(super) fn add_to_pending(&mut self, u: ClientUpdate) {
-        if self.config.durability != Durability::None {
-            self.open_batch.pending.push(u.clone());
-            self.open_batch.sync |= self.config.durability == Durability::Sync;
-        }
+        self.outbox.persist_pending(u.clone());
         self.pending.insert(
             u.client_id,
             Pending {

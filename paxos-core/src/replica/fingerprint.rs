@@ -72,15 +72,7 @@ where
             recon_silent,
             executed_since_snapshot,
             latest_snapshot,
-            open_batch,
-            last_closed,
-            last_closed_sync,
-            persisted,
-            held,
-            held_self_accepts,
-            agg_proposals,
-            agg_accepts,
-            ready,
+            outbox,
             replies,
             executed,
             metrics: _,
@@ -136,13 +128,7 @@ where
         (recon_cursor, recon_peer, recon_silent).hash(h);
         executed_since_snapshot.hash(h);
         latest_snapshot.hash(h);
-        open_batch.hash(h);
-        (last_closed, last_closed_sync, persisted).hash(h);
-        held.hash(h);
-        held_self_accepts.hash(h);
-        agg_proposals.hash(h);
-        agg_accepts.hash(h);
-        ready.hash(h);
+        outbox.hash(h);
         replies.hash(h);
         executed.hash(h);
     }

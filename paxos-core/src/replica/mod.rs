@@ -36,6 +36,7 @@ mod clients;
 mod fingerprint;
 mod ordering;
 mod outbox;
+use outbox::Outbox;
 mod reconcile;
 mod seam;
 mod status;
@@ -174,24 +175,8 @@ pub struct Replica<S: StateMachine, E: LeaderElection> {
     executed_since_snapshot: u64,
     latest_snapshot: Option<Snapshot>,
 
-    // durability
-    open_batch: PersistBatch,
-    last_closed: u64,
-    last_closed_sync: u64,
-    persisted: u64,
-    held: VecDeque<(u64, Destination, Message)>,
-    held_self_accepts: VecDeque<(u64, View, Seq)>,
-
-    // outputs
-    /// Proposals made since the last drain, each with the view it was made in: packed into
-    /// Proposal messages at the drain, and only while this server still leads that view.
-    agg_proposals: Vec<(View, ProposalItem)>,
-    /// Accepts made since the last drain, each with the view of the proposal accepted. The view
-    /// travels with the entry because one round of inputs may install a higher view before the
-    /// drain (issue #11): stamping the drain-time view would announce an accept that never
-    /// happened.
-    agg_accepts: Vec<(View, Seq)>,
-    ready: VecDeque<(Destination, Message)>,
+    // durability and outputs
+    outbox: Outbox,
     replies: VecDeque<ClientReply>,
     executed: VecDeque<Executed>,
     metrics: Metrics,
@@ -254,15 +239,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             recon_silent: 0,
             executed_since_snapshot: 0,
             latest_snapshot: None,
-            open_batch: PersistBatch::default(),
-            last_closed: 0,
-            last_closed_sync: 0,
-            persisted: 0,
-            held: VecDeque::new(),
-            held_self_accepts: VecDeque::new(),
-            agg_proposals: Vec::new(),
-            agg_accepts: Vec::new(),
-            ready: VecDeque::new(),
+            outbox: Outbox::new(&config),
             replies: VecDeque::new(),
             executed: VecDeque::new(),
             metrics: Metrics::default(),
@@ -433,31 +410,10 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     /// Every persist batch up to and including `upto` is durable: release what waited for it.
     pub fn handle_persisted(&mut self, now: Time, upto: BatchId) {
         self.now = now;
-        if upto.0 > self.last_closed {
-            // The driver reported a batch it was never given: a driver bug.
-            debug_assert!(
-                false,
-                "batch {} reported durable but never handed out",
-                upto.0
-            );
+        if !self.outbox.persisted_through(upto) {
             return;
         }
-        if upto.0 <= self.persisted {
-            return;
-        }
-        self.persisted = upto.0;
-        while let Some((dep, _, _)) = self.held.front() {
-            if *dep > self.persisted {
-                break;
-            }
-            let (_, to, m) = self.held.pop_front().expect("front exists");
-            self.ready.push_back((to, m));
-        }
-        while let Some((dep, _, _)) = self.held_self_accepts.front() {
-            if *dep > self.persisted {
-                break;
-            }
-            let (_, view, seq) = self.held_self_accepts.pop_front().expect("front exists");
+        while let Some((view, seq)) = self.outbox.pop_released_self_accept() {
             self.count_accept(view, seq, self.me.index());
         }
         self.make_progress();
@@ -471,15 +427,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     /// [`Replica::handle_persisted`] once it is on stable storage.
     pub fn poll_persist(&mut self) -> Option<PersistBatch> {
         self.flush();
-        if self.open_batch.is_empty() {
-            return None;
-        }
-        self.last_closed += 1;
-        let mut batch = std::mem::take(&mut self.open_batch);
-        batch.id = BatchId(self.last_closed);
-        if batch.sync {
-            self.last_closed_sync = self.last_closed;
-        }
+        let batch = self.outbox.close_batch()?;
         self.metrics.batches += 1;
         Some(batch)
     }
@@ -487,7 +435,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     /// The next message to send to other servers.
     pub fn poll_message(&mut self) -> Option<(Destination, Message)> {
         self.flush();
-        self.ready.pop_front()
+        self.outbox.pop_ready()
     }
 
     /// The next reply for one of this server's clients.

@@ -87,10 +87,11 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         self.metrics.proposed_updates += 1;
         self.apply_proposal(seq, view, update.clone());
         self.record_accepted(seq, view, &update);
-        self.agg_proposals
+        self.outbox
+            .proposals
             .push((view, ProposalItem { seq, update }));
         if self.config.leader_accepts_separately {
-            self.agg_accepts.push((view, seq));
+            self.outbox.accepts.push((view, seq));
         }
         self.hold_self_accept(view, seq);
     }
@@ -113,7 +114,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 _ => None,
             })
             .collect();
-        self.agg_proposals.extend(items);
+        self.outbox.proposals.extend(items);
     }
 
     pub(super) fn on_proposal(&mut self, from: NodeId, view: View, items: Vec<ProposalItem>) {
@@ -155,7 +156,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 Some(v) if v > view => continue,
                 Some(v) if v == view => {
                     // Duplicate: receiver-driven retransmission of the Accept.
-                    self.agg_accepts.push((view, seq));
+                    self.outbox.accepts.push((view, seq));
                     continue;
                 }
                 _ => {}
@@ -166,7 +167,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             if !self.config.leader_accepts_separately {
                 self.count_accept(view, seq, from.index());
             }
-            self.agg_accepts.push((view, seq));
+            self.outbox.accepts.push((view, seq));
             self.hold_self_accept(view, seq);
         }
         if !already_ordered.is_empty() {
@@ -265,9 +266,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.bound_at_install.remove(&id);
         }
         self.max_seen_seq = self.max_seen_seq.max(seq);
-        if self.config.durability != Durability::None {
-            self.open_batch.ordered.push(OrderedUpdate { seq, update });
-        }
+        self.outbox.persist_ordered(OrderedUpdate { seq, update });
         if seq > self.local_aru.next() {
             // Ordered out of order: something below is missing here [TR §5.6 trigger 2].
             self.note_recon_target(Seq(seq.0 - 1));

@@ -1,66 +1,197 @@
-//! Durability and sending: persist batches, messages held for a batch, aggregation [TR §4.3, §7.3; spec §9].
+//! What leaves a replica, and when [TR §4.3, §7.3; spec §9, §10].
+//!
+//! The [`Outbox`] owns everything on its way out: the persist batch being filled, the messages and
+//! self-accepts held until a batch is durable, the proposals and accepts buffered for aggregation
+//! (each tagged with the view it was made in) and the messages ready to send. A message that
+//! carries a promise (Prepare, PrepareOk, Proposal, Accept, a forwarded update) waits for every
+//! batch that must be synced before it; one that carries none (Alive, reconciliation) leaves at
+//! once. The replica half of this file packs the aggregation buffers into messages at the drain,
+//! checking each against the history it must agree with.
 
 use super::*;
 
-impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
-    pub(super) fn persist_view(&mut self) {
-        if self.config.durability == Durability::None {
-            return;
+/// Outgoing persist batches and messages, and what each message waits for.
+#[derive(Clone, Debug, Hash)]
+pub(super) struct Outbox {
+    durability: Durability,
+    #[cfg(feature = "planted-bugs")]
+    planted_bug: Option<crate::config::PlantedBug>,
+    /// The batch being filled: everything handed to storage since the last `close_batch`.
+    open: PersistBatch,
+    /// The last batch handed out.
+    last_closed: u64,
+    /// The last handed-out batch that must be synced.
+    last_closed_sync: u64,
+    /// Every batch up to this one is durable.
+    persisted: u64,
+    /// Messages waiting for a batch, in creation order (they leave in that order).
+    held: VecDeque<(u64, Destination, Message)>,
+    /// This server's own accepts waiting for the batch that carries the accepted proposal.
+    held_self_accepts: VecDeque<(u64, View, Seq)>,
+    /// Proposals made since the last drain, each with the view it was made in: packed into
+    /// Proposal messages at the drain, and only while this server still leads that view.
+    pub(super) proposals: Vec<(View, ProposalItem)>,
+    /// Accepts made since the last drain, each with the view of the proposal accepted. The view
+    /// travels with the entry because one round of inputs may install a higher view before the
+    /// drain (issue #11): stamping the drain-time view would announce an accept that never
+    /// happened.
+    pub(super) accepts: Vec<(View, Seq)>,
+    /// Messages free to leave.
+    ready: VecDeque<(Destination, Message)>,
+}
+
+impl Outbox {
+    pub(super) fn new(config: &Config) -> Outbox {
+        Outbox {
+            durability: config.durability,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: config.planted_bug,
+            open: PersistBatch::default(),
+            last_closed: 0,
+            last_closed_sync: 0,
+            persisted: 0,
+            held: VecDeque::new(),
+            held_self_accepts: VecDeque::new(),
+            proposals: Vec::new(),
+            accepts: Vec::new(),
+            ready: VecDeque::new(),
         }
-        self.open_batch.view = Some(ViewRecord {
-            last_attempted: self.last_attempted,
-            last_installed: self.last_installed,
-        });
-        self.open_batch.sync |= self.config.durability == Durability::Sync;
     }
 
-    pub(super) fn record_accepted(&mut self, seq: Seq, view: View, update: &ClientUpdate) {
-        let batch = if self.config.durability == Durability::None {
-            0
-        } else {
-            self.last_closed + 1
-        };
-        if let Some(slot) = self.history.get_mut(seq) {
-            slot.accepted = Some((view, batch));
+    fn persists(&self) -> bool {
+        self.durability != Durability::None
+    }
+
+    fn must_sync(&mut self) {
+        self.open.sync |= self.durability == Durability::Sync;
+    }
+
+    /// Records the view promises (synced: Prepare and PrepareOk depend on them).
+    pub(super) fn persist_view(&mut self, view: ViewRecord) {
+        if self.persists() {
+            self.open.view = Some(view);
+            self.must_sync();
         }
-        if self.config.durability == Durability::None {
-            return;
+    }
+
+    /// Records an accepted proposal (synced: the Accept depends on it). Returns the batch that
+    /// carries it (0 without storage).
+    pub(super) fn persist_accepted(&mut self, accepted: AcceptedProposal) -> u64 {
+        if !self.persists() {
+            return 0;
         }
-        self.open_batch.accepted.push(AcceptedProposal {
-            seq,
-            view,
-            update: update.clone(),
-        });
-        self.open_batch.sync |= self.config.durability == Durability::Sync;
+        self.open.accepted.push(accepted);
+        self.must_sync();
+        self.last_closed + 1
+    }
+
+    /// Records a local client's pending update (synced: it is forwarded once durable).
+    pub(super) fn persist_pending(&mut self, update: ClientUpdate) {
+        if self.persists() {
+            self.open.pending.push(update);
+            self.must_sync();
+        }
+    }
+
+    /// Records a globally ordered update (no sync: nothing waits for it).
+    pub(super) fn persist_ordered(&mut self, ordered: OrderedUpdate) {
+        if self.persists() {
+            self.open.ordered.push(ordered);
+        }
+    }
+
+    /// Records a snapshot (no sync: nothing waits for it).
+    pub(super) fn persist_snapshot(&mut self, snapshot: &Snapshot) {
+        if self.persists() {
+            self.open.snapshot = Some(snapshot.clone());
+        }
+    }
+
+    /// Closes the open batch and hands it out, if it holds anything.
+    pub(super) fn close_batch(&mut self) -> Option<PersistBatch> {
+        if self.open.is_empty() {
+            return None;
+        }
+        self.last_closed += 1;
+        let mut batch = std::mem::take(&mut self.open);
+        batch.id = BatchId(self.last_closed);
+        if batch.sync {
+            self.last_closed_sync = self.last_closed;
+        }
+        Some(batch)
+    }
+
+    /// Every batch up to `upto` is durable: held messages it covers become ready. Returns false
+    /// when that changes nothing (already known, or a batch never handed out: a driver bug).
+    pub(super) fn persisted_through(&mut self, upto: BatchId) -> bool {
+        if upto.0 > self.last_closed {
+            debug_assert!(
+                false,
+                "batch {} reported durable but never handed out",
+                upto.0
+            );
+            return false;
+        }
+        if upto.0 <= self.persisted {
+            return false;
+        }
+        self.persisted = upto.0;
+        while let Some((dep, _, _)) = self.held.front() {
+            if *dep > self.persisted {
+                break;
+            }
+            let (_, to, m) = self.held.pop_front().expect("front exists");
+            self.ready.push_back((to, m));
+        }
+        true
+    }
+
+    /// The next held self-accept whose batch is now durable.
+    pub(super) fn pop_released_self_accept(&mut self) -> Option<(View, Seq)> {
+        match self.held_self_accepts.front() {
+            Some((dep, _, _)) if *dep <= self.persisted => self
+                .held_self_accepts
+                .pop_front()
+                .map(|(_, view, seq)| (view, seq)),
+            _ => None,
+        }
+    }
+
+    /// Every batch up to this one is durable.
+    pub(super) fn persisted(&self) -> u64 {
+        self.persisted
     }
 
     /// The batch a message created now depends on (0: nothing to wait for).
     pub(super) fn dependency(&self) -> u64 {
         #[cfg(feature = "planted-bugs")]
-        if self.config.planted_bug == Some(crate::config::PlantedBug::SendBeforeDurable) {
+        if self.planted_bug == Some(crate::config::PlantedBug::SendBeforeDurable) {
             return 0;
         }
-        if self.config.durability != Durability::Sync {
+        if self.durability != Durability::Sync {
             return 0;
         }
-        if self.open_batch.sync {
+        if self.open.sync {
             self.last_closed + 1
         } else {
             self.last_closed_sync
         }
     }
 
-    pub(super) fn hold_self_accept(&mut self, view: View, seq: Seq) {
+    /// Whether this server's accept of `(view, seq)`, made now, counts at once; otherwise it is
+    /// held until its batch is durable and returned by `pop_released_self_accept`.
+    pub(super) fn self_accept_counts_now(&mut self, view: View, seq: Seq) -> bool {
         #[allow(unused_mut)]
         let mut dep = self.dependency();
         #[cfg(feature = "planted-bugs")]
-        if self.config.planted_bug == Some(crate::config::PlantedBug::SelfAcceptBeforeDurable) {
+        if self.planted_bug == Some(crate::config::PlantedBug::SelfAcceptBeforeDurable) {
             dep = 0;
         }
         if dep <= self.persisted {
-            self.count_accept(view, seq, self.me.index());
+            true
         } else {
             self.held_self_accepts.push_back((dep, view, seq));
+            false
         }
     }
 
@@ -79,13 +210,54 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         }
     }
 
+    /// The next message free to leave.
+    pub(super) fn pop_ready(&mut self) -> Option<(Destination, Message)> {
+        self.ready.pop_front()
+    }
+}
+
+impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
+    pub(super) fn persist_view(&mut self) {
+        self.outbox.persist_view(ViewRecord {
+            last_attempted: self.last_attempted,
+            last_installed: self.last_installed,
+        });
+    }
+
+    pub(super) fn record_accepted(&mut self, seq: Seq, view: View, update: &ClientUpdate) {
+        let batch = self.outbox.persist_accepted(AcceptedProposal {
+            seq,
+            view,
+            update: update.clone(),
+        });
+        if let Some(slot) = self.history.get_mut(seq) {
+            slot.accepted = Some((view, batch));
+        }
+    }
+
+    pub(super) fn hold_self_accept(&mut self, view: View, seq: Seq) {
+        if self.outbox.self_accept_counts_now(view, seq) {
+            self.count_accept(view, seq, self.me.index());
+        }
+    }
+
+    /// Sends a message that carries no promise.
+    pub(super) fn send(&mut self, to: Destination, m: Message) {
+        self.outbox.send(to, m);
+    }
+
+    /// Sends a message that may leave only once everything persisted so far is durable.
+    pub(super) fn send_durable(&mut self, to: Destination, m: Message) {
+        self.outbox.send_durable(to, m);
+    }
+
     /// Packs buffered proposals and accepts into messages (aggregation). Every entry keeps the
     /// view it was made in, so a view installed between the input and the drain cannot relabel
     /// it.
     pub(super) fn flush(&mut self) {
-        if !self.agg_proposals.is_empty() {
-            let capacity = self.agg_proposals.capacity();
-            let items = std::mem::replace(&mut self.agg_proposals, Vec::with_capacity(capacity));
+        if !self.outbox.proposals.is_empty() {
+            let capacity = self.outbox.proposals.capacity();
+            let items = std::mem::replace(&mut self.outbox.proposals, Vec::with_capacity(capacity));
             let led = (self.state == ServerState::RegLeader).then_some(self.last_installed);
             let limit = self.config.max_message_bytes;
             let mut batch: Vec<ProposalItem> = Vec::new();
@@ -122,8 +294,8 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 self.emit_proposal(batch_view, batch);
             }
         }
-        if !self.agg_accepts.is_empty() {
-            let mut entries = std::mem::take(&mut self.agg_accepts);
+        if !self.outbox.accepts.is_empty() {
+            let mut entries = std::mem::take(&mut self.outbox.accepts);
             #[cfg(feature = "planted-bugs")]
             if self.config.planted_bug == Some(crate::config::PlantedBug::MislabelledAccept) {
                 // The bug this buffer's view tags fix: stamp the drain-time view.
@@ -165,17 +337,17 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     /// Always-on check where an Accept is built: every slot it names holds this server's accepted
     /// proposal of exactly `view`, handed to storage in a batch the message waits for.
     pub(super) fn send_accepts(&mut self, view: View, seqs: Vec<Seq>) {
-        let dep = self.dependency();
+        let dep = self.outbox.dependency();
         for &seq in &seqs {
             let accepted = self.history.get(seq).and_then(|s| s.accepted);
             assert!(
                 accepted.is_some_and(|(v, batch)| v == view
                     && (self.config.durability != Durability::Sync
-                        || batch <= dep.max(self.persisted))),
+                        || batch <= dep.max(self.outbox.persisted()))),
                 "{}: Accept({view}) for slot {seq}, whose accepted proposal is {accepted:?} \
                  (message waits for batch {dep}, durable through {})",
                 self.me,
-                self.persisted
+                self.outbox.persisted()
             );
         }
         self.send_accepts_unchecked(view, seqs);

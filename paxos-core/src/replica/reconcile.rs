@@ -13,9 +13,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         };
         self.metrics.snapshots_taken += 1;
         self.executed_since_snapshot = 0;
-        if self.config.durability != Durability::None {
-            self.open_batch.snapshot = Some(snap.clone());
-        }
+        self.outbox.persist_snapshot(&snap);
         let keep_from = snap.seq.0.saturating_sub(self.config.history_retention);
         self.latest_snapshot = Some(snap);
         self.truncate_history(Seq(keep_from));
@@ -233,9 +231,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 }
             }
         }
-        if self.config.durability != Durability::None {
-            self.open_batch.snapshot = Some(snap.clone());
-        }
+        self.outbox.persist_snapshot(&snap);
         self.executed_since_snapshot = 0;
         self.latest_snapshot = Some(snap);
         self.make_progress();
