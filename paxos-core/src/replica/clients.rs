@@ -1,6 +1,297 @@
 //! Client handling and exactly-once execution [TR §5.7, Figs 12, 13; spec §8].
+//!
+//! The [`ClientTable`] is the per-client state of TR Fig 2 as one type: the pending updates of
+//! this server's own clients, the update queue, `last_executed` (the exactly-once table, with each
+//! client's last result) and `last_enqueued`, plus the replies on their way to local clients. The
+//! replica half of this file is the client side of the protocol: accepting updates from local
+//! clients, forwarding them to the leader, queueing them for proposal and the update timer.
 
 use super::*;
+
+/// A local client's update not yet executed, and when to send it to the leader again.
+#[derive(Clone, Debug)]
+pub(super) struct Pending {
+    pub(super) update: ClientUpdate,
+    pub(super) next_resend: Time,
+}
+
+/// What [`ClientTable::enqueue`] did with an update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Enqueued {
+    /// Queued for proposal.
+    Queued,
+    /// Already executed, queued or bound: nothing to do.
+    Refused,
+    /// The queue is full.
+    Full,
+}
+
+/// Per-client state [TR Fig 2; spec §8].
+#[derive(Clone, Debug, Default)]
+pub(super) struct ClientTable {
+    /// Updates of this server's own clients not yet executed (`pending_updates`).
+    pending: FxHashMap<ClientId, Pending>,
+    /// Updates waiting for a slot at this server (`update_queue`).
+    queue: VecDeque<ClientUpdate>,
+    /// Per client, the timestamp of its last executed update and that update's result.
+    last_executed: FxHashMap<ClientId, (Timestamp, Bytes)>,
+    /// Per client, the highest timestamp queued or bound at this server in the current view.
+    last_enqueued: FxHashMap<ClientId, Timestamp>,
+    /// Replies ready for local clients.
+    replies: VecDeque<ClientReply>,
+}
+
+impl ClientTable {
+    /// Whether `u` (or a later update of its client) was executed.
+    pub(super) fn is_executed(&self, u: &ClientUpdate) -> bool {
+        self.is_done(u.client_id, u.timestamp)
+    }
+
+    /// Whether `client` executed an update with timestamp `ts` or later.
+    pub(super) fn is_done(&self, client: ClientId, ts: Timestamp) -> bool {
+        self.last_executed
+            .get(&client)
+            .is_some_and(|(done, _)| ts <= *done)
+    }
+
+    /// The timestamp of `client`'s last executed update.
+    pub(super) fn executed_timestamp(&self, client: ClientId) -> Option<Timestamp> {
+        self.last_executed.get(&client).map(|(ts, _)| *ts)
+    }
+
+    /// The exactly-once reply: answers `client`'s update `ts` from the table, if that is the
+    /// update the table last executed for it (a later one executed means the client moved on).
+    pub(super) fn reply(&mut self, client: ClientId, ts: Timestamp) {
+        if let Some((done, result)) = self.last_executed.get(&client) {
+            if *done == ts {
+                self.replies.push_back(ClientReply {
+                    client_id: client,
+                    timestamp: ts,
+                    result: result.clone(),
+                });
+            }
+        }
+    }
+
+    /// Records that `client`'s update `ts` executed with `result`.
+    pub(super) fn record_execution(&mut self, client: ClientId, ts: Timestamp, result: Bytes) {
+        self.last_executed.insert(client, (ts, result));
+    }
+
+    /// Loads executed entries from a snapshot's client records.
+    pub(super) fn restore(&mut self, records: &[ClientRecord]) {
+        for c in records {
+            self.last_executed
+                .insert(c.client, (c.last_executed, c.last_result.clone()));
+        }
+    }
+
+    /// The executed entries as snapshot records, sorted by client.
+    pub(super) fn records(&self) -> Vec<ClientRecord> {
+        let mut v: Vec<ClientRecord> = self
+            .last_executed
+            .iter()
+            .map(|(c, (ts, r))| ClientRecord {
+                client: *c,
+                last_executed: *ts,
+                last_result: r.clone(),
+            })
+            .collect();
+        v.sort_by_key(|r| r.client);
+        v
+    }
+
+    /// The pending update of `client`, if any.
+    pub(super) fn pending(&self, client: ClientId) -> Option<&ClientUpdate> {
+        self.pending.get(&client).map(|p| &p.update)
+    }
+
+    /// Every pending update, in the table's order.
+    pub(super) fn pending_updates(&self) -> impl Iterator<Item = &ClientUpdate> {
+        self.pending.values().map(|p| &p.update)
+    }
+
+    /// Makes `u` its client's pending update, to be resent at `next_resend`.
+    pub(super) fn add_pending(&mut self, u: ClientUpdate, next_resend: Time) {
+        self.pending.insert(
+            u.client_id,
+            Pending {
+                update: u,
+                next_resend,
+            },
+        );
+    }
+
+    /// `client`'s update `ts` executed: its pending copy (that one or an earlier one) is done.
+    /// Returns whether there was one.
+    pub(super) fn finish_pending(&mut self, client: ClientId, ts: Timestamp) -> bool {
+        let was_pending = self
+            .pending
+            .get(&client)
+            .is_some_and(|p| p.update.timestamp <= ts);
+        if was_pending {
+            self.pending.remove(&client);
+        }
+        was_pending
+    }
+
+    /// Pending updates the table now lists as executed (a snapshot covered them): removed, and
+    /// answered from the table.
+    pub(super) fn answer_executed_pending(&mut self) {
+        let done: Vec<ClientId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| self.is_executed(&p.update))
+            .map(|(c, _)| *c)
+            .collect();
+        for c in done {
+            if let Some(p) = self.pending.remove(&c) {
+                self.reply(c, p.update.timestamp);
+            }
+        }
+    }
+
+    /// The pending updates due for a resend at `now` (all of them when `now` is `None`), each
+    /// rescheduled for `next`.
+    pub(super) fn take_resends(&mut self, now: Option<Time>, next: Time) -> Vec<ClientUpdate> {
+        self.pending
+            .values_mut()
+            .filter(|p| now.is_none_or(|now| p.next_resend <= now))
+            .map(|p| {
+                p.next_resend = next;
+                p.update.clone()
+            })
+            .collect()
+    }
+
+    /// Queues `u` for proposal unless it is executed, already queued or bound in this view
+    /// (`last_enqueued`), or bound before it (`bound`).
+    pub(super) fn enqueue(
+        &mut self,
+        u: ClientUpdate,
+        max_queue: usize,
+        bound: &FxHashSet<UpdateId>,
+    ) -> Enqueued {
+        let c = u.client_id;
+        if self.is_executed(&u)
+            || self
+                .last_enqueued
+                .get(&c)
+                .is_some_and(|ts| u.timestamp <= *ts)
+            || bound.contains(&u.id())
+        {
+            return Enqueued::Refused;
+        }
+        if self.queue.len() >= max_queue {
+            return Enqueued::Full;
+        }
+        self.last_enqueued.insert(c, u.timestamp);
+        self.queue.push_back(u);
+        Enqueued::Queued
+    }
+
+    /// Whether an update with this id is queued.
+    pub(super) fn is_queued(&self, id: UpdateId) -> bool {
+        self.queue.iter().any(|q| q.id() == id)
+    }
+
+    /// The next queued update that is neither executed nor in `bound`.
+    pub(super) fn pop_unbound(&mut self, bound: &FxHashSet<UpdateId>) -> Option<ClientUpdate> {
+        while let Some(u) = self.queue.pop_front() {
+            if self.is_executed(&u) || bound.contains(&u.id()) {
+                continue;
+            }
+            return Some(u);
+        }
+        None
+    }
+
+    /// A leader's new view: drops from the queue what is bound (`bound`), executed, or (for a
+    /// forwarded update) older than what its client already had queued here.
+    pub(super) fn drop_stale_from_queue(&mut self, me: NodeId, bound: &FxHashSet<UpdateId>) {
+        let queue = std::mem::take(&mut self.queue);
+        for u in queue {
+            let c = u.client_id;
+            let is_bound = bound.contains(&u.id());
+            let stale = is_bound
+                || self.is_executed(&u)
+                || (u.server_id != me
+                    && self
+                        .last_enqueued
+                        .get(&c)
+                        .is_some_and(|ts| u.timestamp <= *ts));
+            if stale {
+                // An update bound only by a stale proposal stays out of `last_enqueued`: once
+                // that slot is ordered with another update (or compacted) it leaves
+                // `bound_at_install` and must be accepted again (sim: highest-id N = 5 seed 5301).
+                if !is_bound {
+                    let e = self.last_enqueued.entry(c).or_insert(u.timestamp);
+                    if *e < u.timestamp {
+                        *e = u.timestamp;
+                    }
+                }
+            } else {
+                self.queue.push_back(u);
+            }
+        }
+    }
+
+    /// A new view is attempted or prepared: nothing is queued or bound in it yet.
+    pub(super) fn forget_enqueued(&mut self) {
+        self.last_enqueued.clear();
+    }
+
+    /// Empties the queue (a non-leader forwards instead).
+    pub(super) fn clear_queue(&mut self) {
+        self.queue.clear();
+    }
+
+    /// Pending and queued counts.
+    pub(super) fn counts(&self) -> (usize, usize) {
+        (self.pending.len(), self.queue.len())
+    }
+
+    /// Whether any local update is pending or queued.
+    pub(super) fn has_work(&self) -> bool {
+        !self.pending.is_empty() || !self.queue.is_empty()
+    }
+
+    /// The next reply for a local client.
+    pub(super) fn pop_reply(&mut self) -> Option<ClientReply> {
+        self.replies.pop_front()
+    }
+
+    /// Feeds the table to a fingerprint hasher, times relative to `now` (see `fingerprint.rs`).
+    pub(super) fn hash_at<H: std::hash::Hasher>(
+        &self,
+        rel: impl Fn(Time) -> Option<u64>,
+        h: &mut H,
+    ) {
+        use std::hash::Hash;
+        let ClientTable {
+            pending,
+            queue,
+            last_executed,
+            last_enqueued,
+            replies,
+        } = self;
+        queue.hash(h);
+        // Hash maps iterate in an order that depends on their insertion history: sort first.
+        let mut executed_table: Vec<_> = last_executed.iter().collect();
+        executed_table.sort_unstable_by_key(|(c, _)| **c);
+        executed_table.hash(h);
+        let mut enqueued: Vec<_> = last_enqueued.iter().collect();
+        enqueued.sort_unstable();
+        enqueued.hash(h);
+        let mut pend: Vec<_> = pending
+            .iter()
+            .map(|(c, p)| (c, &p.update, rel(p.next_resend)))
+            .collect();
+        pend.sort_unstable_by_key(|(c, _, _)| **c);
+        pend.hash(h);
+        replies.hash(h);
+    }
+}
 
 impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     /// An update from one of this server's own clients [TR Fig 12].
@@ -20,28 +311,22 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             return Err(ClientUpdateError::ReservedClient(update.client_id));
         }
         let c = update.client_id;
-        if let Some((ts, result)) = self.last_executed.get(&c) {
-            if update.timestamp <= *ts {
-                if update.timestamp == *ts {
-                    // A retry of an executed update: answer from the exactly-once table.
-                    self.replies.push_back(ClientReply {
-                        client_id: c,
-                        timestamp: *ts,
-                        result: result.clone(),
-                    });
-                }
+        if let Some(ts) = self.clients.executed_timestamp(c) {
+            if update.timestamp <= ts {
+                // A retry of an executed update is answered from the exactly-once table.
+                self.clients.reply(c, update.timestamp);
                 return Ok(());
             }
         }
-        if let Some(p) = self.pending.get(&c) {
-            if update.timestamp < p.update.timestamp {
+        if let Some(p) = self.clients.pending(c) {
+            if update.timestamp < p.timestamp {
                 return Ok(());
             }
-            if update.timestamp == p.update.timestamp {
+            if update.timestamp == p.timestamp {
                 // A retry of a pending update: nudge it along.
                 if self.state == ServerState::RegNonLeader {
                     let leader = self.installed_leader();
-                    let u = p.update.clone();
+                    let u = p.clone();
                     self.send_durable(Destination::Node(leader), Message::ClientUpdate(u));
                 }
                 return Ok(());
@@ -68,35 +353,25 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         Ok(())
     }
 
+    /// Queues `u` for proposal (see [`ClientTable::enqueue`]); counts a full queue.
     pub(super) fn enqueue(&mut self, u: ClientUpdate) -> bool {
-        let c = u.client_id;
-        if self.is_executed(&u)
-            || self
-                .last_enqueued
-                .get(&c)
-                .is_some_and(|ts| u.timestamp <= *ts)
-            || self.bound_at_install.contains(&u.id())
+        match self
+            .clients
+            .enqueue(u, self.config.max_queue, &self.bound_at_install)
         {
-            return false;
+            Enqueued::Queued => true,
+            Enqueued::Refused => false,
+            Enqueued::Full => {
+                self.metrics.dropped_queue_full += 1;
+                false
+            }
         }
-        if self.update_queue.len() >= self.config.max_queue {
-            self.metrics.dropped_queue_full += 1;
-            return false;
-        }
-        self.last_enqueued.insert(c, u.timestamp);
-        self.update_queue.push_back(u);
-        true
     }
 
-    pub(super) fn add_to_pending(&mut self, u: ClientUpdate) {
+    fn add_to_pending(&mut self, u: ClientUpdate) {
         self.outbox.persist_pending(u.clone());
-        self.pending.insert(
-            u.client_id,
-            Pending {
-                update: u,
-                next_resend: self.now + self.config.update_resend,
-            },
-        );
+        let next_resend = self.now + self.config.update_resend;
+        self.clients.add_pending(u, next_resend);
     }
 
     pub(super) fn on_forwarded_update(&mut self, from: NodeId, u: ClientUpdate) {
@@ -115,59 +390,29 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
 
     pub(super) fn enqueue_unbound_pending(&mut self) {
         let candidates: Vec<ClientUpdate> = self
-            .pending
-            .values()
-            .map(|p| p.update.clone())
+            .clients
+            .pending_updates()
             .filter(|u| !self.bound_at_install.contains(&u.id()))
+            .cloned()
             .collect();
         for u in candidates {
-            if !self.update_queue.iter().any(|q| q.id() == u.id()) {
+            if !self.clients.is_queued(u.id()) {
                 self.enqueue(u);
             }
         }
     }
 
     pub(super) fn remove_bound_from_queue(&mut self) {
-        let me = self.me;
-        let queue = std::mem::take(&mut self.update_queue);
-        for u in queue {
-            let c = u.client_id;
-            let bound = self.bound_at_install.contains(&u.id());
-            let stale = bound
-                || self.is_executed(&u)
-                || (u.server_id != me
-                    && self
-                        .last_enqueued
-                        .get(&c)
-                        .is_some_and(|ts| u.timestamp <= *ts));
-            if stale {
-                // An update bound only by a stale proposal stays out of `last_enqueued`: once
-                // that slot is ordered with another update (or compacted) it leaves
-                // `bound_at_install` and must be accepted again (sim: highest-id N = 5 seed 5301).
-                if !bound {
-                    let e = self.last_enqueued.entry(c).or_insert(u.timestamp);
-                    if *e < u.timestamp {
-                        *e = u.timestamp;
-                    }
-                }
-            } else {
-                self.update_queue.push_back(u);
-            }
-        }
+        self.clients
+            .drop_stale_from_queue(self.me, &self.bound_at_install);
     }
 
     /// The update timer [TR Fig 13]: resend pending updates to the leader; a leader re-enqueues
     /// its own pending updates that are neither queued nor bound.
     pub(super) fn resend_pending(&mut self, now: Time) {
-        let due: Vec<ClientUpdate> = self
-            .pending
-            .values_mut()
-            .filter(|p| p.next_resend <= now)
-            .map(|p| {
-                p.next_resend = now + self.config.update_resend;
-                p.update.clone()
-            })
-            .collect();
+        let due = self
+            .clients
+            .take_resends(Some(now), now + self.config.update_resend);
         if due.is_empty() {
             return;
         }

@@ -13,7 +13,7 @@
 //! The struct is destructured field by field: a new field of [`Replica`] does not compile here
 //! until it is either hashed or listed as deliberately left out.
 
-use super::{Pending, PrepareState, Replica};
+use super::{PrepareState, Replica};
 use crate::election::LeaderElection;
 use crate::state_machine::StateMachine;
 use crate::types::Time;
@@ -57,10 +57,7 @@ where
             bound_at_install,
             aru_at_last_resend,
             next_proposal_resend,
-            update_queue,
-            last_executed,
-            last_enqueued,
-            pending,
+            clients,
             next_pending_scan,
             peer_aru,
             next_alive,
@@ -73,7 +70,6 @@ where
             executed_since_snapshot,
             latest_snapshot,
             outbox,
-            replies,
             executed,
             metrics: _,
         } = self;
@@ -97,28 +93,7 @@ where
         bound.hash(h);
         aru_at_last_resend.hash(h);
         rel(*next_proposal_resend, now).hash(h);
-        update_queue.hash(h);
-        // Hash maps iterate in an order that depends on their insertion history: sort first.
-        let mut executed_table: Vec<_> = last_executed.iter().collect();
-        executed_table.sort_unstable_by_key(|(c, _)| **c);
-        executed_table.hash(h);
-        let mut enqueued: Vec<_> = last_enqueued.iter().collect();
-        enqueued.sort_unstable();
-        enqueued.hash(h);
-        let mut pend: Vec<_> = pending
-            .iter()
-            .map(
-                |(
-                    c,
-                    Pending {
-                        update,
-                        next_resend,
-                    },
-                )| (c, update, rel(*next_resend, now)),
-            )
-            .collect();
-        pend.sort_unstable_by_key(|(c, _, _)| **c);
-        pend.hash(h);
+        clients.hash_at(|t| rel(t, now), h);
         rel(*next_pending_scan, now).hash(h);
         peer_aru.hash(h);
         rel(*next_alive, now).hash(h);
@@ -129,7 +104,6 @@ where
         executed_since_snapshot.hash(h);
         latest_snapshot.hash(h);
         outbox.hash(h);
-        replies.hash(h);
         executed.hash(h);
     }
 }

@@ -33,6 +33,7 @@ use bytes::Bytes;
 use std::collections::VecDeque;
 
 mod clients;
+use clients::ClientTable;
 mod fingerprint;
 mod ordering;
 mod outbox;
@@ -93,12 +94,6 @@ fn quorum(config: &Config) -> usize {
     config.majority()
 }
 
-#[derive(Clone, Debug)]
-struct Pending {
-    update: ClientUpdate,
-    next_resend: Time,
-}
-
 #[derive(Clone, Copy, Debug)]
 struct PrepareState {
     view: View,
@@ -151,10 +146,7 @@ pub struct Replica<S: StateMachine, E: LeaderElection> {
     next_proposal_resend: Time,
 
     // clients
-    update_queue: VecDeque<ClientUpdate>,
-    last_executed: FxHashMap<ClientId, (Timestamp, Bytes)>,
-    last_enqueued: FxHashMap<ClientId, Timestamp>,
-    pending: FxHashMap<ClientId, Pending>,
+    clients: ClientTable,
     next_pending_scan: Time,
 
     // liveness and reconciliation
@@ -177,7 +169,6 @@ pub struct Replica<S: StateMachine, E: LeaderElection> {
 
     // durability and outputs
     outbox: Outbox,
-    replies: VecDeque<ClientReply>,
     executed: VecDeque<Executed>,
     metrics: Metrics,
 }
@@ -224,10 +215,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             bound_at_install: FxHashSet::default(),
             aru_at_last_resend: snapshot_seq,
             next_proposal_resend: now,
-            update_queue: VecDeque::new(),
-            last_executed: FxHashMap::default(),
-            last_enqueued: FxHashMap::default(),
-            pending: FxHashMap::default(),
+            clients: ClientTable::default(),
             next_pending_scan: now,
             peer_aru: vec![Seq(0); n],
             next_alive: now,
@@ -240,7 +228,6 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             executed_since_snapshot: 0,
             latest_snapshot: None,
             outbox: Outbox::new(&config),
-            replies: VecDeque::new(),
             executed: VecDeque::new(),
             metrics: Metrics::default(),
             config,
@@ -250,10 +237,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 // Our own durable snapshot must restore; anything else is a corrupted store.
                 panic!("durable snapshot at {} does not restore: {e}", snap.seq);
             }
-            for c in &snap.clients {
-                r.last_executed
-                    .insert(c.client, (c.last_executed, c.last_result.clone()));
-            }
+            r.clients.restore(&snap.clients);
             r.latest_snapshot = Some(snap);
         }
         for (seq, a) in durable.accepted {
@@ -274,18 +258,8 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         r.advance_aru(false);
         r.last_proposed = r.local_aru;
         for (client, update) in durable.pending {
-            let done = r
-                .last_executed
-                .get(&client)
-                .is_some_and(|(ts, _)| *ts >= update.timestamp);
-            if !done && update.server_id == me {
-                r.pending.insert(
-                    client,
-                    Pending {
-                        update,
-                        next_resend: now,
-                    },
-                );
+            if !r.clients.is_done(client, update.timestamp) && update.server_id == me {
+                r.clients.add_pending(update, now);
             }
         }
         let ctx = r.ctx();
@@ -440,7 +414,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
 
     /// The next reply for one of this server's clients.
     pub fn poll_client_reply(&mut self) -> Option<ClientReply> {
-        self.replies.pop_front()
+        self.clients.pop_reply()
     }
 
     /// The next executed slot (only with `Config::record_executions`).
@@ -486,6 +460,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
 
     /// Role and positions.
     pub fn status(&self) -> Status {
+        let (pending, queued) = self.clients.counts();
         let mut peer_aru = self.peer_aru.clone();
         peer_aru[self.me.index()] = self.local_aru;
         Status {
@@ -496,8 +471,8 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             local_aru: self.local_aru,
             last_proposed: self.last_proposed,
             leader: (self.state != ServerState::LeaderElection).then(|| self.installed_leader()),
-            pending: self.pending.len(),
-            queued: self.update_queue.len(),
+            pending,
+            queued,
             peer_aru,
         }
     }

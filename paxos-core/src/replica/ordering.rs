@@ -61,13 +61,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     }
 
     pub(super) fn pop_queue(&mut self) -> Option<ClientUpdate> {
-        while let Some(u) = self.update_queue.pop_front() {
-            if self.is_executed(&u) || self.bound_at_install.contains(&u.id()) {
-                continue;
-            }
-            return Some(u);
-        }
-        None
+        self.clients.pop_unbound(&self.bound_at_install)
     }
 
     pub(super) fn propose(&mut self, seq: Seq, view: View, update: ClientUpdate) {
@@ -339,18 +333,12 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         }
     }
 
-    pub(super) fn is_executed(&self, u: &ClientUpdate) -> bool {
-        self.last_executed
-            .get(&u.client_id)
-            .is_some_and(|(ts, _)| u.timestamp <= *ts)
-    }
-
     pub(super) fn execute(&mut self, seq: Seq, update: &ClientUpdate, live: bool) {
         self.metrics.executed += 1;
         self.executed_since_snapshot += 1;
         let c = update.client_id;
         #[allow(unused_mut)]
-        let mut duplicate = c == NOOP_CLIENT || self.is_executed(update);
+        let mut duplicate = c == NOOP_CLIENT || self.clients.is_executed(update);
         #[cfg(feature = "planted-bugs")]
         if self.config.planted_bug == Some(crate::config::PlantedBug::ExecuteDuplicate)
             && c != NOOP_CLIENT
@@ -362,27 +350,13 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.metrics.duplicates_skipped += 1;
         } else {
             let result = self.sm.apply(seq, update);
-            self.last_executed.insert(c, (update.timestamp, result));
+            self.clients.record_execution(c, update.timestamp, result);
         }
         // The pending copy is done whichever server initiated the executed one: a client that
         // switched servers may have left the same update pending here too.
-        let was_pending = self
-            .pending
-            .get(&c)
-            .is_some_and(|p| p.update.timestamp <= update.timestamp);
-        if was_pending {
-            self.pending.remove(&c);
-        }
+        let was_pending = self.clients.finish_pending(c, update.timestamp);
         if live && c != NOOP_CLIENT && (update.server_id == self.me || was_pending) {
-            if let Some((ts, result)) = self.last_executed.get(&c) {
-                if *ts == update.timestamp {
-                    self.replies.push_back(ClientReply {
-                        client_id: c,
-                        timestamp: *ts,
-                        result: result.clone(),
-                    });
-                }
-            }
+            self.clients.reply(c, update.timestamp);
         }
         if self.config.record_executions {
             self.executed.push_back(Executed {

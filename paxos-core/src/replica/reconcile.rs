@@ -9,7 +9,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         let snap = Snapshot {
             seq: self.local_aru,
             app_state: self.sm.snapshot(),
-            clients: self.client_records(),
+            clients: self.clients.records(),
         };
         self.metrics.snapshots_taken += 1;
         self.executed_since_snapshot = 0;
@@ -195,9 +195,8 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.config.planted_bug == Some(crate::config::PlantedBug::SnapshotDropsClientTable);
         #[cfg(not(feature = "planted-bugs"))]
         let skip_table = false;
-        for c in snap.clients.iter().filter(|_| !skip_table) {
-            self.last_executed
-                .insert(c.client, (c.last_executed, c.last_result.clone()));
+        if !skip_table {
+            self.clients.restore(&snap.clients);
         }
         self.local_aru = snap.seq;
         if self.last_proposed < snap.seq {
@@ -212,25 +211,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.bound_at_install.retain(|id| still.contains(id));
         }
         // Local clients whose updates the snapshot covers are answered from the table.
-        let done: Vec<ClientId> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| self.is_executed(&p.update))
-            .map(|(c, _)| *c)
-            .collect();
-        for c in done {
-            if let Some(p) = self.pending.remove(&c) {
-                if let Some((ts, result)) = self.last_executed.get(&c) {
-                    if *ts == p.update.timestamp {
-                        self.replies.push_back(ClientReply {
-                            client_id: c,
-                            timestamp: *ts,
-                            result: result.clone(),
-                        });
-                    }
-                }
-            }
-        }
+        self.clients.answer_executed_pending();
         self.outbox.persist_snapshot(&snap);
         self.executed_since_snapshot = 0;
         self.latest_snapshot = Some(snap);
@@ -239,19 +220,5 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
 
     pub(super) fn truncate_history(&mut self, through: Seq) {
         self.history.truncate_through(through, drop);
-    }
-
-    pub(super) fn client_records(&self) -> Vec<ClientRecord> {
-        let mut v: Vec<ClientRecord> = self
-            .last_executed
-            .iter()
-            .map(|(c, (ts, r))| ClientRecord {
-                client: *c,
-                last_executed: *ts,
-                last_result: r.clone(),
-            })
-            .collect();
-        v.sort_by_key(|r| r.client);
-        v
     }
 }

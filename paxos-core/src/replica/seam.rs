@@ -12,9 +12,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             last_installed: self.last_installed,
             max_view_seen: self.max_view_seen,
             local_aru: self.local_aru,
-            has_outstanding_work: !self.pending.is_empty()
-                || !self.update_queue.is_empty()
-                || self.max_seen_seq > self.local_aru,
+            has_outstanding_work: self.clients.has_work() || self.max_seen_seq > self.local_aru,
             incarnation: self.incarnation,
         }
     }
@@ -63,7 +61,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         self.state = ServerState::LeaderElection;
         self.prepare = None;
         self.prepare_oks.iter_mut().for_each(|b| *b = false);
-        self.last_enqueued.clear();
+        self.clients.forget_enqueued();
         self.bound_at_install.clear();
         self.last_attempted = v;
         self.see_view(v);

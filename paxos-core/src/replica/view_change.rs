@@ -16,7 +16,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         self.prepare_oks[self.me.index()] = true;
         self.prepare_floor = self.local_aru;
         self.floor_wait_since = None;
-        self.last_enqueued.clear();
+        self.clients.forget_enqueued();
         self.persist_view();
         self.send_durable(
             Destination::All,
@@ -202,20 +202,15 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         self.last_installed = self.last_attempted;
         self.regular_view = self.last_installed;
         self.see_view(self.last_installed);
-        self.update_queue.clear();
+        self.clients.clear_queue();
         self.metrics.views_installed += 1;
         self.persist_view();
         // Pending local updates go to the new leader right away (the update timer would anyway).
         let leader = self.installed_leader();
         let now = self.now;
-        let resend: Vec<ClientUpdate> = self
-            .pending
-            .values_mut()
-            .map(|p| {
-                p.next_resend = now + self.config.update_resend;
-                p.update.clone()
-            })
-            .collect();
+        let resend = self
+            .clients
+            .take_resends(None, now + self.config.update_resend);
         for u in resend {
             self.send_durable(Destination::Node(leader), Message::ClientUpdate(u));
         }
