@@ -59,14 +59,8 @@ where
             next_proposal_resend,
             clients,
             next_pending_scan,
-            peer_aru,
             next_alive,
-            recon_target,
-            behind_since,
-            recon_outstanding,
-            recon_cursor,
-            recon_peer,
-            recon_silent,
+            recon,
             executed_since_snapshot,
             latest_snapshot,
             outbox,
@@ -95,12 +89,8 @@ where
         rel(*next_proposal_resend, now).hash(h);
         clients.hash_at(|t| rel(t, now), h);
         rel(*next_pending_scan, now).hash(h);
-        peer_aru.hash(h);
         rel(*next_alive, now).hash(h);
-        recon_target.hash(h);
-        behind_since.map(|t| rel(t, now)).hash(h);
-        recon_outstanding.map(|(p, t)| (p, rel(t, now))).hash(h);
-        (recon_cursor, recon_peer, recon_silent).hash(h);
+        recon.hash_at(|t| rel(t, now), h);
         executed_since_snapshot.hash(h);
         latest_snapshot.hash(h);
         outbox.hash(h);

@@ -39,7 +39,9 @@ mod ordering;
 mod outbox;
 use outbox::Outbox;
 mod reconcile;
+use reconcile::Reconciliation;
 mod seam;
+mod snapshot;
 mod status;
 mod view_change;
 
@@ -150,18 +152,8 @@ pub struct Replica<S: StateMachine, E: LeaderElection> {
     next_pending_scan: Time,
 
     // liveness and reconciliation
-    peer_aru: Vec<Seq>,
     next_alive: Time,
-    recon_target: Seq,
-    behind_since: Option<Time>,
-    recon_outstanding: Option<(NodeId, Time)>,
-    recon_cursor: usize,
-    /// The peer that answered the last reconciliation request with updates: asked again first.
-    recon_peer: Option<usize>,
-    /// Peers whose last reconciliation request timed out, one bit per server; cleared when they
-    /// are heard from again. Their announced aru may be stale (crashed or cut off), so they are
-    /// asked only when no other peer is ahead.
-    recon_silent: u64,
+    recon: Reconciliation,
 
     // compaction
     executed_since_snapshot: u64,
@@ -217,14 +209,8 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             next_proposal_resend: now,
             clients: ClientTable::default(),
             next_pending_scan: now,
-            peer_aru: vec![Seq(0); n],
             next_alive: now,
-            recon_target: Seq(0),
-            behind_since: None,
-            recon_outstanding: None,
-            recon_cursor: me.index(),
-            recon_peer: None,
-            recon_silent: 0,
+            recon: Reconciliation::new(me, n),
             executed_since_snapshot: 0,
             latest_snapshot: None,
             outbox: Outbox::new(&config),
@@ -461,8 +447,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     /// Role and positions.
     pub fn status(&self) -> Status {
         let (pending, queued) = self.clients.counts();
-        let mut peer_aru = self.peer_aru.clone();
-        peer_aru[self.me.index()] = self.local_aru;
+        let peer_aru = self.recon.peer_arus(self.local_aru);
         Status {
             id: self.me,
             state: self.state,

@@ -301,10 +301,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         if self.last_proposed < self.local_aru {
             self.last_proposed = self.local_aru;
         }
-        if self.local_aru >= self.recon_target {
-            self.behind_since = None;
-            self.recon_outstanding = None;
-        }
+        self.recon.caught_up(self.local_aru);
         if live {
             if view_progressed && self.state != ServerState::LeaderElection {
                 let ctx = self.ctx();

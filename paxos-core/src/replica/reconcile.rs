@@ -1,109 +1,214 @@
-//! Liveness announcements, reconciliation and state transfer [TR §5.6; spec §11].
+//! Liveness announcements and reconciliation [TR §5.6, §5.9; spec §10, §11].
+//!
+//! Every server announces its aru in `Alive`; a server that learns it is behind (a peer's aru, or
+//! a slot ordered above a hole) waits `recon_delay`, then asks one peer at a time for the missing
+//! slots in chunks, preferring the peer that answered last and skipping peers whose last request
+//! timed out. The [`Reconciliation`] type holds that bookkeeping; the replica half answers requests
+//! and applies replies.
 
 use super::*;
 
-impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
-    /// Takes a snapshot of the state machine at the aru now and compacts history below it
-    /// (log compaction hook; also done automatically every `snapshot_interval` executions).
-    pub fn take_snapshot(&mut self) {
-        let snap = Snapshot {
-            seq: self.local_aru,
-            app_state: self.sm.snapshot(),
-            clients: self.clients.records(),
-        };
-        self.metrics.snapshots_taken += 1;
-        self.executed_since_snapshot = 0;
-        self.outbox.persist_snapshot(&snap);
-        let keep_from = snap.seq.0.saturating_sub(self.config.history_retention);
-        self.latest_snapshot = Some(snap);
-        self.truncate_history(Seq(keep_from));
+/// Who is ahead, how far behind this server is, and which request is in flight.
+#[derive(Clone, Debug)]
+pub(super) struct Reconciliation {
+    me: usize,
+    n: usize,
+    /// Highest aru each peer announced (own index unused).
+    peer_aru: Vec<Seq>,
+    /// The highest slot this server knows to be ordered somewhere.
+    target: Seq,
+    /// Since when this server has been behind `target`.
+    behind_since: Option<Time>,
+    /// The request in flight: to whom, sent when.
+    outstanding: Option<(NodeId, Time)>,
+    /// The peer asked last (the rotation continues after it).
+    cursor: usize,
+    /// The peer that answered the last reconciliation request with updates: asked again first.
+    preferred: Option<usize>,
+    /// Peers whose last reconciliation request timed out, one bit per server; cleared when they
+    /// are heard from again. Their announced aru may be stale (crashed or cut off), so they are
+    /// asked only when no other peer is ahead.
+    silent: u64,
+}
+
+impl Reconciliation {
+    pub(super) fn new(me: NodeId, n: usize) -> Reconciliation {
+        Reconciliation {
+            me: me.index(),
+            n,
+            peer_aru: vec![Seq(0); n],
+            target: Seq(0),
+            behind_since: None,
+            outstanding: None,
+            cursor: me.index(),
+            preferred: None,
+            silent: 0,
+        }
     }
 
+    /// Each peer's announced aru, with `local_aru` at this server's own index.
+    pub(super) fn peer_arus(&self, local_aru: Seq) -> Vec<Seq> {
+        let mut v = self.peer_aru.clone();
+        v[self.me] = local_aru;
+        v
+    }
+
+    /// Server `i` was heard from: it is no longer presumed silent.
+    pub(super) fn heard_from(&mut self, i: usize) {
+        self.silent &= !(1u64 << i);
+    }
+
+    /// Peer `i` announced `aru`.
+    pub(super) fn note_peer_aru(&mut self, i: usize, aru: Seq) {
+        if aru > self.peer_aru[i] {
+            self.peer_aru[i] = aru;
+        }
+    }
+
+    /// Slot `target` is ordered somewhere: behind it since `now` unless already behind.
+    pub(super) fn note_target(&mut self, target: Seq, local_aru: Seq, now: Time) {
+        if target > self.target {
+            self.target = target;
+        }
+        if self.target > local_aru && self.behind_since.is_none() {
+            self.behind_since = Some(now);
+        }
+    }
+
+    /// Stops reconciling once the aru reached the target; returns whether it has.
+    pub(super) fn caught_up(&mut self, local_aru: Seq) -> bool {
+        if local_aru >= self.target {
+            self.behind_since = None;
+            self.outstanding = None;
+            return true;
+        }
+        false
+    }
+
+    /// The next request to send at `now`, if one is due: `(peer, from, to)`.
+    pub(super) fn next_request(
+        &mut self,
+        now: Time,
+        local_aru: Seq,
+        config: &Config,
+    ) -> Option<(NodeId, Seq, Seq)> {
+        let since = self.behind_since?;
+        if self.caught_up(local_aru) {
+            return None;
+        }
+        if now.saturating_since(since) < config.recon_delay {
+            return None;
+        }
+        if let Some((p, sent)) = self.outstanding {
+            if now.saturating_since(sent) < config.recon_timeout {
+                return None;
+            }
+            // Unanswered: prefer others until this peer is heard from again.
+            self.silent |= 1u64 << p.index();
+            if self.preferred == Some(p.index()) {
+                self.preferred = None;
+            }
+        }
+        let i = self.pick_peer(local_aru);
+        if i == self.me {
+            return None; // a cluster of one has nobody to ask
+        }
+        self.cursor = i;
+        let from = local_aru.next();
+        let to = Seq(self.target.0.min(from.0 + config.recon_chunk - 1));
+        let peer = NodeId(i as u32);
+        self.outstanding = Some((peer, now));
+        Some((peer, from, to))
+    }
+
+    /// The peer to ask for missing slots: the one that answered last while it is still ahead,
+    /// else the next peer (rotating) that announced an aru above ours and has not gone silent,
+    /// else the next one ahead at all, else simply the next one.
+    fn pick_peer(&self, local_aru: Seq) -> usize {
+        let me = self.me;
+        let ahead = |i: usize| i != me && self.peer_aru[i] > local_aru;
+        if let Some(p) = self.preferred.filter(|p| ahead(*p)) {
+            return p;
+        }
+        let order = || (1..=self.n).map(|k| (self.cursor + k) % self.n);
+        order()
+            .find(|i| ahead(*i) && self.silent & (1u64 << i) == 0)
+            .or_else(|| order().find(|i| ahead(*i)))
+            .unwrap_or_else(|| {
+                let mut i = (self.cursor + 1) % self.n;
+                if i == me {
+                    i = (i + 1) % self.n;
+                }
+                i
+            })
+    }
+
+    /// `from` answered: with updates (`got`), or saying it cannot supply the range
+    /// (`!complete`). Returns true when the answer settled the request in flight and had updates.
+    pub(super) fn answered(&mut self, from: NodeId, got: bool, complete: bool) -> bool {
+        if !(self.outstanding.is_some_and(|(p, _)| p == from) && (got || !complete)) {
+            return false;
+        }
+        self.outstanding = None;
+        if got {
+            // It has the slots: keep asking it.
+            self.preferred = Some(from.index());
+        } else if self.preferred == Some(from.index()) {
+            // It cannot supply the range (compacted, or it lacks it): try another peer.
+            self.preferred = None;
+        }
+        got
+    }
+
+    /// Feeds the state to a fingerprint hasher, times relative to now (see `fingerprint.rs`).
+    pub(super) fn hash_at<H: std::hash::Hasher>(
+        &self,
+        rel: impl Fn(Time) -> Option<u64>,
+        h: &mut H,
+    ) {
+        use std::hash::Hash;
+        let Reconciliation {
+            me: _,
+            n: _,
+            peer_aru,
+            target,
+            behind_since,
+            outstanding,
+            cursor,
+            preferred,
+            silent,
+        } = self;
+        peer_aru.hash(h);
+        target.hash(h);
+        behind_since.map(&rel).hash(h);
+        outstanding.map(|(p, t)| (p, rel(t))).hash(h);
+        (cursor, preferred, silent).hash(h);
+    }
+}
+
+impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     pub(super) fn on_alive(&mut self, from: NodeId, aru: Seq, installed: View) {
-        self.recon_silent &= !(1u64 << from.index());
+        self.recon.heard_from(from.index());
         self.see_view(installed);
         self.note_peer_aru(from, aru);
     }
 
     pub(super) fn note_peer_aru(&mut self, from: NodeId, aru: Seq) {
-        let i = from.index();
-        if aru > self.peer_aru[i] {
-            self.peer_aru[i] = aru;
-        }
+        self.recon.note_peer_aru(from.index(), aru);
         if aru > self.local_aru {
             self.note_recon_target(aru);
         }
     }
 
     pub(super) fn note_recon_target(&mut self, target: Seq) {
-        if target > self.recon_target {
-            self.recon_target = target;
-        }
-        if self.recon_target > self.local_aru && self.behind_since.is_none() {
-            self.behind_since = Some(self.now);
-        }
+        self.recon.note_target(target, self.local_aru, self.now);
     }
 
     pub(super) fn reconcile_if_behind(&mut self, now: Time) {
-        let Some(since) = self.behind_since else {
-            return;
-        };
-        if self.local_aru >= self.recon_target {
-            self.behind_since = None;
-            self.recon_outstanding = None;
-            return;
+        if let Some((peer, from, to)) = self.recon.next_request(now, self.local_aru, &self.config) {
+            self.metrics.recon_requests += 1;
+            self.send(Destination::Node(peer), Message::ReconRequest { from, to });
         }
-        if now.saturating_since(since) < self.config.recon_delay {
-            return;
-        }
-        if let Some((p, sent)) = self.recon_outstanding {
-            if now.saturating_since(sent) < self.config.recon_timeout {
-                return;
-            }
-            // Unanswered: prefer others until this peer is heard from again.
-            self.recon_silent |= 1u64 << p.index();
-            if self.recon_peer == Some(p.index()) {
-                self.recon_peer = None;
-            }
-        }
-        let i = self.pick_recon_peer();
-        if i == self.me.index() {
-            return; // a cluster of one has nobody to ask
-        }
-        self.recon_cursor = i;
-        let from = self.local_aru.next();
-        let to = Seq(self
-            .recon_target
-            .0
-            .min(from.0 + self.config.recon_chunk - 1));
-        self.recon_outstanding = Some((NodeId(i as u32), now));
-        self.metrics.recon_requests += 1;
-        self.send(
-            Destination::Node(NodeId(i as u32)),
-            Message::ReconRequest { from, to },
-        );
-    }
-
-    /// The peer to ask for missing slots: the one that answered last while it is still ahead,
-    /// else the next peer (rotating) that announced an aru above ours and has not gone silent,
-    /// else the next one ahead at all, else simply the next one.
-    pub(super) fn pick_recon_peer(&self) -> usize {
-        let me = self.me.index();
-        let ahead = |i: usize| i != me && self.peer_aru[i] > self.local_aru;
-        if let Some(p) = self.recon_peer.filter(|p| ahead(*p)) {
-            return p;
-        }
-        let order = || (1..=self.n).map(|k| (self.recon_cursor + k) % self.n);
-        order()
-            .find(|i| ahead(*i) && self.recon_silent & (1u64 << i) == 0)
-            .or_else(|| order().find(|i| ahead(*i)))
-            .unwrap_or_else(|| {
-                let mut i = (self.recon_cursor + 1) % self.n;
-                if i == me {
-                    i = (i + 1) % self.n;
-                }
-                i
-            })
     }
 
     pub(super) fn on_recon_request(&mut self, from: NodeId, lo: Seq, hi: Seq) {
@@ -164,61 +269,10 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.apply_ordered(o.seq, o.update);
         }
         self.make_progress();
-        if self.recon_outstanding.is_some_and(|(p, _)| p == from) && (got || !complete) {
-            self.recon_outstanding = None;
-            if got {
-                // It has the slots: keep asking it. If this reply moved us on, ask at once rather
-                // than at the next tick (only then: a duplicated or stale reply must not multiply
-                // the requests in flight).
-                self.recon_peer = Some(from.index());
-                if self.local_aru > aru_before {
-                    self.reconcile_if_behind(self.now);
-                }
-            } else if self.recon_peer == Some(from.index()) {
-                // It cannot supply the range (compacted, or it lacks it): try another peer.
-                self.recon_peer = None;
-            }
+        // If this reply moved us on, ask again at once rather than at the next tick (only then: a
+        // duplicated or stale reply must not multiply the requests in flight).
+        if self.recon.answered(from, got, complete) && self.local_aru > aru_before {
+            self.reconcile_if_behind(self.now);
         }
-    }
-
-    pub(super) fn on_snapshot(&mut self, snap: Snapshot) {
-        if snap.seq <= self.local_aru {
-            return;
-        }
-        if self.sm.restore(&snap.app_state).is_err() {
-            self.metrics.dropped_invalid += 1;
-            return;
-        }
-        self.metrics.snapshots_installed += 1;
-        #[cfg(feature = "planted-bugs")]
-        let skip_table =
-            self.config.planted_bug == Some(crate::config::PlantedBug::SnapshotDropsClientTable);
-        #[cfg(not(feature = "planted-bugs"))]
-        let skip_table = false;
-        if !skip_table {
-            self.clients.restore(&snap.clients);
-        }
-        self.local_aru = snap.seq;
-        if self.last_proposed < snap.seq {
-            self.last_proposed = snap.seq;
-        }
-        self.max_seen_seq = self.max_seen_seq.max(snap.seq);
-        self.truncate_history(snap.seq);
-        if !self.bound_at_install.is_empty() {
-            // The slots the snapshot covers are gone, with whatever stale proposals they held: an
-            // update bound only there is now executed (the client table says so) or lost its slot.
-            let still = self.bound_above_aru();
-            self.bound_at_install.retain(|id| still.contains(id));
-        }
-        // Local clients whose updates the snapshot covers are answered from the table.
-        self.clients.answer_executed_pending();
-        self.outbox.persist_snapshot(&snap);
-        self.executed_since_snapshot = 0;
-        self.latest_snapshot = Some(snap);
-        self.make_progress();
-    }
-
-    pub(super) fn truncate_history(&mut self, through: Seq) {
-        self.history.truncate_through(through, drop);
     }
 }
