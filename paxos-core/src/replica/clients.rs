@@ -170,7 +170,7 @@ impl ClientTable {
         &mut self,
         u: ClientUpdate,
         max_queue: usize,
-        bound: &FxHashSet<UpdateId>,
+        bound: impl Fn(&UpdateId) -> bool,
     ) -> Enqueued {
         let c = u.client_id;
         if self.is_executed(&u)
@@ -178,7 +178,7 @@ impl ClientTable {
                 .last_enqueued
                 .get(&c)
                 .is_some_and(|ts| u.timestamp <= *ts)
-            || bound.contains(&u.id())
+            || bound(&u.id())
         {
             return Enqueued::Refused;
         }
@@ -196,9 +196,12 @@ impl ClientTable {
     }
 
     /// The next queued update that is neither executed nor in `bound`.
-    pub(super) fn pop_unbound(&mut self, bound: &FxHashSet<UpdateId>) -> Option<ClientUpdate> {
+    pub(super) fn pop_unbound(
+        &mut self,
+        bound: impl Fn(&UpdateId) -> bool,
+    ) -> Option<ClientUpdate> {
         while let Some(u) = self.queue.pop_front() {
-            if self.is_executed(&u) || bound.contains(&u.id()) {
+            if self.is_executed(&u) || bound(&u.id()) {
                 continue;
             }
             return Some(u);
@@ -208,11 +211,11 @@ impl ClientTable {
 
     /// A leader's new view: drops from the queue what is bound (`bound`), executed, or (for a
     /// forwarded update) older than what its client already had queued here.
-    pub(super) fn drop_stale_from_queue(&mut self, me: NodeId, bound: &FxHashSet<UpdateId>) {
+    pub(super) fn drop_stale_from_queue(&mut self, me: NodeId, bound: impl Fn(&UpdateId) -> bool) {
         let queue = std::mem::take(&mut self.queue);
         for u in queue {
             let c = u.client_id;
-            let is_bound = bound.contains(&u.id());
+            let is_bound = bound(&u.id());
             let stale = is_bound
                 || self.is_executed(&u)
                 || (u.server_id != me
@@ -324,7 +327,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             }
             if update.timestamp == p.timestamp {
                 // A retry of a pending update: nudge it along.
-                if self.state == ServerState::RegNonLeader {
+                if self.role.state() == ServerState::RegNonLeader {
                     let leader = self.installed_leader();
                     let u = p.clone();
                     self.send_durable(Destination::Node(leader), Message::ClientUpdate(u));
@@ -332,7 +335,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 return Ok(());
             }
         }
-        match self.state {
+        match self.role.state() {
             ServerState::LeaderElection => {
                 if self.enqueue(update.clone()) {
                     self.add_to_pending(update);
@@ -355,10 +358,9 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
 
     /// Queues `u` for proposal (see [`ClientTable::enqueue`]); counts a full queue.
     pub(super) fn enqueue(&mut self, u: ClientUpdate) -> bool {
-        match self
-            .clients
-            .enqueue(u, self.config.max_queue, &self.bound_at_install)
-        {
+        match self.clients.enqueue(u, self.config.max_queue, |id| {
+            self.role.bound_at_install(id)
+        }) {
             Enqueued::Queued => true,
             Enqueued::Refused => false,
             Enqueued::Full => {
@@ -379,7 +381,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.metrics.dropped_invalid += 1;
             return;
         }
-        if self.state != ServerState::RegLeader {
+        if self.role.state() != ServerState::RegLeader {
             self.metrics.dropped_conflict += 1;
             return;
         }
@@ -392,7 +394,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         let candidates: Vec<ClientUpdate> = self
             .clients
             .pending_updates()
-            .filter(|u| !self.bound_at_install.contains(&u.id()))
+            .filter(|u| !self.role.bound_at_install(&u.id()))
             .cloned()
             .collect();
         for u in candidates {
@@ -404,7 +406,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
 
     pub(super) fn remove_bound_from_queue(&mut self) {
         self.clients
-            .drop_stale_from_queue(self.me, &self.bound_at_install);
+            .drop_stale_from_queue(self.me, |id| self.role.bound_at_install(id));
     }
 
     /// The update timer [TR Fig 13]: resend pending updates to the leader; a leader re-enqueues
@@ -416,7 +418,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         if due.is_empty() {
             return;
         }
-        match self.state {
+        match self.role.state() {
             ServerState::RegNonLeader => {
                 let leader = self.installed_leader();
                 for u in due {

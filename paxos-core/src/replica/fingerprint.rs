@@ -13,7 +13,7 @@
 //! The struct is destructured field by field: a new field of [`Replica`] does not compile here
 //! until it is either hashed or listed as deliberately left out.
 
-use super::{PrepareState, Replica};
+use super::Replica;
 use crate::election::LeaderElection;
 use crate::state_machine::StateMachine;
 use crate::types::Time;
@@ -40,22 +40,14 @@ where
             election,
             incarnation,
             now,
-            state,
+            role,
             last_attempted,
             last_installed,
             regular_view,
             max_view_seen,
-            prepare,
-            prepare_oks,
-            prepare_floor,
-            max_constrained,
-            floor_wait_since,
             local_aru,
-            last_proposed,
             max_seen_seq,
             history,
-            bound_at_install,
-            aru_at_last_resend,
             next_proposal_resend,
             clients,
             next_pending_scan,
@@ -72,20 +64,10 @@ where
         sm.hash(h);
         election.hash(h);
         incarnation.hash(h);
-        state.hash(h);
+        role.hash_at(|t| rel(t, now), h);
         (last_attempted, last_installed, regular_view, max_view_seen).hash(h);
-        prepare
-            .map(|PrepareState { view, aru }| (view, aru))
-            .hash(h);
-        prepare_oks.hash(h);
-        (prepare_floor, max_constrained).hash(h);
-        floor_wait_since.map(|t| rel(t, now)).hash(h);
-        (local_aru, last_proposed, max_seen_seq).hash(h);
+        (local_aru, max_seen_seq).hash(h);
         history.hash(h);
-        let mut bound: Vec<_> = bound_at_install.iter().collect();
-        bound.sort_unstable();
-        bound.hash(h);
-        aru_at_last_resend.hash(h);
         rel(*next_proposal_resend, now).hash(h);
         clients.hash_at(|t| rel(t, now), h);
         rel(*next_pending_scan, now).hash(h);

@@ -39,7 +39,9 @@ mod ordering;
 mod outbox;
 use outbox::Outbox;
 mod reconcile;
+mod role;
 use reconcile::Reconciliation;
+use role::{Leading, Preparing, Role};
 mod seam;
 mod snapshot;
 mod status;
@@ -96,12 +98,6 @@ fn quorum(config: &Config) -> usize {
     config.majority()
 }
 
-#[derive(Clone, Copy, Debug)]
-struct PrepareState {
-    view: View,
-    aru: Seq,
-}
-
 /// One server of the PSB protocol.
 #[derive(Clone)]
 pub struct Replica<S: StateMachine, E: LeaderElection> {
@@ -115,7 +111,8 @@ pub struct Replica<S: StateMachine, E: LeaderElection> {
     now: Time,
 
     // view
-    state: ServerState,
+    /// The role, with the state only it has (the Prepare tally, the leader's per-view state).
+    role: Role,
     last_attempted: View,
     last_installed: View,
     /// The last view this server was regular in (leader with a PrepareOk majority, or non-leader).
@@ -125,26 +122,10 @@ pub struct Replica<S: StateMachine, E: LeaderElection> {
     regular_view: View,
     max_view_seen: View,
 
-    // prepare
-    prepare: Option<PrepareState>,
-    prepare_oks: Vec<bool>,
-    /// Leader: slots at or below it are ordered at some PrepareOk sender; never re-propose there.
-    prepare_floor: Seq,
-    /// Leader: highest slot holding a proposal when the view was prepared (holes below get no-ops).
-    max_constrained: Seq,
-    /// Leader: since when proposing has waited for slots at or below `prepare_floor`.
-    floor_wait_since: Option<Time>,
-
     // ordering
     local_aru: Seq,
-    last_proposed: Seq,
     max_seen_seq: Seq,
     history: History,
-    /// Leader: updates bound to some slot above the aru when this view was installed. Together with
-    /// `last_enqueued` (updates this leader bound during the view) it answers "is U bound?" without
-    /// a map update per proposal; execution skips whatever slips through (pitfall 3b).
-    bound_at_install: FxHashSet<UpdateId>,
-    aru_at_last_resend: Seq,
     next_proposal_resend: Time,
 
     // clients
@@ -188,24 +169,16 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             election,
             incarnation: durable.incarnation,
             now,
-            state: ServerState::LeaderElection,
+            role: Role::Election(None),
             last_attempted: durable.view.last_attempted,
             last_installed: durable.view.last_installed,
             // Durable state does not say whether a view this server led got its majority; it
             // reports the promise, as before a restart.
             regular_view: durable.view.last_installed,
             max_view_seen: durable.view.last_attempted.max(durable.view.last_installed),
-            prepare: None,
-            prepare_oks: vec![false; n],
-            prepare_floor: Seq(0),
-            max_constrained: Seq(0),
-            floor_wait_since: None,
             local_aru: snapshot_seq,
-            last_proposed: snapshot_seq,
             max_seen_seq: snapshot_seq,
             history: History::new(snapshot_seq.next()),
-            bound_at_install: FxHashSet::default(),
-            aru_at_last_resend: snapshot_seq,
             next_proposal_resend: now,
             clients: ClientTable::default(),
             next_pending_scan: now,
@@ -242,7 +215,6 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         // Re-executing the recovered ordered prefix rebuilds the state machine (no replies: the
         // clients were answered before the crash or will retry).
         r.advance_aru(false);
-        r.last_proposed = r.local_aru;
         for (client, update) in durable.pending {
             if !r.clients.is_done(client, update.timestamp) && update.server_id == me {
                 r.clients.add_pending(update, now);
@@ -319,9 +291,9 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         // Sender-driven retransmission of Prepare and of unordered proposals.
         if now >= self.next_proposal_resend {
             self.next_proposal_resend = now + self.config.proposal_resend;
-            match self.state {
+            match self.role.state() {
                 ServerState::LeaderElection => {
-                    if let Some(p) = self.prepare {
+                    if let Some(p) = self.role.preparing().copied() {
                         if p.view.leader(self.n) == self.me && p.view == self.last_attempted {
                             self.send_durable(
                                 Destination::All,
@@ -339,21 +311,23 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                         // reach: this view cannot order anything until they answer. Whether to
                         // leave it, and for which view, is the election strategy's decision
                         // (docs/architecture.md, deviation 15). Asked again after another wait.
-                        self.floor_wait_since = Some(now);
+                        if let Some(l) = self.role.leading_mut() {
+                            l.floor_wait_since = Some(now);
+                        }
                         self.metrics.floor_wait_stalls += 1;
                         let ctx = self.ctx();
                         self.election.handle_stalled(now, &ctx);
                         self.drain_election();
-                        if self.state != ServerState::RegLeader {
-                            return;
-                        }
                     }
-                    if self.local_aru == self.aru_at_last_resend
-                        && self.local_aru < self.last_proposed
-                    {
+                    let aru = self.local_aru;
+                    let Some(l) = self.role.leading_mut() else {
+                        return; // the strategy left the view
+                    };
+                    let resend = aru == l.aru_at_last_resend && aru < l.last_proposed;
+                    l.aru_at_last_resend = aru;
+                    if resend {
                         self.resend_unordered_proposals();
                     }
-                    self.aru_at_last_resend = self.local_aru;
                     // Pending updates dropped from a full queue get another chance.
                     self.make_progress();
                 }
@@ -450,12 +424,13 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         let peer_aru = self.recon.peer_arus(self.local_aru);
         Status {
             id: self.me,
-            state: self.state,
+            state: self.role.state(),
             last_attempted: self.last_attempted,
             last_installed: self.last_installed,
             local_aru: self.local_aru,
-            last_proposed: self.last_proposed,
-            leader: (self.state != ServerState::LeaderElection).then(|| self.installed_leader()),
+            last_proposed: self.last_proposed(),
+            leader: (self.role.state() != ServerState::LeaderElection)
+                .then(|| self.installed_leader()),
             pending,
             queued,
             peer_aru,
@@ -472,11 +447,11 @@ impl<S: StateMachine, E: LeaderElection> std::fmt::Debug for Replica<S, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replica")
             .field("me", &self.me)
-            .field("state", &self.state)
+            .field("state", &self.role.state())
             .field("last_attempted", &self.last_attempted)
             .field("last_installed", &self.last_installed)
             .field("local_aru", &self.local_aru)
-            .field("last_proposed", &self.last_proposed)
+            .field("last_proposed", &self.last_proposed())
             .finish()
     }
 }

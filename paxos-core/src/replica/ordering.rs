@@ -6,12 +6,12 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     /// `send_proposal()`: binds queued updates (or constrained values) to the next slots, within
     /// the window.
     pub(super) fn send_proposal(&mut self) {
-        if self.state != ServerState::RegLeader {
-            return;
-        }
         let view = self.last_installed;
         loop {
-            let seq = self.last_proposed.next();
+            let Some(l) = self.role.leading_mut() else {
+                return;
+            };
+            let seq = l.last_proposed.next();
             if seq.0 > self.local_aru.0 + self.config.window {
                 break; // window flow control [LADIS §3]
             }
@@ -20,24 +20,24 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 None => (false, None),
             };
             if ordered {
-                self.last_proposed = seq;
+                l.last_proposed = seq;
                 continue;
             }
-            if seq <= self.prepare_floor {
+            if seq <= l.floor {
                 // Ordered at a PrepareOk sender: wait for reconciliation.
-                self.floor_wait_since.get_or_insert(self.now);
+                l.floor_wait_since.get_or_insert(self.now);
                 break;
             }
-            self.floor_wait_since = None;
+            l.floor_wait_since = None;
             let update = match existing {
                 Some((v, _)) if v == view => {
-                    self.last_proposed = seq;
+                    l.last_proposed = seq;
                     continue;
                 }
                 Some((_, u)) => u, // constrained re-proposal
-                None => match self.pop_queue() {
+                None => match self.clients.pop_unbound(|id| l.bound.contains(id)) {
                     Some(u) => u,
-                    None if seq < self.max_constrained => {
+                    None if seq < l.max_constrained => {
                         self.metrics.noops_proposed += 1;
                         ClientUpdate {
                             client_id: NOOP_CLIENT,
@@ -53,15 +53,20 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         }
     }
 
+    /// Whether the leader has waited too long for slots below its floor (see `Preparing::floor`).
     pub(super) fn floor_wait_expired(&self, now: Time) -> bool {
-        self.local_aru < self.prepare_floor
-            && self
-                .floor_wait_since
-                .is_some_and(|t| now.saturating_since(t) > self.config.recon_timeout * 8)
+        self.role.leading().is_some_and(|l| {
+            self.local_aru < l.floor
+                && l.floor_wait_since
+                    .is_some_and(|t| now.saturating_since(t) > self.config.recon_timeout * 8)
+        })
     }
 
-    pub(super) fn pop_queue(&mut self) -> Option<ClientUpdate> {
-        self.clients.pop_unbound(&self.bound_at_install)
+    /// Highest slot proposed in the view this server leads; its aru when not leading.
+    pub(super) fn last_proposed(&self) -> Seq {
+        self.role
+            .leading()
+            .map_or(self.local_aru, |l| l.last_proposed)
     }
 
     pub(super) fn propose(&mut self, seq: Seq, view: View, update: ClientUpdate) {
@@ -76,7 +81,9 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 update.id()
             );
         }
-        self.last_proposed = seq;
+        if let Some(l) = self.role.leading_mut() {
+            l.last_proposed = seq;
+        }
         self.max_seen_seq = self.max_seen_seq.max(seq);
         self.metrics.proposed_updates += 1;
         self.apply_proposal(seq, view, update.clone());
@@ -95,7 +102,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         let items: Vec<(View, ProposalItem)> = self
             .history
             .iter_above(self.local_aru)
-            .take_while(|(seq, _)| *seq <= self.last_proposed)
+            .take_while(|(seq, _)| *seq <= self.last_proposed())
             .filter(|(_, s)| s.ordered.is_none())
             .filter_map(|(seq, s)| match &s.proposal {
                 Some((v, u)) if *v == view => Some((
@@ -119,7 +126,8 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         if self.config.planted_bug == Some(crate::config::PlantedBug::AcceptLowerView) {
             view_ok = view <= self.last_installed;
         }
-        if self.state != ServerState::RegNonLeader || !view_ok || from != view.leader(self.n) {
+        if self.role.state() != ServerState::RegNonLeader || !view_ok || from != view.leader(self.n)
+        {
             self.metrics.dropped_conflict += 1;
             return;
         }
@@ -257,7 +265,9 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         };
         slot.ordered = Some(update.clone());
         if let Some(id) = unbound {
-            self.bound_at_install.remove(&id);
+            if let Some(l) = self.role.leading_mut() {
+                l.bound.remove(&id);
+            }
         }
         self.max_seen_seq = self.max_seen_seq.max(seq);
         self.outbox.persist_ordered(OrderedUpdate { seq, update });
@@ -298,12 +308,15 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         if !progressed {
             return;
         }
-        if self.last_proposed < self.local_aru {
-            self.last_proposed = self.local_aru;
+        let aru = self.local_aru;
+        if let Some(l) = self.role.leading_mut() {
+            if l.last_proposed < aru {
+                l.last_proposed = aru;
+            }
         }
         self.recon.caught_up(self.local_aru);
         if live {
-            if view_progressed && self.state != ServerState::LeaderElection {
+            if view_progressed && self.role.state() != ServerState::LeaderElection {
                 let ctx = self.ctx();
                 self.election.handle_progress(self.now, &ctx);
                 self.drain_election();
@@ -321,10 +334,10 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     /// many slots one input unblocks.
     pub(super) fn make_progress(&mut self) {
         loop {
-            let before = (self.local_aru, self.last_proposed);
+            let before = (self.local_aru, self.last_proposed());
             self.advance_aru(true);
             self.send_proposal();
-            if (self.local_aru, self.last_proposed) == before {
+            if (self.local_aru, self.last_proposed()) == before {
                 break;
             }
         }

@@ -258,7 +258,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         if !self.outbox.proposals.is_empty() {
             let capacity = self.outbox.proposals.capacity();
             let items = std::mem::replace(&mut self.outbox.proposals, Vec::with_capacity(capacity));
-            let led = (self.state == ServerState::RegLeader).then_some(self.last_installed);
+            let led = (self.role.state() == ServerState::RegLeader).then_some(self.last_installed);
             let limit = self.config.max_message_bytes;
             let mut batch: Vec<ProposalItem> = Vec::new();
             let mut batch_view = View(0);

@@ -7,7 +7,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         ElectionContext {
             me: self.me,
             servers: self.n,
-            state: self.state,
+            state: self.role.state(),
             last_attempted: self.last_attempted,
             last_installed: self.last_installed,
             max_view_seen: self.max_view_seen,
@@ -58,11 +58,8 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         if v <= self.last_installed {
             return;
         }
-        self.state = ServerState::LeaderElection;
-        self.prepare = None;
-        self.prepare_oks.iter_mut().for_each(|b| *b = false);
+        self.role = Role::Election(None);
         self.clients.forget_enqueued();
-        self.bound_at_install.clear();
         self.last_attempted = v;
         self.see_view(v);
     }
@@ -70,14 +67,12 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     /// The strategy asks that view `v` be installed.
     pub(super) fn install(&mut self, v: View) {
         if v < self.last_installed
-            || (v == self.last_installed && self.state != ServerState::LeaderElection)
+            || (v == self.last_installed && self.role.state() != ServerState::LeaderElection)
         {
             return;
         }
         if v.leader(self.n) == self.me {
-            if self.state == ServerState::LeaderElection
-                && self.prepare.is_some_and(|p| p.view == v)
-            {
+            if self.role.preparing().is_some_and(|p| p.view == v) {
                 return; // already preparing it (pitfall 2: idempotent)
             }
             if v == self.last_installed {
@@ -89,8 +84,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         } else {
             // v == last_installed here means rejoining, after a restart, a view that is still live:
             // the promise for it is durable, so accepting its proposals again is safe.
-            self.state = ServerState::LeaderElection;
-            self.prepare = None;
+            self.role = Role::Election(None);
             self.last_attempted = v;
             self.see_view(v);
             self.shift_to_reg_nonleader();

@@ -39,16 +39,20 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.clients.restore(&snap.clients);
         }
         self.local_aru = snap.seq;
-        if self.last_proposed < snap.seq {
-            self.last_proposed = snap.seq;
+        if let Some(l) = self.role.leading_mut() {
+            if l.last_proposed < snap.seq {
+                l.last_proposed = snap.seq;
+            }
         }
         self.max_seen_seq = self.max_seen_seq.max(snap.seq);
         self.truncate_history(snap.seq);
-        if !self.bound_at_install.is_empty() {
+        if self.role.leading().is_some_and(|l| !l.bound.is_empty()) {
             // The slots the snapshot covers are gone, with whatever stale proposals they held: an
             // update bound only there is now executed (the client table says so) or lost its slot.
             let still = self.bound_above_aru();
-            self.bound_at_install.retain(|id| still.contains(id));
+            if let Some(l) = self.role.leading_mut() {
+                l.bound.retain(|id| still.contains(id));
+            }
         }
         // Local clients whose updates the snapshot covers are answered from the table.
         self.clients.answer_executed_pending();

@@ -29,7 +29,7 @@ pub struct Status {
     pub last_installed: View,
     /// Every slot up to this one is executed here.
     pub local_aru: Seq,
-    /// Highest slot this server proposed (leader only).
+    /// Highest slot this server proposed in the view it leads (its aru when not leading).
     pub last_proposed: Seq,
     /// Leader of the installed view, when not in leader election.
     pub leader: Option<NodeId>,

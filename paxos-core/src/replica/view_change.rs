@@ -6,16 +6,14 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     pub(super) fn shift_to_prepare_phase(&mut self) {
         let v = self.last_attempted;
         debug_assert_eq!(v.leader(self.n), self.me);
-        debug_assert!(v > self.last_installed || self.state == ServerState::LeaderElection);
+        debug_assert!(v > self.last_installed || self.role.state() == ServerState::LeaderElection);
         self.last_installed = v;
-        self.prepare = Some(PrepareState {
+        self.role = Role::Election(Some(Preparing {
             view: v,
             aru: self.local_aru,
-        });
-        self.prepare_oks.iter_mut().for_each(|b| *b = false);
-        self.prepare_oks[self.me.index()] = true;
-        self.prepare_floor = self.local_aru;
-        self.floor_wait_since = None;
+            oks: 1 << self.me.index(),
+            floor: self.local_aru,
+        }));
         self.clients.forget_enqueued();
         self.persist_view();
         self.send_durable(
@@ -31,13 +29,16 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.shift_to_reg_leader();
             return;
         }
-        if self.prepare_count() >= self.majority {
+        if self.prepared() {
             self.shift_to_reg_leader();
         }
     }
 
-    pub(super) fn prepare_count(&self) -> usize {
-        self.prepare_oks.iter().filter(|b| **b).count()
+    /// Whether the Prepare phase in progress has a majority of PrepareOks.
+    fn prepared(&self) -> bool {
+        self.role
+            .preparing()
+            .is_some_and(|p| p.count() >= self.majority)
     }
 
     pub(super) fn on_prepare(&mut self, from: NodeId, view: View, aru: Seq) {
@@ -52,7 +53,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         // leader, which would otherwise wait for this PrepareOk forever; sim seed 6438).
         let restarted_promise = view == self.last_installed
             && view == self.last_attempted
-            && self.state == ServerState::LeaderElection;
+            && self.role.state() == ServerState::LeaderElection;
         let new_view = restarted_promise
             || view > self.last_installed
                 && (view == self.last_attempted
@@ -62,14 +63,12 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                     }));
         if new_view {
             // Non-leader answering a Prepare for a view it has not installed yet.
-            self.state = ServerState::LeaderElection;
+            self.role = Role::Election(None);
             self.last_attempted = view;
-            self.prepare = Some(PrepareState { view, aru });
             self.shift_to_reg_nonleader();
             self.send_prepare_ok(from, view, aru);
-        } else if view == self.last_installed && self.state == ServerState::RegNonLeader {
+        } else if view == self.last_installed && self.role.state() == ServerState::RegNonLeader {
             // Receiver-driven retransmission; built on demand (pitfall 1).
-            self.prepare = Some(PrepareState { view, aru });
             self.send_prepare_ok(from, view, aru);
         } else {
             self.metrics.dropped_conflict += 1;
@@ -129,18 +128,25 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         their_aru: Seq,
         data: Vec<DataItem>,
     ) {
-        if self.state != ServerState::LeaderElection
-            || view != self.last_attempted
-            || self.prepare.is_none_or(|p| p.view != view)
-            || view.leader(self.n) != self.me
-        {
+        let me = self.me;
+        let n = self.n;
+        let last_attempted = self.last_attempted;
+        let Some(p) = (match &mut self.role {
+            Role::Election(Some(p))
+                if p.view == view && view == last_attempted && view.leader(n) == me =>
+            {
+                Some(p)
+            }
+            _ => None,
+        }) else {
             self.metrics.dropped_conflict += 1;
             return;
-        }
-        if self.prepare_oks[from.index()] {
+        };
+        let bit = 1 << from.index();
+        if p.oks & bit != 0 {
             return;
         }
-        self.prepare_oks[from.index()] = true;
+        p.oks |= bit;
         for item in data {
             match item {
                 DataItem::Proposal(p) => {
@@ -154,29 +160,40 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             }
         }
         self.note_peer_aru(from, their_aru);
-        self.prepare_floor = self.prepare_floor.max(their_aru);
+        if let Role::Election(Some(p)) = &mut self.role {
+            p.floor = p.floor.max(their_aru);
+        }
         self.make_progress();
-        if self.state == ServerState::LeaderElection && self.prepare_count() >= self.majority {
+        if self.prepared() {
             self.shift_to_reg_leader();
         }
     }
 
     pub(super) fn shift_to_reg_leader(&mut self) {
-        self.state = ServerState::RegLeader;
-        self.regular_view = self.last_installed;
-        self.metrics.views_installed += 1;
-        self.max_constrained = self
+        let floor = self.role.preparing().map_or(Seq(0), |p| p.floor);
+        debug_assert!(
+            self.role.preparing().is_some(),
+            "installed without a Prepare phase"
+        );
+        let max_constrained = self
             .history
             .iter_above(self.local_aru)
             .filter(|(_, s)| s.proposal.is_some() || s.ordered.is_some())
             .map(|(seq, _)| seq)
             .last()
             .unwrap_or(Seq(0));
-        self.bound_at_install = self.bound_above_aru();
+        self.role = Role::Leader(Leading {
+            floor,
+            floor_wait_since: None,
+            max_constrained,
+            bound: self.bound_above_aru(),
+            last_proposed: self.local_aru,
+            aru_at_last_resend: self.local_aru,
+        });
+        self.regular_view = self.last_installed;
+        self.metrics.views_installed += 1;
         self.enqueue_unbound_pending();
         self.remove_bound_from_queue();
-        self.last_proposed = self.local_aru;
-        self.aru_at_last_resend = self.local_aru;
         let ctx = self.ctx();
         self.election.handle_view_installed(self.now, &ctx);
         self.drain_election();
@@ -197,8 +214,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     }
 
     pub(super) fn shift_to_reg_nonleader(&mut self) {
-        self.state = ServerState::RegNonLeader;
-        self.bound_at_install.clear();
+        self.role = Role::NonLeader;
         self.last_installed = self.last_attempted;
         self.regular_view = self.last_installed;
         self.see_view(self.last_installed);
