@@ -29,7 +29,7 @@ pub(crate) struct Slot {
     /// Ordered here by a quorum of accepts in the installed view, as opposed to learned from a
     /// peer (reconciliation, a PrepareOk, an ordering push). Only executing such a slot is progress
     /// of the installed view for the election strategy.
-    pub(crate) live: bool,
+    pub(crate) ordered_in_view: bool,
 }
 
 impl Slot {

@@ -36,6 +36,7 @@ mod clients;
 use clients::ClientTable;
 mod fingerprint;
 mod ordering;
+use ordering::Execution;
 mod outbox;
 use outbox::Outbox;
 mod reconcile;
@@ -214,7 +215,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         }
         // Re-executing the recovered ordered prefix rebuilds the state machine (no replies: the
         // clients were answered before the crash or will retry).
-        r.advance_aru(false);
+        r.advance_aru(Execution::Recovering);
         for (client, update) in durable.pending {
             if !r.clients.is_done(client, update.timestamp) && update.server_id == me {
                 r.clients.add_pending(update, now);

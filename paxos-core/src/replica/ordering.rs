@@ -2,6 +2,16 @@
 
 use super::*;
 
+/// Why ordered slots are being executed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Execution {
+    /// Replaying the ordered prefix recovered from storage, at start: the clients were answered
+    /// before the crash or will retry, and none of it is progress of a view.
+    Recovering,
+    /// Executing slots as they are ordered (or learned from peers).
+    Serving,
+}
+
 impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     /// `send_proposal()`: binds queued updates (or constrained values) to the next slots, within
     /// the window.
@@ -241,7 +251,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         }
         if slot.chosen(majority).is_some() {
             if let Some((_, u)) = slot.proposal.take() {
-                slot.live = view == self.last_installed;
+                slot.ordered_in_view = view == self.last_installed;
                 self.apply_ordered(seq, u);
             }
         }
@@ -283,27 +293,30 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     /// counts as progress for the election strategy. Catching up on slots learned from peers
     /// (reconciliation, snapshots, PrepareOks) does not: a lagging server would otherwise keep
     /// resetting PSB's progress timer while the others, in leader election, wait for its vote.
-    pub(super) fn advance_aru(&mut self, live: bool) {
+    ///
+    /// `mode` says whether this is the replay of the recovered ordered prefix at start, which
+    /// rebuilds the state machine only: no replies, no progress reports, no snapshots.
+    pub(super) fn advance_aru(&mut self, mode: Execution) {
         let mut progressed = false;
         let mut view_progressed = false;
         loop {
             let seq = self.local_aru.next();
             // Moved out and back in: executing borrows the update while `self` is mutated.
-            let Some((update, ordered_live)) = self
+            let Some((update, in_view)) = self
                 .history
                 .get_mut(seq)
-                .and_then(|s| s.ordered.take().map(|u| (u, s.live)))
+                .and_then(|s| s.ordered.take().map(|u| (u, s.ordered_in_view)))
             else {
                 break;
             };
             // The aru moves only over an ordered slot, one at a time (the `let` above).
             self.local_aru = seq;
-            self.execute(seq, &update, live);
+            self.execute(seq, &update, mode);
             if let Some(slot) = self.history.get_mut(seq) {
                 slot.ordered = Some(update);
             }
             progressed = true;
-            view_progressed |= ordered_live;
+            view_progressed |= in_view;
         }
         if !progressed {
             return;
@@ -315,7 +328,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             }
         }
         self.recon.caught_up(self.local_aru);
-        if live {
+        if mode == Execution::Serving {
             if view_progressed && self.role.state() != ServerState::LeaderElection {
                 let ctx = self.ctx();
                 self.election.handle_progress(self.now, &ctx);
@@ -335,7 +348,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     pub(super) fn make_progress(&mut self) {
         loop {
             let before = (self.local_aru, self.last_proposed());
-            self.advance_aru(true);
+            self.advance_aru(Execution::Serving);
             self.send_proposal();
             if (self.local_aru, self.last_proposed()) == before {
                 break;
@@ -343,7 +356,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         }
     }
 
-    pub(super) fn execute(&mut self, seq: Seq, update: &ClientUpdate, live: bool) {
+    pub(super) fn execute(&mut self, seq: Seq, update: &ClientUpdate, mode: Execution) {
         self.metrics.executed += 1;
         self.executed_since_snapshot += 1;
         let c = update.client_id;
@@ -365,7 +378,10 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         // The pending copy is done whichever server initiated the executed one: a client that
         // switched servers may have left the same update pending here too.
         let was_pending = self.clients.finish_pending(c, update.timestamp);
-        if live && c != NOOP_CLIENT && (update.server_id == self.me || was_pending) {
+        if mode == Execution::Serving
+            && c != NOOP_CLIENT
+            && (update.server_id == self.me || was_pending)
+        {
             self.clients.reply(c, update.timestamp);
         }
         if self.config.record_executions {

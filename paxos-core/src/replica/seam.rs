@@ -82,7 +82,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.shift_to_leader_election(v);
             self.shift_to_prepare_phase();
         } else {
-            // v == last_installed here means rejoining, after a restart, a view that is still live:
+            // v == last_installed here means rejoining, after a restart, a view that is still running:
             // the promise for it is durable, so accepting its proposals again is safe.
             self.role = Role::Election(None);
             self.last_attempted = v;
