@@ -54,11 +54,23 @@ pub struct ElectionContext {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ElectionAction {
     /// Stop trusting the installed view: enter LeaderElection, attempting this view
-    /// (`shift_to_leader_election`, spec §5).
+    /// (`shift_to_leader_election`, spec §5). Ignored (and counted) unless the view is above the
+    /// last installed one.
     Suspect(View),
-    /// Install this view: if this server leads it, run the Prepare phase; otherwise become a
-    /// non-leader in it. Ignored unless the view is above the last installed one (or equal to the
-    /// attempted one while in LeaderElection).
+    /// Install this view. One rule, in this order (the core's `install_intent`):
+    ///
+    /// 1. Ignored if `v` is below the last installed view, or equal to it while the server is
+    ///    regular (leader or non-leader) in it.
+    /// 2. **Join**: if another server leads `v`, become a non-leader in it. With `v` equal to the
+    ///    last installed view (possible only in LeaderElection, i.e. after a restart or a
+    ///    suspicion) this is a *rejoin*: the promise for `v` is durable, so accepting its
+    ///    proposals again is safe.
+    /// 3. Ignored if this server leads `v` and is already preparing it (idempotent), or if `v` is
+    ///    its last installed view (a view it led before a restart: its leader state is gone, so it
+    ///    must move to a higher view of its own).
+    /// 4. **Prepare**: otherwise attempt `v` and run the Prepare phase as its leader.
+    ///
+    /// Ignored actions are counted in `Metrics::election_actions_ignored`.
     Install(View),
 }
 

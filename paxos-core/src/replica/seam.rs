@@ -33,6 +33,9 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                     continue;
                 }
                 match action {
+                    ElectionAction::Suspect(v) if v <= self.last_installed => {
+                        self.metrics.election_actions_ignored += 1;
+                    }
                     ElectionAction::Suspect(v) => self.shift_to_leader_election(v),
                     ElectionAction::Install(v) => self.install(v),
                 }
@@ -64,30 +67,54 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         self.see_view(v);
     }
 
+    /// What `Install(v)` means in the current state: the single rule documented on
+    /// [`ElectionAction::Install`].
+    pub(super) fn install_intent(&self, v: View) -> InstallIntent {
+        let electing = self.role.state() == ServerState::LeaderElection;
+        if v < self.last_installed || (v == self.last_installed && !electing) {
+            return InstallIntent::Ignore; // stale, or the view is already running here
+        }
+        if v.leader(self.n) != self.me {
+            // v == last_installed here means rejoining, after a restart, a view that is still
+            // running: the promise for it is durable, so accepting its proposals again is safe.
+            return InstallIntent::Join;
+        }
+        if self.role.preparing().is_some_and(|p| p.view == v) {
+            return InstallIntent::Ignore; // already preparing it (pitfall 2: idempotent)
+        }
+        if v == self.last_installed {
+            // A view this server led before a restart: its leader state is gone, never reuse it.
+            return InstallIntent::Ignore;
+        }
+        InstallIntent::Prepare
+    }
+
     /// The strategy asks that view `v` be installed.
     pub(super) fn install(&mut self, v: View) {
-        if v < self.last_installed
-            || (v == self.last_installed && self.role.state() != ServerState::LeaderElection)
-        {
-            return;
-        }
-        if v.leader(self.n) == self.me {
-            if self.role.preparing().is_some_and(|p| p.view == v) {
-                return; // already preparing it (pitfall 2: idempotent)
+        match self.install_intent(v) {
+            InstallIntent::Ignore => self.metrics.election_actions_ignored += 1,
+            InstallIntent::Prepare => {
+                self.shift_to_leader_election(v);
+                self.shift_to_prepare_phase();
             }
-            if v == self.last_installed {
-                // A view we installed before a restart: never reuse it, move past it.
-                return;
+            InstallIntent::Join => {
+                self.role = Role::Election(None);
+                self.last_attempted = v;
+                self.see_view(v);
+                self.shift_to_reg_nonleader();
             }
-            self.shift_to_leader_election(v);
-            self.shift_to_prepare_phase();
-        } else {
-            // v == last_installed here means rejoining, after a restart, a view that is still running:
-            // the promise for it is durable, so accepting its proposals again is safe.
-            self.role = Role::Election(None);
-            self.last_attempted = v;
-            self.see_view(v);
-            self.shift_to_reg_nonleader();
         }
     }
+}
+
+/// The three outcomes of an `Install` action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum InstallIntent {
+    /// This server leads the view: attempt it and run the Prepare phase.
+    Prepare,
+    /// Another server leads it: become a non-leader in it (a rejoin when it is the installed view).
+    Join,
+    /// Stale, already running or already being prepared, or a view this server led before a
+    /// restart.
+    Ignore,
 }

@@ -77,6 +77,9 @@ pub struct Metrics {
     /// Times a leader's floor wait expired (slots ordered at a PrepareOk sender stayed
     /// unreachable) and the election strategy was told the view is stalled.
     pub floor_wait_stalls: u64,
+    /// Election actions that changed nothing: a `Suspect` of a view at or below the installed
+    /// one, an `Install` the rule on [`crate::ElectionAction::Install`] ignores.
+    pub election_actions_ignored: u64,
     /// Buffered accepts not sent because the slot was accepted again in a higher view (or
     /// compacted) before the drain.
     pub accepts_superseded: u64,
