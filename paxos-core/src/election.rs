@@ -120,7 +120,9 @@ pub trait LeaderElection {
     /// The next message to send, if any.
     fn poll_message(&mut self) -> Option<(Destination, Bytes)>;
 
-    /// The server this strategy currently believes should lead, if it has an opinion.
+    /// The server this strategy currently believes should lead, if it has an opinion. Reported
+    /// as `Status::election_leader` (and by the node's status request), so that an operator or an
+    /// experiment can see where strategies disagree with the installed view.
     fn leader(&self, ctx: &ElectionContext) -> Option<NodeId>;
 }
 

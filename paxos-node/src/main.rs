@@ -147,17 +147,18 @@ async fn client(servers: Vec<SocketAddr>, op: ClientOp) -> Result<()> {
             .max()
             .unwrap_or(0);
         println!(
-            "{:<22} {:>3} {:<16} {:>6} {:>6} {:>10} {:>6} {:>18}",
-            "server", "id", "role", "leader", "view", "aru", "lag", "digest"
+            "{:<22} {:>3} {:<16} {:>6} {:>6} {:>6} {:>10} {:>6} {:>18}",
+            "server", "id", "role", "leader", "wants", "view", "aru", "lag", "digest"
         );
         for (a, s) in rows {
             match s {
                 Some(s) => println!(
-                    "{:<22} {:>3} {:<16} {:>6} {:>6} {:>10} {:>6} {:>18x}",
+                    "{:<22} {:>3} {:<16} {:>6} {:>6} {:>6} {:>10} {:>6} {:>18x}",
                     a.to_string(),
                     s.id,
                     s.role,
                     s.leader.map_or("-".into(), |l| l.to_string()),
+                    s.election_leader.map_or("-".into(), |l| l.to_string()),
                     s.view,
                     s.aru,
                     max_aru - s.aru,

@@ -554,6 +554,7 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
                 }
                 .to_owned(),
                 leader: st.leader.map(|l| l.0),
+                election_leader: st.election_leader.map(|l| l.0),
                 view: st.last_installed.0,
                 aru: st.local_aru.0,
                 peer_aru: st.peer_aru.iter().map(|s| s.0).collect(),

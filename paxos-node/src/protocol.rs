@@ -67,6 +67,8 @@ pub struct NodeStatus {
     pub aru: u64,
     /// Highest aru each server announced (own at own index).
     pub peer_aru: Vec<u64>,
+    /// The server this node's election strategy believes should lead, if it has an opinion.
+    pub election_leader: Option<u32>,
     /// Local client updates not yet executed.
     pub pending: u64,
     /// The election strategy in use.

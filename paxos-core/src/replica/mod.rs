@@ -15,6 +15,13 @@
 //!
 //! Aggregation happens between a round of inputs and the next drain: proposals and accepts created
 //! in the meantime are packed into as few messages as `max_message_bytes` allows.
+//!
+//! The code is cut by protocol phase, each module owning its sub-state (docs/architecture.md,
+//! "Spec section → file"): this file holds the replica, its constructor (recovery, TR Fig 14), the
+//! input dispatch and timers, and the outputs; `role` the roles and their own state; `seam` the
+//! election seam; `view_change` the Prepare phase; `ordering` proposals, accepts and execution;
+//! `clients` the client table; `reconcile` and `snapshot` catching up; `outbox` what leaves and
+//! when; `status` what the replica reports; `fingerprint` its state hash for model checkers.
 
 use crate::config::{Config, ConfigError, Durability};
 use crate::durable::{BatchId, DurableState, PersistBatch, ViewRecord};
@@ -432,6 +439,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             last_proposed: self.last_proposed(),
             leader: (self.role.state() != ServerState::LeaderElection)
                 .then(|| self.installed_leader()),
+            election_leader: self.election.leader(&self.ctx()),
             pending,
             queued,
             peer_aru,

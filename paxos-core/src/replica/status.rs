@@ -33,6 +33,10 @@ pub struct Status {
     pub last_proposed: Seq,
     /// Leader of the installed view, when not in leader election.
     pub leader: Option<NodeId>,
+    /// The server the election strategy currently believes should lead
+    /// ([`crate::LeaderElection::leader`]), if it has an opinion. It differs from `leader` while
+    /// a view change is under way, or where strategies disagree about who should lead.
+    pub election_leader: Option<NodeId>,
     /// Local client updates not yet executed.
     pub pending: usize,
     /// Updates queued at this server for proposal.

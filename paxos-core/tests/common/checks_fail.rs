@@ -20,6 +20,7 @@ fn status(installed: u64, aru: u64) -> Status {
         local_aru: Seq(aru),
         last_proposed: Seq(aru),
         leader: None,
+        election_leader: None,
         pending: 0,
         queued: 0,
         peer_aru: vec![Seq(0); 3],
