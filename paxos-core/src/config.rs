@@ -44,6 +44,42 @@ pub enum PlantedBug {
     SnapshotDropsClientTable,
 }
 
+#[cfg(feature = "planted-bugs")]
+impl PlantedBug {
+    /// Every planted bug.
+    pub const ALL: [PlantedBug; 9] = [
+        PlantedBug::SkipPrepare,
+        PlantedBug::SendBeforeDurable,
+        PlantedBug::AcceptLowerView,
+        PlantedBug::ExecuteDuplicate,
+        PlantedBug::MislabelledAccept,
+        PlantedBug::SelfAcceptBeforeDurable,
+        PlantedBug::MinorityQuorum,
+        PlantedBug::PrepareOkOmitsAccepted,
+        PlantedBug::SnapshotDropsClientTable,
+    ];
+
+    /// The bug's command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::SkipPrepare => "skip-prepare",
+            PlantedBug::SendBeforeDurable => "send-before-durable",
+            PlantedBug::AcceptLowerView => "accept-lower-view",
+            PlantedBug::ExecuteDuplicate => "execute-duplicate",
+            PlantedBug::MislabelledAccept => "mislabelled-accept",
+            PlantedBug::SelfAcceptBeforeDurable => "self-accept-before-durable",
+            PlantedBug::MinorityQuorum => "minority-quorum",
+            PlantedBug::PrepareOkOmitsAccepted => "prepare-ok-omits-accepted",
+            PlantedBug::SnapshotDropsClientTable => "snapshot-drops-client-table",
+        }
+    }
+
+    /// The bug with this command-line name.
+    pub fn from_name(name: &str) -> Option<PlantedBug> {
+        PlantedBug::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
 /// A replica's configuration.
 #[derive(Clone, Debug)]
 pub struct Config {

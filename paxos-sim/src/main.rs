@@ -193,23 +193,7 @@ fn parse_on_off(s: &str) -> Result<Option<bool>> {
 
 #[cfg(feature = "planted-bugs")]
 fn parse_bug(s: &str) -> Result<paxos_sim::PlantedBug> {
-    use paxos_sim::PlantedBug::*;
-    for b in [
-        SkipPrepare,
-        SendBeforeDurable,
-        AcceptLowerView,
-        ExecuteDuplicate,
-        MislabelledAccept,
-        SelfAcceptBeforeDurable,
-        MinorityQuorum,
-        PrepareOkOmitsAccepted,
-        SnapshotDropsClientTable,
-    ] {
-        if paxos_sim::planted_bug_name(b) == s {
-            return Ok(b);
-        }
-    }
-    bail!("unknown planted bug {s:?}")
+    paxos_sim::PlantedBug::from_name(s).with_context(|| format!("unknown planted bug {s:?}"))
 }
 
 fn simulation(a: &RunArgs) -> Result<Simulation> {
