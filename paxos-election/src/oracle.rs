@@ -130,10 +130,13 @@ impl OracleLeader {
     }
 }
 
-/// The follower side: join the view our leader announces it leads, if we have not installed it.
+/// The follower side: join the view our leader announces it leads, if we have not installed it
+/// (the rejoin rule, [`ElectionContext::joins_announced_view`]).
 ///
 /// Installing a view as a non-leader without answering its Prepare is safe: it is a promise for that
-/// view, and accepting proposals in the view we promised is exactly what Paxos allows.
+/// view, and accepting proposals in the view we promised is exactly what Paxos allows. Oracle
+/// strategies never suspect a view, so a follower in leader election with the announced view
+/// installed is there because it restarted.
 pub(crate) fn follow(
     ctx: &ElectionContext,
     leader: NodeId,
@@ -146,8 +149,7 @@ pub(crate) fn follow(
     if leader == ctx.me || !a.leading || a.installed.leader(ctx.servers) != leader {
         return;
     }
-    let rejoin = a.installed == ctx.last_installed && ctx.state == ServerState::LeaderElection;
-    if a.installed > ctx.last_installed || rejoin {
+    if ctx.joins_announced_view(a.installed, true) {
         actions.push_back(ElectionAction::Install(a.installed));
     }
 }
