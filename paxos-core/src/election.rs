@@ -50,6 +50,35 @@ pub struct ElectionContext {
     pub incarnation: u64,
 }
 
+impl ElectionContext {
+    /// The rejoin rule: whether this server should install `view` as a non-leader, given that a
+    /// peer announces `view` as a view its leader prepared: PSB's `VcProof` (from any server that
+    /// installed `view`), or an oracle's heartbeat from `view`'s leader saying it regularly leads
+    /// `view`. The caller checks where the announcement comes from.
+    ///
+    /// - A *lagging* server (`view` above its last installed view) joins: the view's leader
+    ///   prepared it, so accepting proposals in it is a promise for it, which Paxos allows. This
+    ///   covers a follower that missed the Prepare (the core resends Prepare only while preparing)
+    ///   and an old leader that would otherwise stay `RegLeader` of a dead view.
+    /// - A *restarted* server (in leader election with `view` still its last installed view)
+    ///   rejoins it, because its promise for `view` is durable, unless it leads `view` itself (a
+    ///   restarted leader lost its leader state and must move past its view) or `view` is the
+    ///   initial view 0, which no server ever installs. `restarted` says that the server is in
+    ///   leader election only because it restarted: one that suspected `view` itself must not
+    ///   rejoin it, or two suspicious servers would take turns rejoining a dead view. A strategy
+    ///   that never suspects a view passes `true`.
+    ///
+    /// DERIVED (docs/architecture.md, deviation 9; docs/elections.md, "Follower rejoin").
+    pub fn joins_announced_view(&self, view: View, restarted: bool) -> bool {
+        let rejoin = restarted
+            && self.state == ServerState::LeaderElection
+            && view == self.last_installed
+            && view > View(0)
+            && view.leader(self.servers) != self.me;
+        view > self.last_installed || rejoin
+    }
+}
+
 /// What a strategy asks the core to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ElectionAction {
@@ -165,5 +194,47 @@ impl<T: LeaderElection + ?Sized> LeaderElection for Box<T> {
     }
     fn leader(&self, ctx: &ElectionContext) -> Option<NodeId> {
         (**self).leader(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(me: u32, state: ServerState, installed: u64) -> ElectionContext {
+        ElectionContext {
+            me: NodeId(me),
+            servers: 3,
+            state,
+            last_attempted: View(installed),
+            last_installed: View(installed),
+            max_view_seen: View(installed),
+            local_aru: Seq(0),
+            has_outstanding_work: false,
+            incarnation: 1,
+        }
+    }
+
+    #[test]
+    fn rejoin_rule_joins_higher_views_and_rejoins_only_after_a_restart() {
+        // docs/architecture.md deviation 9: lagging servers join, restarted ones rejoin.
+        for state in [
+            ServerState::RegLeader,
+            ServerState::RegNonLeader,
+            ServerState::LeaderElection,
+        ] {
+            let c = ctx(0, state, 4);
+            assert!(c.joins_announced_view(View(7), false), "{state:?}");
+            assert!(!c.joins_announced_view(View(2), true), "{state:?}");
+        }
+        // A regular server never "rejoins" the view it is in.
+        assert!(!ctx(0, ServerState::RegNonLeader, 4).joins_announced_view(View(4), true));
+        // A restarted follower rejoins its view; a suspecting one does not.
+        let restarted = ctx(0, ServerState::LeaderElection, 4);
+        assert!(restarted.joins_announced_view(View(4), true));
+        assert!(!restarted.joins_announced_view(View(4), false));
+        // A restarted leader of its view (4 mod 3 = 1) moves past it; view 0 is never installed.
+        assert!(!ctx(1, ServerState::LeaderElection, 4).joins_announced_view(View(4), true));
+        assert!(!ctx(1, ServerState::LeaderElection, 0).joins_announced_view(View(0), true));
     }
 }

@@ -278,39 +278,29 @@ impl LeaderElection for PsbViewChange {
                 }
             }
             PsbMessage::VcProof { installed } => {
-                if ctx.state != ServerState::LeaderElection {
-                    // A regular server of an older view joins the newer one (DERIVED; the TR drops
-                    // VcProof outside leader election). A server names a view in VcProof only
-                    // once it is preparing or has installed it, and its leader prepares it only
-                    // after a majority sent ViewChange for it (or, in the core's floor-wait path,
-                    // after leaving the older view itself), so a majority has left every older
-                    // view for good: ours cannot progress again. Without this, a non-leader cut
-                    // off while the others moved on, with no work of its own, would stay in its
-                    // dead view forever: its progress timer is idle and nobody suspects the
-                    // healthy new view.
-                    if installed > ctx.last_installed {
-                        self.attempted = installed;
-                        self.votes = 0;
-                        self.preinstalled = true;
-                        self.peer_suspects = false;
-                        self.deadline = None;
-                        self.actions.push_back(ElectionAction::Install(installed));
-                    }
+                // The rejoin rule, shared with the oracle strategies. A server names a view in
+                // VcProof only once it is preparing or has installed it, and its leader prepares
+                // it only after a majority sent ViewChange for it (or, in the core's floor-wait
+                // path, after leaving the older view itself), so a majority has left every older
+                // view for good.
+                if !ctx.joins_announced_view(installed, self.recovering) {
                     return Ok(());
                 }
-                let rejoin = self.recovering
-                    && installed == ctx.last_installed
-                    && installed > View(0)
-                    && installed.leader(self.servers) != self.me;
-                if installed > ctx.last_installed || rejoin {
-                    self.attempted = installed;
-                    self.votes = 0;
-                    self.preinstalled = true;
-                    if self.deadline.is_none() {
-                        self.deadline = Some(now + self.timer_value);
-                    }
-                    self.actions.push_back(ElectionAction::Install(installed));
+                self.attempted = installed;
+                self.votes = 0;
+                self.preinstalled = true;
+                if ctx.state != ServerState::LeaderElection {
+                    // A regular server of an older view joins the newer one (DERIVED; the TR drops
+                    // VcProof outside leader election): its view cannot progress again. Without
+                    // this, a non-leader cut off while the others moved on, with no work of its
+                    // own, would stay in its dead view forever: its progress timer is idle and
+                    // nobody suspects the healthy new view.
+                    self.peer_suspects = false;
+                    self.deadline = None;
+                } else if self.deadline.is_none() {
+                    self.deadline = Some(now + self.timer_value);
                 }
+                self.actions.push_back(ElectionAction::Install(installed));
             }
         }
         Ok(())

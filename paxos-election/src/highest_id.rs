@@ -5,14 +5,13 @@
 //! server. Simple and fast to settle, but any higher-id server that keeps coming back (after a
 //! crash or a partition) takes the leadership every time it returns.
 
-use crate::oracle::{accepts_leader_prepare, follow, is_peer, Announce, OracleLeader};
+use crate::oracle::{is_peer, Announce, Oracle};
 use bytes::Bytes;
-use paxos_core::codec::{decode_with_limit, encode, CodecError};
+use paxos_core::codec::{decode_with_limit, CodecError};
 use paxos_core::{
     Destination, ElectionAction, ElectionContext, LeaderElection, NodeId, Time, View,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Timers of the highest-id-alive strategy.
@@ -53,15 +52,9 @@ pub struct HighestIdAlive {
     me: NodeId,
     servers: usize,
     config: HighestIdConfig,
+    /// The failure detector: when each peer was last heard, `None` once it timed out.
     last_heard: Vec<Option<Time>>,
-    announce: Vec<Option<Announce>>,
-    /// Until then, listen before claiming leadership for ourselves.
-    grace_until: Time,
-    next_heartbeat: Time,
-    leader: Option<NodeId>,
-    driver: OracleLeader,
-    actions: VecDeque<ElectionAction>,
-    messages: VecDeque<(Destination, Bytes)>,
+    oracle: Oracle,
 }
 
 impl HighestIdAlive {
@@ -72,13 +65,13 @@ impl HighestIdAlive {
             servers,
             config,
             last_heard: vec![None; servers],
-            announce: vec![None; servers],
-            grace_until: Time::ZERO,
-            next_heartbeat: Time::ZERO,
-            leader: None,
-            driver: OracleLeader::new(config.prepare_stall_timeout, config.leader_progress_timeout),
-            actions: VecDeque::new(),
-            messages: VecDeque::new(),
+            oracle: Oracle::new(
+                me,
+                servers,
+                config.heartbeat_interval,
+                config.prepare_stall_timeout,
+                config.leader_progress_timeout,
+            ),
         }
     }
 
@@ -103,30 +96,13 @@ impl HighestIdAlive {
             .rev()
             .find(|(_, t)| t.is_some())
             .map(|(i, _)| NodeId(i as u32));
-        self.leader = match highest_peer {
-            Some(p) if p > self.me => Some(p),
-            // During the start-up grace period we have not heard everyone yet: do not claim.
-            _ if now < self.grace_until => None,
-            _ => Some(self.me),
-        };
+        self.oracle
+            .elect(now, highest_peer.filter(|p| *p > self.me));
     }
 
     fn heartbeat(&mut self, now: Time, ctx: &ElectionContext) {
-        self.next_heartbeat = now + self.config.heartbeat_interval;
-        if let Ok(b) = encode(&HighestIdMessage::Alive(Announce::of(ctx))) {
-            self.messages.push_back((Destination::All, Bytes::from(b)));
-        }
-    }
-
-    fn drive(&mut self, now: Time, ctx: &ElectionContext) {
-        match self.leader {
-            Some(l) if l == self.me => self.driver.lead(now, ctx, &mut self.actions),
-            Some(l) => {
-                self.driver.reset();
-                follow(ctx, l, self.announce[l.index()], &mut self.actions);
-            }
-            None => self.driver.reset(),
-        }
+        self.oracle
+            .heartbeat(now, &HighestIdMessage::Alive(Announce::of(ctx)));
     }
 }
 
@@ -137,19 +113,16 @@ impl LeaderElection for HighestIdAlive {
 
     fn handle_start(&mut self, now: Time, ctx: &ElectionContext) {
         self.last_heard.iter_mut().for_each(|t| *t = None);
-        self.announce.iter_mut().for_each(|a| *a = None);
-        self.driver.reset();
-        self.grace_until = now + self.config.timeout;
-        self.leader = None;
+        self.oracle.start(now, self.config.timeout);
         self.heartbeat(now, ctx);
     }
 
     fn handle_tick(&mut self, now: Time, ctx: &ElectionContext) {
         self.expire(now);
-        if now >= self.next_heartbeat {
+        if self.oracle.heartbeat_due(now) {
             self.heartbeat(now, ctx);
         }
-        self.drive(now, ctx);
+        self.oracle.drive(now, ctx);
     }
 
     fn handle_message(
@@ -164,40 +137,38 @@ impl LeaderElection for HighestIdAlive {
             return Ok(());
         }
         self.last_heard[from.index()] = Some(now);
-        self.announce[from.index()] = Some(a);
+        self.oracle.heard(from, a);
         self.expire(now);
-        self.drive(now, ctx);
+        self.oracle.drive(now, ctx);
         Ok(())
     }
 
     fn handle_progress(&mut self, now: Time, _ctx: &ElectionContext) {
-        self.driver.progress(now);
+        self.oracle.progress(now);
     }
 
     fn handle_view_installed(&mut self, now: Time, _ctx: &ElectionContext) {
-        self.driver.progress(now);
+        self.oracle.progress(now);
     }
 
     fn handle_stalled(&mut self, now: Time, ctx: &ElectionContext) {
-        if self.leader == Some(self.me) {
-            self.driver.stalled(now, ctx, &mut self.actions);
-        }
+        self.oracle.stalled(now, ctx);
     }
 
     fn accepts_prepare(&self, from: NodeId, view: View, ctx: &ElectionContext) -> bool {
-        accepts_leader_prepare(self.leader, from, view, ctx)
+        self.oracle.accepts_prepare(from, view, ctx)
     }
 
     fn poll_action(&mut self) -> Option<ElectionAction> {
-        self.actions.pop_front()
+        self.oracle.poll_action()
     }
 
     fn poll_message(&mut self) -> Option<(Destination, Bytes)> {
-        self.messages.pop_front()
+        self.oracle.poll_message()
     }
 
     fn leader(&self, _ctx: &ElectionContext) -> Option<NodeId> {
-        self.leader
+        self.oracle.leader()
     }
 }
 
@@ -205,6 +176,7 @@ impl LeaderElection for HighestIdAlive {
 mod tests {
     use super::*;
     use crate::oracle::tests::ctx;
+    use paxos_core::codec::encode;
 
     fn alive(s: &mut HighestIdAlive, now: Time, from: u32, c: &ElectionContext) {
         let b = encode(&HighestIdMessage::Alive(Announce::default())).unwrap();

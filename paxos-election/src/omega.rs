@@ -9,15 +9,14 @@
 //! A crash-looping server raises its epoch at each return and drops out of contention; a server that
 //! partitions and heals keeps its epoch and can still win at the wrong moment.
 
-use crate::oracle::{accepts_leader_prepare, follow, is_peer, Announce, OracleLeader};
+use crate::oracle::{is_peer, Announce, Oracle};
 use bytes::Bytes;
-use paxos_core::codec::{decode_with_limit, encode, CodecError};
+use paxos_core::codec::{decode_with_limit, CodecError};
 use paxos_core::{
     Destination, ElectionAction, ElectionContext, LeaderElection, NodeId, Time, View,
 };
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
-use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Timers of the Ω strategy.
@@ -79,7 +78,6 @@ struct Peer {
     epoch: Option<u64>,
     /// Restarts observed while this server was running (epoch increases).
     observed_recoveries: u64,
-    announce: Option<Announce>,
 }
 
 /// Ω for crash-recovery as a [`LeaderElection`] strategy.
@@ -89,13 +87,9 @@ pub struct Omega {
     servers: usize,
     config: OmegaConfig,
     epoch: u64,
+    /// The failure detector, one entry per server.
     peers: Vec<Peer>,
-    grace_until: Time,
-    next_heartbeat: Time,
-    leader: Option<NodeId>,
-    driver: OracleLeader,
-    actions: VecDeque<ElectionAction>,
-    messages: VecDeque<(Destination, Bytes)>,
+    oracle: Oracle,
 }
 
 impl Omega {
@@ -108,7 +102,6 @@ impl Omega {
             timeout: config.initial_timeout,
             epoch: None,
             observed_recoveries: 0,
-            announce: None,
         };
         Omega {
             me,
@@ -116,12 +109,13 @@ impl Omega {
             config,
             epoch: 0,
             peers: vec![peer; servers],
-            grace_until: Time::ZERO,
-            next_heartbeat: Time::ZERO,
-            leader: None,
-            driver: OracleLeader::new(config.prepare_stall_timeout, config.leader_progress_timeout),
-            actions: VecDeque::new(),
-            messages: VecDeque::new(),
+            oracle: Oracle::new(
+                me,
+                servers,
+                config.heartbeat_interval,
+                config.prepare_stall_timeout,
+                config.leader_progress_timeout,
+            ),
         }
     }
 
@@ -176,11 +170,8 @@ impl Omega {
             .filter_map(|(i, p)| p.epoch.map(|e| Self::rank(e, NodeId(i as u32))))
             .min();
         let mine = Self::rank(self.epoch, self.me);
-        self.leader = match best_peer {
-            Some(b) if b < mine => Some(b.1 .0),
-            _ if now < self.grace_until => None,
-            _ => Some(self.me),
-        };
+        self.oracle
+            .elect(now, best_peer.filter(|b| *b < mine).map(|b| b.1 .0));
     }
 
     fn heard(&mut self, now: Time, from: NodeId, epoch: u64, announce: Option<Announce>) {
@@ -205,31 +196,17 @@ impl Omega {
         p.trusted = true;
         p.suspected = false;
         p.last_heard = now;
-        if announce.is_some() {
-            p.announce = announce;
+        if let Some(a) = announce {
+            self.oracle.heard(from, a);
         }
     }
 
     fn heartbeat(&mut self, now: Time, ctx: &ElectionContext) {
-        self.next_heartbeat = now + self.config.heartbeat_interval;
         let m = OmegaMessage::Alive {
             epoch: self.epoch,
             announce: Announce::of(ctx),
         };
-        if let Ok(b) = encode(&m) {
-            self.messages.push_back((Destination::All, Bytes::from(b)));
-        }
-    }
-
-    fn drive(&mut self, now: Time, ctx: &ElectionContext) {
-        match self.leader {
-            Some(l) if l == self.me => self.driver.lead(now, ctx, &mut self.actions),
-            Some(l) => {
-                self.driver.reset();
-                follow(ctx, l, self.peers[l.index()].announce, &mut self.actions);
-            }
-            None => self.driver.reset(),
-        }
+        self.oracle.heartbeat(now, &m);
     }
 }
 
@@ -242,21 +219,18 @@ impl LeaderElection for Omega {
         self.epoch = ctx.incarnation;
         let fresh = Omega::new(self.me, self.servers, self.config);
         self.peers = fresh.peers;
-        self.driver.reset();
-        self.grace_until = now + self.config.initial_timeout;
-        self.leader = None;
-        if let Ok(b) = encode(&OmegaMessage::Recovered { epoch: self.epoch }) {
-            self.messages.push_back((Destination::All, Bytes::from(b)));
-        }
+        self.oracle.start(now, self.config.initial_timeout);
+        self.oracle
+            .broadcast(&OmegaMessage::Recovered { epoch: self.epoch });
         self.heartbeat(now, ctx);
     }
 
     fn handle_tick(&mut self, now: Time, ctx: &ElectionContext) {
         self.expire(now);
-        if now >= self.next_heartbeat {
+        if self.oracle.heartbeat_due(now) {
             self.heartbeat(now, ctx);
         }
-        self.drive(now, ctx);
+        self.oracle.drive(now, ctx);
     }
 
     fn handle_message(
@@ -275,38 +249,36 @@ impl LeaderElection for Omega {
             OmegaMessage::Recovered { epoch } => self.heard(now, from, epoch, None),
         }
         self.expire(now);
-        self.drive(now, ctx);
+        self.oracle.drive(now, ctx);
         Ok(())
     }
 
     fn handle_progress(&mut self, now: Time, _ctx: &ElectionContext) {
-        self.driver.progress(now);
+        self.oracle.progress(now);
     }
 
     fn handle_view_installed(&mut self, now: Time, _ctx: &ElectionContext) {
-        self.driver.progress(now);
+        self.oracle.progress(now);
     }
 
     fn handle_stalled(&mut self, now: Time, ctx: &ElectionContext) {
-        if self.leader == Some(self.me) {
-            self.driver.stalled(now, ctx, &mut self.actions);
-        }
+        self.oracle.stalled(now, ctx);
     }
 
     fn accepts_prepare(&self, from: NodeId, view: View, ctx: &ElectionContext) -> bool {
-        accepts_leader_prepare(self.leader, from, view, ctx)
+        self.oracle.accepts_prepare(from, view, ctx)
     }
 
     fn poll_action(&mut self) -> Option<ElectionAction> {
-        self.actions.pop_front()
+        self.oracle.poll_action()
     }
 
     fn poll_message(&mut self) -> Option<(Destination, Bytes)> {
-        self.messages.pop_front()
+        self.oracle.poll_message()
     }
 
     fn leader(&self, _ctx: &ElectionContext) -> Option<NodeId> {
-        self.leader
+        self.oracle.leader()
     }
 }
 
@@ -314,6 +286,7 @@ impl LeaderElection for Omega {
 mod tests {
     use super::*;
     use crate::oracle::tests::ctx;
+    use paxos_core::codec::encode;
 
     fn alive(s: &mut Omega, ms: u64, from: u32, epoch: u64) {
         let c = ctx(s.me.0, s.servers);
@@ -339,18 +312,18 @@ mod tests {
         alive(&mut s, 10, 1, 1);
         alive(&mut s, 10, 2, 1);
         alive(&mut s, 10, 4, 1);
-        assert_eq!(s.leader, Some(NodeId(4)));
+        assert_eq!(s.oracle.leader(), Some(NodeId(4)));
         // 4 crashes and recovers: a higher epoch is a recovery, and it drops out of contention.
         let b = encode(&OmegaMessage::Recovered { epoch: 2 }).unwrap();
         s.handle_message(Time::from_millis(20), NodeId(4), &b, &ctx(0, 5))
             .unwrap();
         assert_eq!(s.recoveries(NodeId(4)), Some(2));
         assert_eq!(s.observed_recoveries(NodeId(4)), 1);
-        assert_eq!(s.leader, Some(NodeId(2)));
+        assert_eq!(s.oracle.leader(), Some(NodeId(2)));
         // A delayed heartbeat of the old incarnation changes nothing.
         alive(&mut s, 30, 4, 1);
         assert_eq!(s.recoveries(NodeId(4)), Some(2));
-        assert_eq!(s.leader, Some(NodeId(2)));
+        assert_eq!(s.oracle.leader(), Some(NodeId(2)));
     }
 
     #[test]

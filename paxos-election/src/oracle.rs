@@ -1,10 +1,15 @@
 //! Turning an oracle's opinion ("server L should lead") into core actions (spec §15.1).
 //!
-//! Shared by the liveness oracles (highest-id alive, Ω) and, for the follower side, by the
-//! quorum-connected ballot election. The oracle only decides who *tries* to lead; Prepare and
-//! PrepareOk still carry the promises.
+//! Shared by the liveness oracles (highest-id alive, Ω), which differ only in their failure
+//! detector, and, for the follower side, by the quorum-connected ballot election. [`Oracle`] holds
+//! everything the two liveness oracles have in common: the leader opinion with its start-up
+//! grace, the peers' announcements, the heartbeat schedule, the leader side ([`OracleLeader`])
+//! and the output queues. The oracle only decides who *tries* to lead; Prepare and PrepareOk still
+//! carry the promises.
 
-use paxos_core::{ElectionAction, ElectionContext, NodeId, ServerState, Time, View};
+use bytes::Bytes;
+use paxos_core::codec::encode;
+use paxos_core::{Destination, ElectionAction, ElectionContext, NodeId, ServerState, Time, View};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -28,6 +33,142 @@ impl Announce {
             installed: ctx.last_installed,
             leading: ctx.state == ServerState::RegLeader,
         }
+    }
+}
+
+/// The state and rules the liveness oracles (highest-id alive, Ω) share; each strategy owns one
+/// and adds its failure detector, which names the peer that outranks this server, if any.
+///
+/// Call order, as the strategies drive it: [`Oracle::start`] at every start; after each input,
+/// [`Oracle::elect`] with the detector's verdict, then [`Oracle::drive`]; a heartbeat whenever
+/// [`Oracle::heartbeat_due`].
+#[derive(Debug)]
+pub(crate) struct Oracle {
+    me: NodeId,
+    heartbeat_interval: Duration,
+    /// The server the oracle names, `None` during the start-up grace with no better peer heard.
+    leader: Option<NodeId>,
+    /// The latest announcement heard from each peer.
+    announce: Vec<Option<Announce>>,
+    /// Until then, listen before claiming leadership for ourselves.
+    grace_until: Time,
+    next_heartbeat: Time,
+    driver: OracleLeader,
+    actions: VecDeque<ElectionAction>,
+    messages: VecDeque<(Destination, Bytes)>,
+}
+
+impl Oracle {
+    /// The shared part of server `me`'s oracle in a cluster of `servers`.
+    pub(crate) fn new(
+        me: NodeId,
+        servers: usize,
+        heartbeat_interval: Duration,
+        stall_timeout: Duration,
+        progress_timeout: Duration,
+    ) -> Oracle {
+        Oracle {
+            me,
+            heartbeat_interval,
+            leader: None,
+            announce: vec![None; servers],
+            grace_until: Time::ZERO,
+            next_heartbeat: Time::ZERO,
+            driver: OracleLeader::new(stall_timeout, progress_timeout),
+            actions: VecDeque::new(),
+            messages: VecDeque::new(),
+        }
+    }
+
+    /// A (re)start: forget every peer's announcement and the view being prepared, and do not
+    /// claim leadership for `grace` (a restarted server listens before it claims).
+    pub(crate) fn start(&mut self, now: Time, grace: Duration) {
+        self.announce.iter_mut().for_each(|a| *a = None);
+        self.driver.reset();
+        self.grace_until = now + grace;
+        self.leader = None;
+    }
+
+    /// The detector's verdict: `outranking` is the best peer if it outranks this server. Without
+    /// one this server names itself, except during the start-up grace.
+    pub(crate) fn elect(&mut self, now: Time, outranking: Option<NodeId>) {
+        self.leader = match outranking {
+            Some(p) => Some(p),
+            // During the start-up grace period we have not heard everyone yet: do not claim.
+            None if now < self.grace_until => None,
+            None => Some(self.me),
+        };
+    }
+
+    /// The server the oracle names.
+    pub(crate) fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// Records what peer `from` announced.
+    pub(crate) fn heard(&mut self, from: NodeId, announce: Announce) {
+        self.announce[from.index()] = Some(announce);
+    }
+
+    /// Whether the next heartbeat is due.
+    pub(crate) fn heartbeat_due(&self, now: Time) -> bool {
+        now >= self.next_heartbeat
+    }
+
+    /// Broadcasts heartbeat `m` and schedules the next one.
+    pub(crate) fn heartbeat<M: Serialize>(&mut self, now: Time, m: &M) {
+        self.next_heartbeat = now + self.heartbeat_interval;
+        self.broadcast(m);
+    }
+
+    /// Broadcasts `m` to every peer.
+    pub(crate) fn broadcast<M: Serialize>(&mut self, m: &M) {
+        if let Ok(b) = encode(m) {
+            self.messages.push_back((Destination::All, Bytes::from(b)));
+        }
+    }
+
+    /// Acts on the current opinion: lead (prepare a view of our own when needed) or follow.
+    pub(crate) fn drive(&mut self, now: Time, ctx: &ElectionContext) {
+        match self.leader {
+            Some(l) if l == self.me => self.driver.lead(now, ctx, &mut self.actions),
+            Some(l) => {
+                self.driver.reset();
+                follow(ctx, l, self.announce[l.index()], &mut self.actions);
+            }
+            None => self.driver.reset(),
+        }
+    }
+
+    /// The installed view executed an update, or a view was installed
+    /// ([`LeaderElection::handle_progress`], [`LeaderElection::handle_view_installed`]).
+    ///
+    /// [`LeaderElection::handle_progress`]: paxos_core::LeaderElection::handle_progress
+    /// [`LeaderElection::handle_view_installed`]: paxos_core::LeaderElection::handle_view_installed
+    pub(crate) fn progress(&mut self, now: Time) {
+        self.driver.progress(now);
+    }
+
+    /// The view we lead is stalled ([`paxos_core::LeaderElection::handle_stalled`]).
+    pub(crate) fn stalled(&mut self, now: Time, ctx: &ElectionContext) {
+        if self.leader == Some(self.me) {
+            self.driver.stalled(now, ctx, &mut self.actions);
+        }
+    }
+
+    /// [`paxos_core::LeaderElection::accepts_prepare`]: the Prepare of the server we name.
+    pub(crate) fn accepts_prepare(&self, from: NodeId, view: View, ctx: &ElectionContext) -> bool {
+        accepts_leader_prepare(self.leader, from, view, ctx)
+    }
+
+    /// The next action for the core.
+    pub(crate) fn poll_action(&mut self) -> Option<ElectionAction> {
+        self.actions.pop_front()
+    }
+
+    /// The next message to send.
+    pub(crate) fn poll_message(&mut self) -> Option<(Destination, Bytes)> {
+        self.messages.pop_front()
     }
 }
 
@@ -130,10 +271,13 @@ impl OracleLeader {
     }
 }
 
-/// The follower side: join the view our leader announces it leads, if we have not installed it.
+/// The follower side: join the view our leader announces it leads, if we have not installed it
+/// (the rejoin rule, [`ElectionContext::joins_announced_view`]).
 ///
 /// Installing a view as a non-leader without answering its Prepare is safe: it is a promise for that
-/// view, and accepting proposals in the view we promised is exactly what Paxos allows.
+/// view, and accepting proposals in the view we promised is exactly what Paxos allows. Oracle
+/// strategies never suspect a view, so a follower in leader election with the announced view
+/// installed is there because it restarted.
 pub(crate) fn follow(
     ctx: &ElectionContext,
     leader: NodeId,
@@ -146,8 +290,7 @@ pub(crate) fn follow(
     if leader == ctx.me || !a.leading || a.installed.leader(ctx.servers) != leader {
         return;
     }
-    let rejoin = a.installed == ctx.last_installed && ctx.state == ServerState::LeaderElection;
-    if a.installed > ctx.last_installed || rejoin {
+    if ctx.joins_announced_view(a.installed, true) {
         actions.push_back(ElectionAction::Install(a.installed));
     }
 }
