@@ -11,18 +11,19 @@ use paxos_core::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod events;
 mod nemesis;
 mod schedule;
 mod stable;
+use events::{Ev, EventQueue};
 pub use nemesis::NodeFaults;
 pub(crate) use schedule::SchedParams;
-use schedule::{Input, Sched, SchedEv, SchedOptions};
+use schedule::{Input, Sched, SchedOptions};
 pub use schedule::{ScheduleMode, Workload};
 pub use stable::LivenessSet;
 
@@ -521,84 +522,6 @@ pub(crate) struct Params {
 
 type SimReplica = Replica<SimStateMachine, Box<dyn LeaderElection>>;
 
-enum Ev {
-    Tick { node: u8, gen: u32 },
-    Deliver { from: u8, to: u8, msg: Message },
-    Synced { node: u8, gen: u32 },
-    Submit { client: u32 },
-    Timeout { client: u32, ts: u64 },
-    Chaos,
-    Restart { node: u8 },
-    PartitionEnd { id: u64 },
-    Flap { id: u64, left: u32 },
-    Heal,
-    Check,
-    Script { index: u32 },
-    Sched(SchedEv),
-}
-
-impl Ev {
-    fn code(&self) -> u64 {
-        match self {
-            Ev::Tick { node, .. } => u64::from(*node) << 8,
-            Ev::Deliver { from, to, msg } => {
-                1 | u64::from(*from) << 8 | u64::from(*to) << 16 | (msg_code(msg) << 24)
-            }
-            Ev::Synced { node, .. } => 2 | u64::from(*node) << 8,
-            Ev::Submit { client } => 3 | u64::from(*client) << 8,
-            Ev::Timeout { client, ts } => 4 | u64::from(*client) << 8 | ts << 40,
-            Ev::Chaos => 5,
-            Ev::Restart { node } => 6 | u64::from(*node) << 8,
-            Ev::PartitionEnd { id } => 7 | id << 8,
-            Ev::Flap { id, left } => 8 | id << 8 | u64::from(*left) << 40,
-            Ev::Heal => 9,
-            Ev::Check => 10,
-            Ev::Script { index } => 11 | u64::from(*index) << 8,
-            Ev::Sched(e) => 12 | e.code() << 8,
-        }
-    }
-}
-
-fn msg_code(m: &Message) -> u64 {
-    match m {
-        Message::ClientUpdate(_) => 0,
-        Message::Prepare { .. } => 1,
-        Message::PrepareOk { .. } => 2,
-        Message::Proposal { .. } => 3,
-        Message::Accept { .. } => 4,
-        Message::Alive { .. } => 5,
-        Message::ReconRequest { .. } => 6,
-        Message::ReconReply { .. } => 7,
-        Message::SnapshotTransfer(_) => 8,
-        Message::Election(_) => 9,
-    }
-}
-
-/// A heap key; the event itself lives in the world's slab so heap moves stay small.
-struct Entry {
-    at: Time,
-    seq: u64,
-    slot: u32,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    // Reversed: BinaryHeap is a max-heap and we want the earliest (then first scheduled) event.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
-
 struct Node {
     replica: Option<Box<SimReplica>>,
     gen: u32,
@@ -636,10 +559,7 @@ enum Phase {
 pub(crate) struct World {
     pub(crate) p: Params,
     now: Time,
-    next_seq: u64,
-    heap: BinaryHeap<Entry>,
-    slab: Vec<Option<Ev>>,
-    free: Vec<u32>,
+    queue: EventQueue,
     /// Clients with zero think time whose next update goes in right after the current drain.
     resubmit: Vec<u32>,
     rng: ChaCha8Rng,
@@ -722,10 +642,7 @@ impl World {
         let loss = p.mix.loss;
         let mut w = World {
             now: Time::ZERO,
-            next_seq: 0,
-            heap: BinaryHeap::new(),
-            slab: Vec::new(),
-            free: Vec::new(),
+            queue: EventQueue::default(),
             resubmit: Vec::new(),
             rng,
             factory,
@@ -777,22 +694,7 @@ impl World {
     }
 
     fn schedule(&mut self, at: Time, ev: Ev) {
-        self.next_seq += 1;
-        let slot = match self.free.pop() {
-            Some(i) => {
-                self.slab[i as usize] = Some(ev);
-                i
-            }
-            None => {
-                self.slab.push(Some(ev));
-                (self.slab.len() - 1) as u32
-            }
-        };
-        self.heap.push(Entry {
-            at,
-            seq: self.next_seq,
-            slot,
-        });
+        self.queue.push(at, ev);
     }
 
     fn log(&self, level: u8, f: impl FnOnce() -> String) {
@@ -1065,18 +967,18 @@ impl World {
     }
 
     pub(crate) fn run(&mut self) {
-        while let Some(e) = self.heap.pop() {
-            if e.at != self.now {
+        while let Some((at, ev)) = self.queue.pop() {
+            if at != self.now {
                 self.drain_dirty();
                 if self.stop {
                     break;
                 }
-                if e.at > self.end_limit {
+                if at > self.end_limit {
                     break;
                 }
-                self.now = e.at;
+                self.now = at;
             }
-            self.process(e);
+            self.process(at, ev);
             if self.stop {
                 break;
             }
@@ -1090,13 +992,9 @@ impl World {
         }
     }
 
-    fn process(&mut self, e: Entry) {
-        let Some(ev) = self.slab[e.slot as usize].take() else {
-            return;
-        };
-        self.free.push(e.slot);
+    fn process(&mut self, at: Time, ev: Ev) {
         self.events += 1;
-        self.trace = mix(mix(self.trace, e.at.0), ev.code());
+        self.trace = mix(mix(self.trace, at.0), ev.code());
         self.handle(ev);
     }
 
@@ -1104,19 +1002,21 @@ impl World {
     /// leaves the clock at `t`. Does nothing more once a violation stopped the world.
     pub(crate) fn run_until(&mut self, t: Time) {
         while !self.stop {
-            match self.heap.peek() {
-                Some(e) if e.at <= t => {}
+            match self.queue.next_time() {
+                Some(at) if at <= t => {}
                 _ => break,
             }
-            let Some(e) = self.heap.pop() else { break };
-            if e.at != self.now {
+            let Some((at, ev)) = self.queue.pop() else {
+                break;
+            };
+            if at != self.now {
                 self.drain_dirty();
                 if self.stop {
                     break;
                 }
-                self.now = e.at;
+                self.now = at;
             }
-            self.process(e);
+            self.process(at, ev);
         }
         if !self.stop {
             self.drain_dirty();
