@@ -5,9 +5,9 @@ use crate::faults::{FaultMix, FaultProfile, PartitionKind};
 use crate::report::{Counters, Latency, LeaderChange, RunReport, Violation, ViolationKind};
 use crate::state_machine::{finish, mix, SimStateMachine};
 use paxos_core::{
-    decode_envelope, encode_envelope, ClientId, ClientUpdate, Config, Destination, Durability,
-    DurableState, Envelope, LeaderElection, Message, Metrics, NodeId, PersistBatch, PsbConfig,
-    PsbViewChange, Replica, Seq, ServerState, Time, Timestamp, View, ViewRecord,
+    ClientId, ClientUpdate, Config, Durability, DurableState, LeaderElection, Metrics, NodeId,
+    PersistBatch, PsbConfig, PsbViewChange, Replica, Seq, ServerState, Time, Timestamp, View,
+    ViewRecord,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -18,10 +18,12 @@ use std::time::Duration;
 
 mod events;
 mod nemesis;
+mod network;
 mod schedule;
 mod stable;
 use events::{Ev, EventQueue};
 pub use nemesis::NodeFaults;
+use network::Network;
 pub(crate) use schedule::SchedParams;
 use schedule::{Input, Sched, SchedOptions};
 pub use schedule::{ScheduleMode, Workload};
@@ -543,12 +545,6 @@ struct Client {
     update: Option<ClientUpdate>,
 }
 
-struct Partition {
-    id: u64,
-    masks: Vec<u64>,
-    active: bool,
-}
-
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Phase {
     Faults,
@@ -566,12 +562,8 @@ pub(crate) struct World {
     factory: ElectionFactory,
     nodes: Vec<Node>,
     clients: Vec<Client>,
-    partitions: Vec<Partition>,
-    next_partition: u64,
-    /// Links cut by a driver, per sender: bit `t` of `cuts[f]` blocks `f -> t`.
-    cuts: Vec<u64>,
-    blocked: Vec<u64>,
-    loss: f64,
+    /// Partitions, cut links and loss (`network.rs`).
+    net: Network,
     phase: Phase,
     clients_active: bool,
     /// Stopped by a driver: scheduled submissions are dropped too.
@@ -639,7 +631,6 @@ impl World {
             &p.config,
             clients.iter().map(|c| c.server).collect(),
         );
-        let loss = p.mix.loss;
         let mut w = World {
             now: Time::ZERO,
             queue: EventQueue::default(),
@@ -659,11 +650,7 @@ impl World {
                 })
                 .collect(),
             clients,
-            partitions: Vec::new(),
-            next_partition: 1,
-            cuts: vec![0; n],
-            blocked: vec![0; n],
-            loss,
+            net: Network::new(n, p.mix.loss),
             phase: Phase::Faults,
             clients_active: true,
             clients_paused: false,
@@ -1055,15 +1042,10 @@ impl World {
         self.log(1, || {
             format!("driver: {} n{a}-n{b}", if cut { "cut" } else { "heal" })
         });
+        self.net.set_link(a, b, cut);
         if cut {
-            self.cuts[a] |= 1 << b;
-            self.cuts[b] |= 1 << a;
             self.counters.partitions += 1;
-        } else {
-            self.cuts[a] &= !(1 << b);
-            self.cuts[b] &= !(1 << a);
         }
-        self.recompute_blocked();
     }
 
     /// Starts or stops the closed-loop clients (driver action). Stopped clients finish the update
@@ -1089,9 +1071,7 @@ impl World {
     /// Heals every link cut by the driver and every partition (driver fault).
     pub(crate) fn drive_heal_all(&mut self) {
         self.log(1, || "driver: heal all".to_string());
-        self.cuts.iter_mut().for_each(|c| *c = 0);
-        self.partitions.clear();
-        self.recompute_blocked();
+        self.net.heal_all();
     }
 
     /// Per server, `Some(last_installed)` when it is up and regular (not in leader election).
@@ -1130,26 +1110,7 @@ impl World {
                     self.schedule(next, Ev::Tick { node, gen });
                 }
             }
-            Ev::Deliver { from, to, msg } => {
-                let (f, t) = (from as usize, to as usize);
-                if self.blocked[f] & (1 << t) != 0 {
-                    self.counters.messages_dropped += 1;
-                    if self.p.verbose >= 3 {
-                        println!(
-                            "{} n{f} -> n{t} {} DROPPED (partition)",
-                            self.now,
-                            msg.kind()
-                        );
-                    }
-                    return;
-                }
-                if self.nodes[t].replica.is_some() {
-                    let from = NodeId(f as u32);
-                    self.input(t, Input::Message { from, msg });
-                } else {
-                    self.counters.messages_dropped += 1;
-                }
-            }
+            Ev::Deliver { from, to, msg } => self.deliver(from as usize, to as usize, msg),
             Ev::Synced { node, gen } => {
                 let i = node as usize;
                 if self.nodes[i].gen != gen {
@@ -1184,30 +1145,8 @@ impl World {
                     self.boot(i);
                 }
             }
-            Ev::PartitionEnd { id } => {
-                let before = self.partitions.len();
-                self.partitions.retain(|p| p.id != id);
-                if self.partitions.len() != before {
-                    self.recompute_blocked();
-                    self.log(1, || format!("partition {id} healed"));
-                }
-            }
-            Ev::Flap { id, left } => {
-                let Some(p) = self.partitions.iter_mut().find(|p| p.id == id) else {
-                    return;
-                };
-                if left == 0 {
-                    self.partitions.retain(|p| p.id != id);
-                } else {
-                    p.active = !p.active;
-                    if p.active {
-                        self.counters.partitions += 1;
-                    }
-                    let gap = Duration::from_millis(self.rng.gen_range(20..300));
-                    self.schedule(self.now + gap, Ev::Flap { id, left: left - 1 });
-                }
-                self.recompute_blocked();
-            }
+            Ev::PartitionEnd { id } => self.end_partition(id),
+            Ev::Flap { id, left } => self.flap(id, left),
             Ev::Heal => self.heal(),
             Ev::Check => self.check_convergence(),
             Ev::Script { index } => self.script_step(index as usize),
@@ -1235,10 +1174,7 @@ impl World {
                     self.add_partition(masks, None);
                 }
             }
-            ScriptAction::HealNetwork => {
-                self.partitions.clear();
-                self.recompute_blocked();
-            }
+            ScriptAction::HealNetwork => self.net.clear_partitions(),
             ScriptAction::CrashAll => {
                 for i in 0..self.p.n {
                     self.crash(i);
@@ -1250,70 +1186,6 @@ impl World {
                 }
             }
         }
-    }
-
-    fn isolate_masks(&self, x: usize) -> Vec<u64> {
-        let n = self.p.n;
-        (0..n)
-            .map(|f| {
-                if f == x {
-                    all_mask(n) & !(1 << x)
-                } else {
-                    1 << x
-                }
-            })
-            .collect()
-    }
-
-    fn add_partition(&mut self, masks: Vec<u64>, lasts: Option<Duration>) -> u64 {
-        let id = self.next_partition;
-        self.next_partition += 1;
-        self.partitions.push(Partition {
-            id,
-            masks,
-            active: true,
-        });
-        self.counters.partitions += 1;
-        self.recompute_blocked();
-        if let Some(d) = lasts {
-            self.schedule(self.now + d, Ev::PartitionEnd { id });
-        }
-        id
-    }
-
-    fn recompute_blocked(&mut self) {
-        self.blocked.copy_from_slice(&self.cuts);
-        for p in &self.partitions {
-            if p.active {
-                for (b, m) in self.blocked.iter_mut().zip(&p.masks) {
-                    *b |= m;
-                }
-            }
-        }
-    }
-
-    fn random_split(&mut self) -> u64 {
-        let n = self.p.n;
-        let all = all_mask(n);
-        loop {
-            let s = self.rng.gen_range(0..=all);
-            if s != 0 && s != all {
-                return s;
-            }
-        }
-    }
-
-    fn split_masks(&self, side: u64) -> Vec<u64> {
-        let all = all_mask(self.p.n);
-        (0..self.p.n)
-            .map(|f| {
-                if side & (1 << f) != 0 {
-                    all & !side
-                } else {
-                    side
-                }
-            })
-            .collect()
     }
 
     fn chaos(&mut self) {
@@ -1413,9 +1285,8 @@ impl World {
             let size = self.rng.gen_range(majority..=n);
             ids[..size].iter().fold(0u64, |m, &i| m | 1 << i)
         };
-        self.partitions.clear();
-        self.cuts.iter_mut().for_each(|c| *c = 0);
-        self.loss = 0.0;
+        self.net.heal_all();
+        self.net.loss = 0.0;
         let outside = all_mask(n) & !self.stable;
         let crash_ok = self.p.mix.crashes && self.p.config.durability == Durability::Sync;
         for i in 0..n {
@@ -1437,7 +1308,6 @@ impl World {
             // Keeping the others away is not a fault the run exercised.
             self.counters.partitions -= 1;
         }
-        self.recompute_blocked();
         self.nemesis_heal();
         for i in 0..n {
             if self.stable & (1 << i) != 0 {
@@ -1764,108 +1634,6 @@ impl World {
                 self.schedule(at, Ev::Submit { client: c as u32 });
             }
         }
-    }
-
-    fn send(&mut self, from: usize, to: Destination, msg: Message) {
-        let msg = if self.p.mix.codec_sample > 0.0 && self.rng.gen_bool(self.p.mix.codec_sample) {
-            self.counters.codec_roundtrips += 1;
-            let env = Envelope {
-                from: NodeId(from as u32),
-                message: msg,
-            };
-            match encode_envelope(&env).and_then(|b| decode_envelope(&b)) {
-                Ok(back) if back == env => back.message,
-                Ok(_) => {
-                    self.violation(
-                        ViolationKind::Codec,
-                        format!("{} changed in a codec round trip", env.message.kind()),
-                    );
-                    return;
-                }
-                Err(e) => {
-                    self.violation(
-                        ViolationKind::Codec,
-                        format!("{} failed a codec round trip: {e}", env.message.kind()),
-                    );
-                    return;
-                }
-            }
-        } else {
-            msg
-        };
-        match to {
-            Destination::Node(j) => {
-                if j.index() < self.p.n && j.index() != from {
-                    self.send_one(from, j.index(), msg);
-                }
-            }
-            Destination::All => {
-                let n = self.p.n;
-                let last = if from == n - 1 {
-                    n.wrapping_sub(2)
-                } else {
-                    n - 1
-                };
-                for j in 0..n {
-                    if j == from {
-                        continue;
-                    }
-                    if j == last {
-                        self.send_one(from, j, msg);
-                        break;
-                    }
-                    self.send_one(from, j, msg.clone());
-                }
-            }
-        }
-    }
-
-    fn delay(&mut self) -> Duration {
-        if self.p.bench_updates.is_some() {
-            return self.p.base_delay;
-        }
-        let mut d = self.p.base_delay;
-        if !self.p.jitter.is_zero() {
-            d += Duration::from_nanos(self.rng.gen_range(0..=self.p.jitter.as_nanos() as u64));
-        }
-        let m = &self.p.mix;
-        if m.reorder > 0.0 && self.rng.gen_bool(m.reorder) {
-            d += Duration::from_micros(self.rng.gen_range(0..20_000));
-        }
-        if m.long_delay > 0.0 && self.rng.gen_bool(m.long_delay) {
-            let max = m.long_delay_max.as_micros().max(1) as u64;
-            d += Duration::from_micros(self.rng.gen_range(0..max));
-        }
-        d
-    }
-
-    fn send_one(&mut self, from: usize, to: usize, msg: Message) {
-        self.counters.messages_sent += 1;
-        if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
-            self.counters.messages_dropped += 1;
-            return;
-        }
-        let d = self.delay();
-        if self.p.mix.duplicate > 0.0 && self.rng.gen_bool(self.p.mix.duplicate) {
-            self.counters.messages_duplicated += 1;
-            let d2 = self.delay();
-            self.schedule(
-                self.now + d2,
-                Ev::Deliver {
-                    from: from as u8,
-                    to: to as u8,
-                    msg: msg.clone(),
-                },
-            );
-        }
-        self.schedule(
-            self.now + d,
-            Ev::Deliver {
-                from: from as u8,
-                to: to as u8,
-                msg,
-            },
-        );
     }
 
     pub(crate) fn into_report(mut self, election: &'static str, replay: String) -> RunReport {
