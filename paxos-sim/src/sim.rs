@@ -5,22 +5,22 @@ use crate::faults::{FaultMix, FaultProfile, PartitionKind};
 use crate::report::{Counters, Latency, LeaderChange, RunReport, Violation, ViolationKind};
 use crate::state_machine::{finish, mix, SimStateMachine};
 use paxos_core::{
-    ClientId, ClientUpdate, Config, Durability, DurableState, LeaderElection, Metrics, NodeId,
-    PersistBatch, PsbConfig, PsbViewChange, Replica, Seq, ServerState, Time, Timestamp, View,
-    ViewRecord,
+    ClientId, ClientUpdate, Config, Durability, LeaderElection, Metrics, NodeId, PsbConfig,
+    PsbViewChange, Replica, Seq, ServerState, Time, Timestamp, View,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod disks;
 mod events;
 mod nemesis;
 mod network;
 mod schedule;
 mod stable;
+use disks::Disk;
 use events::{Ev, EventQueue};
 pub use nemesis::NodeFaults;
 use network::Network;
@@ -527,11 +527,8 @@ type SimReplica = Replica<SimStateMachine, Box<dyn LeaderElection>>;
 struct Node {
     replica: Option<Box<SimReplica>>,
     gen: u32,
-    durable: DurableState,
-    unsynced: VecDeque<PersistBatch>,
-    disk_free_at: Time,
-    /// The highest view record ever made durable here.
-    promised: ViewRecord,
+    /// Its storage (`disks.rs`).
+    disk: Disk,
     snaps_seen: u64,
     digest_pos: u64,
 }
@@ -600,14 +597,6 @@ fn all_mask(n: usize) -> u64 {
     }
 }
 
-fn contiguous_prefix(d: &DurableState) -> Seq {
-    let mut s = d.snapshot_seq();
-    while d.ordered.contains_key(&s.next()) {
-        s = s.next();
-    }
-    s
-}
-
 impl World {
     pub(crate) fn new(p: Params, mut rng: ChaCha8Rng, factory: ElectionFactory) -> World {
         let n = p.n;
@@ -641,10 +630,7 @@ impl World {
                 .map(|_| Node {
                     replica: None,
                     gen: 0,
-                    durable: DurableState::default(),
-                    unsynced: VecDeque::new(),
-                    disk_free_at: Time::ZERO,
-                    promised: ViewRecord::default(),
+                    disk: Disk::default(),
                     snaps_seen: 0,
                     digest_pos: 0,
                 })
@@ -738,176 +724,12 @@ impl World {
         Duration::from_secs_f64((-u.ln() * mean).clamp(0.001, 60.0))
     }
 
-    /// Creates (or re-creates after a crash) server `i` from its durable state.
-    fn boot(&mut self, i: usize) {
-        let n = self.p.n;
-        let mut config = self.p.config.clone();
-        config.id = NodeId(i as u32);
-        let local = self.local_now(i);
-        let node = &mut self.nodes[i];
-        if node.replica.is_some() {
-            return;
-        }
-        let restart = node.gen > 0;
-        if restart {
-            node.durable.incarnation += 1;
-        }
-        node.gen += 1;
-        let election = (self.factory)(NodeId(i as u32), n);
-        let durable = node.durable.clone();
-        let expect = contiguous_prefix(&durable);
-        let snap = durable.snapshot_seq();
-        match Replica::new(config, SimStateMachine::new(), election, durable, local) {
-            Ok(r) => {
-                let aru = r.election_context().local_aru;
-                node.replica = Some(Box::new(r));
-                node.snaps_seen = 0;
-                node.digest_pos = u64::MAX;
-                node.disk_free_at = self.now;
-                let executed = self.checker.pos[i];
-                self.checker.reset_node(i, snap);
-                // Exactly the durable prefix: not less (lost durable state), not more (executed
-                // something storage does not hold). Below the executed prefix is fine: ordered
-                // updates are written without anything waiting for them (docs/simulator.md).
-                if aru != expect {
-                    self.violation(
-                        ViolationKind::Durability,
-                        format!(
-                            "n{i} restarted at aru {} but its durable log is contiguous through {}",
-                            aru, expect
-                        ),
-                    );
-                } else if restart && aru.0 < executed {
-                    self.log(1, || {
-                        format!("n{i} restarts at aru {aru}, below the slot {executed} it executed")
-                    });
-                }
-            }
-            Err(e) => {
-                self.violation(ViolationKind::Codec, format!("n{i} refused to start: {e}"));
-                return;
-            }
-        }
-        let gen = self.nodes[i].gen;
-        let offset = Duration::from_nanos(self.rng.gen_range(0..self.p.tick.as_nanos() as u64));
-        self.schedule(self.now + offset, Ev::Tick { node: i as u8, gen });
-        self.dirty |= 1 << i;
-        if restart {
-            self.counters.restarts += 1;
-            self.log(1, || format!("restart n{i}"));
-        }
-    }
-
     fn fold_metrics(counters: &mut Counters, m: &Metrics) {
         counters.views_installed += m.views_installed;
         counters.reconciliations += m.recon_requests;
         counters.snapshots_taken += m.snapshots_taken;
         counters.snapshots_installed += m.snapshots_installed;
         counters.floor_wait_stalls += m.floor_wait_stalls;
-    }
-
-    fn crash(&mut self, i: usize) {
-        if self.p.config.durability != Durability::Sync {
-            return;
-        }
-        let Some(r) = self.nodes[i].replica.take() else {
-            return;
-        };
-        Self::fold_metrics(&mut self.counters, r.metrics());
-        drop(r);
-        self.set_leader(i, false);
-        self.dirty &= !(1 << i);
-        self.sched_crash(i);
-        self.counters.crashes += 1;
-        let len = self.nodes[i].unsynced.len();
-        let keep = if self.p.mix.torn_writes && len > 0 {
-            self.rng.gen_range(0..=len)
-        } else {
-            0
-        };
-        if keep < len {
-            self.counters.lost_writes += 1;
-            if keep > 0 {
-                self.counters.torn_writes += 1;
-            }
-        }
-        for _ in 0..keep {
-            if let Some(b) = self.nodes[i].unsynced.pop_front() {
-                self.make_durable(i, &b);
-            }
-        }
-        let node = &mut self.nodes[i];
-        node.unsynced.clear();
-        node.gen += 1; // invalidates ticks and fsyncs in flight
-        self.log(1, || {
-            format!("crash n{i} (kept {keep} of {len} unsynced batches)")
-        });
-        if self.phase == Phase::Faults
-            && self.p.script.is_empty()
-            && self.p.driven_clients.is_none()
-        {
-            let down = Duration::from_millis(self.rng.gen_range(20..1500));
-            self.schedule(self.now + down, Ev::Restart { node: i as u8 });
-        }
-    }
-
-    fn make_durable(&mut self, i: usize, b: &PersistBatch) {
-        let node = &mut self.nodes[i];
-        let d = &node.durable;
-        let mut problem = None;
-        if let Some(v) = b.view {
-            if v.last_attempted < d.view.last_attempted || v.last_installed < d.view.last_installed
-            {
-                problem = Some(format!(
-                    "n{i} view promise regressed: {:?} -> {:?}",
-                    d.view, v
-                ));
-            }
-        }
-        let floor = d.snapshot_seq();
-        for a in &b.accepted {
-            if a.seq > floor {
-                if let Some(old) = d.accepted.get(&a.seq) {
-                    if old.view > a.view {
-                        problem = Some(format!(
-                            "n{i} accepted view regressed at slot {}: {} -> {}",
-                            a.seq, old.view, a.view
-                        ));
-                    }
-                }
-            }
-        }
-        for o in &b.ordered {
-            if let Some(old) = d.ordered.get(&o.seq) {
-                if old.update != o.update {
-                    problem = Some(format!("n{i} ordered slot {} rewritten", o.seq));
-                }
-            }
-        }
-        if let Some(pr) = problem {
-            self.violation(ViolationKind::Durability, pr);
-            return;
-        }
-        if let Err((kind, detail)) = self.checker.oracles.on_durable(i, b, &node.durable) {
-            self.violation(kind, detail);
-            return;
-        }
-        let node = &mut self.nodes[i];
-        node.durable.apply(b);
-        let v = node.durable.view;
-        if v.last_attempted < node.promised.last_attempted
-            || v.last_installed < node.promised.last_installed
-        {
-            let msg = format!(
-                "n{i} durable view {:?} below an earlier durable promise {:?}",
-                v, node.promised
-            );
-            self.violation(ViolationKind::Durability, msg);
-            return;
-        }
-        let node = &mut self.nodes[i];
-        node.promised = node.durable.view;
-        self.counters.batches_synced += 1;
     }
 
     fn set_leader(&mut self, i: usize, leads: bool) {
@@ -1111,19 +933,7 @@ impl World {
                 }
             }
             Ev::Deliver { from, to, msg } => self.deliver(from as usize, to as usize, msg),
-            Ev::Synced { node, gen } => {
-                let i = node as usize;
-                if self.nodes[i].gen != gen {
-                    return;
-                }
-                let Some(b) = self.nodes[i].unsynced.pop_front() else {
-                    return;
-                };
-                self.make_durable(i, &b);
-                if self.nodes[i].replica.is_some() {
-                    self.input(i, Input::Persisted(b.id));
-                }
-            }
+            Ev::Synced { node, gen } => self.synced(node as usize, gen),
             Ev::Submit { client } => {
                 if !self.clients_paused {
                     self.submit(client as usize);
@@ -1480,26 +1290,10 @@ impl World {
             return;
         };
         while let Some(b) = r.poll_persist() {
-            if let Err((kind, detail)) = self.checker.oracles.on_written(i, &b) {
-                self.violation(kind, detail);
-            }
-            let delay = if self.p.mix.slow_disk {
-                self.rng.gen_range(100_000..40_000_000)
-            } else if self.p.bench_updates.is_some() {
-                50_000
-            } else {
-                self.rng.gen_range(50_000..2_000_000)
-            };
-            let delay = self.disk_delay(i, delay);
-            let node = &mut self.nodes[i];
-            let at = (self.now + Duration::from_nanos(delay)).max(node.disk_free_at);
-            node.disk_free_at = at;
-            node.unsynced.push_back(b);
-            let gen = node.gen;
-            self.schedule(at, Ev::Synced { node: i as u8, gen });
+            self.write(i, b);
         }
         while let Some((to, msg)) = r.poll_message() {
-            let durable = &self.nodes[i].durable;
+            let durable = &self.nodes[i].disk.durable;
             if let Err((kind, detail)) = self.checker.oracles.on_send(i, &msg, durable) {
                 self.violation(kind, detail);
             }
@@ -1569,7 +1363,7 @@ impl World {
         for (i, node) in self.nodes.iter().enumerate() {
             let mut f = self.checker.pos[i];
             if sync || node.replica.is_none() {
-                f = f.min(node.durable.snapshot_seq().0);
+                f = f.min(node.disk.durable.snapshot_seq().0);
             }
             floor = floor.min(f);
         }
