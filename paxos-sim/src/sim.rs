@@ -1,12 +1,12 @@
 //! The simulator: a builder ([`Simulation`]) and the discrete-event world it runs.
 
-use crate::checker::{make_payload, Checker};
+use crate::checker::Checker;
 use crate::faults::{FaultMix, FaultProfile, PartitionKind};
-use crate::report::{Counters, Latency, LeaderChange, RunReport, Violation, ViolationKind};
+use crate::report::{Counters, LeaderChange, RunReport, Violation, ViolationKind};
 use crate::state_machine::{finish, mix, SimStateMachine};
 use paxos_core::{
-    ClientId, ClientUpdate, Config, Durability, LeaderElection, Metrics, NodeId, PsbConfig,
-    PsbViewChange, Replica, Seq, ServerState, Time, Timestamp, View,
+    Config, Durability, LeaderElection, Metrics, NodeId, PsbConfig, PsbViewChange, Replica, Seq,
+    ServerState, Time, View,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -14,12 +14,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod clients;
 mod disks;
 mod events;
 mod nemesis;
 mod network;
 mod schedule;
 mod stable;
+use clients::Clients;
 use disks::Disk;
 use events::{Ev, EventQueue};
 pub use nemesis::NodeFaults;
@@ -533,15 +535,6 @@ struct Node {
     digest_pos: u64,
 }
 
-struct Client {
-    id: u64,
-    server: NodeId,
-    ts: u64,
-    outstanding: bool,
-    first_sent: Time,
-    update: Option<ClientUpdate>,
-}
-
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Phase {
     Faults,
@@ -553,18 +546,14 @@ pub(crate) struct World {
     pub(crate) p: Params,
     now: Time,
     queue: EventQueue,
-    /// Clients with zero think time whose next update goes in right after the current drain.
-    resubmit: Vec<u32>,
     rng: ChaCha8Rng,
     factory: ElectionFactory,
     nodes: Vec<Node>,
-    clients: Vec<Client>,
+    /// The closed-loop clients (`clients.rs`).
+    clients: Clients,
     /// Partitions, cut links and loss (`network.rs`).
     net: Network,
     phase: Phase,
-    clients_active: bool,
-    /// Stopped by a driver: scheduled submissions are dropped too.
-    clients_paused: bool,
     checker: Checker,
     pub(crate) counters: Counters,
     trace: u64,
@@ -578,7 +567,6 @@ pub(crate) struct World {
     leader_mask: u64,
     leaderless_since: Option<Time>,
     leaderless: Duration,
-    latencies: Vec<Latency>,
     healed_at: Option<Time>,
     converged_at: Option<Time>,
     stable: u64,
@@ -600,30 +588,16 @@ fn all_mask(n: usize) -> u64 {
 impl World {
     pub(crate) fn new(p: Params, mut rng: ChaCha8Rng, factory: ElectionFactory) -> World {
         let n = p.n;
-        let clients: Vec<Client> = (0..p.clients)
-            .map(|c| Client {
-                id: c as u64,
-                server: match &p.driven_clients {
-                    Some(at) => at[c],
-                    None if p.bench_updates.is_some() => NodeId((c % n) as u32),
-                    None => NodeId(rng.gen_range(0..n as u32)),
-                },
-                ts: 0,
-                outstanding: false,
-                first_sent: Time::ZERO,
-                update: None,
-            })
-            .collect();
+        let clients = Clients::new(&p, &mut rng);
         let checker = Checker::new(
             p.seed,
             p.payload_len,
             &p.config,
-            clients.iter().map(|c| c.server).collect(),
+            clients.list.iter().map(|c| c.server).collect(),
         );
         let mut w = World {
             now: Time::ZERO,
             queue: EventQueue::default(),
-            resubmit: Vec::new(),
             rng,
             factory,
             nodes: (0..n)
@@ -638,8 +612,6 @@ impl World {
             clients,
             net: Network::new(n, p.mix.loss),
             phase: Phase::Faults,
-            clients_active: true,
-            clients_paused: false,
             checker,
             counters: Counters::default(),
             trace: 0xcbf2_9ce4_8422_2325,
@@ -652,7 +624,6 @@ impl World {
             leader_mask: 0,
             leaderless_since: Some(Time::ZERO),
             leaderless: Duration::ZERO,
-            latencies: Vec::new(),
             healed_at: None,
             converged_at: None,
             stable: all_mask(n),
@@ -692,14 +663,7 @@ impl World {
         for i in 0..n {
             self.boot(i);
         }
-        for c in 0..self.clients.len() {
-            let at = if self.p.bench_updates.is_some() {
-                Time(1_000_000)
-            } else {
-                Time::ZERO + Duration::from_millis(self.rng.gen_range(0..200))
-            };
-            self.schedule(at, Ev::Submit { client: c as u32 });
-        }
+        self.start_clients();
         if let Some(phase) = self.p.fault_phase {
             let heal_at = Time::ZERO + phase;
             self.schedule(heal_at, Ev::Heal);
@@ -877,13 +841,13 @@ impl World {
         self.log(1, || {
             format!("driver: clients {}", if on { "on" } else { "off" })
         });
-        let was = !self.clients_paused;
-        self.clients_active = on;
-        self.clients_paused = !on;
+        let was = !self.clients.paused;
+        self.clients.active = on;
+        self.clients.paused = !on;
         if on && !was {
-            for c in 0..self.clients.len() {
-                let up = self.alive(self.clients[c].server.index());
-                if up && !self.clients[c].outstanding {
+            for c in 0..self.clients.list.len() {
+                let up = self.alive(self.clients.list[c].server.index());
+                if up && !self.clients.list[c].outstanding {
                     self.schedule(self.now, Ev::Submit { client: c as u32 });
                 }
             }
@@ -934,20 +898,8 @@ impl World {
             }
             Ev::Deliver { from, to, msg } => self.deliver(from as usize, to as usize, msg),
             Ev::Synced { node, gen } => self.synced(node as usize, gen),
-            Ev::Submit { client } => {
-                if !self.clients_paused {
-                    self.submit(client as usize);
-                }
-            }
-            Ev::Timeout { client, ts } => {
-                let c = client as usize;
-                if self.clients[c].outstanding && self.clients[c].ts == ts {
-                    self.counters.client_retries += 1;
-                    self.send_to_server(c);
-                    let at = self.now + self.p.client_timeout;
-                    self.schedule(at, Ev::Timeout { client, ts });
-                }
-            }
+            Ev::Submit { client } => self.scheduled_submit(client as usize),
+            Ev::Timeout { client, ts } => self.client_timeout(client, ts),
             Ev::Chaos => self.chaos(),
             Ev::Restart { node } => {
                 let i = node as usize;
@@ -1081,7 +1033,7 @@ impl World {
         let n = self.p.n;
         self.phase = Phase::Liveness;
         self.healed_at = Some(self.now);
-        self.clients_active = false;
+        self.clients.active = false;
         let majority = n / 2 + 1;
         self.stable = if self.p.heal_all || self.rng.gen_bool(0.5) {
             all_mask(n)
@@ -1126,8 +1078,8 @@ impl World {
         }
         self.liveness_set_hook(outside);
         // Every client of the stable set gets one more update in, so liveness is always tested.
-        for c in 0..self.clients.len() {
-            let cl = &self.clients[c];
+        for c in 0..self.clients.list.len() {
+            let cl = &self.clients.list[c];
             if self.stable & (1 << cl.server.index()) != 0 && !cl.outstanding {
                 self.submit(c);
             }
@@ -1142,6 +1094,7 @@ impl World {
     fn pending_detail(&self) -> String {
         let pending: Vec<String> = self
             .clients
+            .list
             .iter()
             .filter(|c| c.outstanding && self.stable & (1 << c.server.index()) != 0)
             .map(|c| format!("{}:{}@n{}", c.id, c.ts, c.server.0))
@@ -1192,6 +1145,7 @@ impl World {
         }
         let pending = self
             .clients
+            .list
             .iter()
             .any(|c| c.outstanding && self.stable & (1 << c.server.index()) != 0);
         let mut positions = Vec::new();
@@ -1221,48 +1175,6 @@ impl World {
         self.schedule(self.now + Duration::from_millis(50), Ev::Check);
     }
 
-    fn submit(&mut self, c: usize) {
-        if self.clients[c].outstanding {
-            return;
-        }
-        let cl = &mut self.clients[c];
-        cl.ts += 1;
-        let ts = cl.ts;
-        let update = ClientUpdate {
-            client_id: ClientId(cl.id),
-            server_id: cl.server,
-            timestamp: Timestamp(ts),
-            payload: make_payload(self.p.seed, cl.id, ts, self.p.payload_len),
-        };
-        self.checker.submitted_at[c] = (update.payload.as_ptr() as usize, update.payload.len());
-        cl.update = Some(update);
-        cl.outstanding = true;
-        cl.first_sent = self.now;
-        self.checker.submitted[c] = ts;
-        self.send_to_server(c);
-        if self.p.bench_updates.is_none() {
-            let at = self.now + self.p.client_timeout;
-            self.schedule(
-                at,
-                Ev::Timeout {
-                    client: c as u32,
-                    ts,
-                },
-            );
-        }
-    }
-
-    fn send_to_server(&mut self, c: usize) {
-        let i = self.clients[c].server.index();
-        if self.nodes[i].replica.is_none() {
-            return;
-        }
-        let Some(u) = self.clients[c].update.clone() else {
-            return;
-        };
-        self.input(i, Input::Client(u));
-    }
-
     fn drain_dirty(&mut self) {
         loop {
             while self.dirty != 0 {
@@ -1273,15 +1185,9 @@ impl World {
                     return;
                 }
             }
-            if self.resubmit.is_empty() {
+            if !self.resubmit() {
                 return;
             }
-            let mut batch = std::mem::take(&mut self.resubmit);
-            for &c in &batch {
-                self.submit(c as usize);
-            }
-            batch.clear();
-            self.resubmit = batch;
         }
     }
 
@@ -1370,66 +1276,6 @@ impl World {
         self.checker.trim(floor);
     }
 
-    fn on_reply(&mut self, i: usize, rep: paxos_core::ClientReply) {
-        let c = rep.client_id.0 as usize;
-        if c >= self.clients.len() {
-            self.violation(
-                ViolationKind::Validity,
-                format!("n{i} replied to unknown client {}", rep.client_id.0),
-            );
-            return;
-        }
-        let ts = rep.timestamp.0;
-        let (applied_ts, applied_chain) = self.checker.applied(c);
-        if ts > self.clients[c].ts {
-            self.violation(
-                ViolationKind::ExactlyOnce,
-                format!("n{i} replied to {c}:{ts}, which was never submitted"),
-            );
-            return;
-        }
-        if ts > applied_ts {
-            self.violation(
-                ViolationKind::ExactlyOnce,
-                format!("n{i} replied to {c}:{ts}, which the canonical order never applied"),
-            );
-            return;
-        }
-        if ts == applied_ts && rep.result.as_ref() != applied_chain.to_le_bytes() {
-            self.violation(
-                ViolationKind::ExactlyOnce,
-                format!("n{i} replied to {c}:{ts} with a result its execution did not produce"),
-            );
-            return;
-        }
-        let cl = &mut self.clients[c];
-        if ts != cl.ts || !cl.outstanding {
-            return; // a late duplicate reply
-        }
-        cl.outstanding = false;
-        let latency = self.now - cl.first_sent;
-        let submitted = cl.first_sent;
-        self.counters.updates_completed += 1;
-        if self.p.record_latencies {
-            self.latencies.push(Latency {
-                client: ClientId(c as u64),
-                submitted,
-                latency,
-            });
-        }
-        if self.p.verbose >= 1 && self.p.bench_updates.is_none() {
-            println!("{} client {c}:{ts} done via n{i} in {latency:?}", self.now);
-        }
-        if self.clients_active {
-            if self.p.think.is_zero() {
-                self.resubmit.push(c as u32);
-            } else {
-                let at = self.now + self.p.think;
-                self.schedule(at, Ev::Submit { client: c as u32 });
-            }
-        }
-    }
-
     pub(crate) fn into_report(mut self, election: &'static str, replay: String) -> RunReport {
         for node in &self.nodes {
             if let Some(r) = &node.replica {
@@ -1465,7 +1311,7 @@ impl World {
             trace_hash: finish(trace),
             violations: self.violations,
             counters: self.counters,
-            latencies: self.latencies,
+            latencies: self.clients.latencies,
             leader_changes: self.leader_changes,
             leaderless: self.leaderless,
             healed_at: self.healed_at,
