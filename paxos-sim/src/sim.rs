@@ -531,8 +531,6 @@ struct Node {
     gen: u32,
     /// Its storage (`disks.rs`).
     disk: Disk,
-    snaps_seen: u64,
-    digest_pos: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -605,8 +603,6 @@ impl World {
                     replica: None,
                     gen: 0,
                     disk: Disk::default(),
-                    snaps_seen: 0,
-                    digest_pos: 0,
                 })
                 .collect(),
             clients,
@@ -1200,16 +1196,13 @@ impl World {
         }
         while let Some((to, msg)) = r.poll_message() {
             let durable = &self.nodes[i].disk.durable;
-            if let Err((kind, detail)) = self.checker.oracles.on_send(i, &msg, durable) {
+            if let Err((kind, detail)) = self.checker.on_send(i, &msg, durable) {
                 self.violation(kind, detail);
             }
             self.send(i, to, msg);
         }
         let snaps = r.metrics().snapshots_installed;
-        if snaps != self.nodes[i].snaps_seen {
-            self.checker.jump_ok[i] += snaps.saturating_sub(self.nodes[i].snaps_seen);
-            self.nodes[i].snaps_seen = snaps;
-        }
+        self.checker.on_snapshots_installed(i, snaps);
         while let Some(e) = r.poll_executed() {
             if let Err((kind, detail)) = self.checker.on_executed(i, &e) {
                 self.violation(kind, detail);
@@ -1221,19 +1214,8 @@ impl World {
         }
         let ctx = r.election_context();
         let pos = ctx.local_aru.0;
-        if pos != self.nodes[i].digest_pos {
-            self.nodes[i].digest_pos = pos;
-            if let Some(d) = self.checker.digest_at(pos) {
-                let mine = r.state_machine().digest();
-                if mine != d {
-                    self.violation(
-                        ViolationKind::Digest,
-                        format!(
-                            "n{i} at slot {pos} has digest {mine:#x}, the canonical order gives {d:#x}"
-                        ),
-                    );
-                }
-            }
+        if let Err((kind, detail)) = self.checker.on_aru(i, pos, || r.state_machine().digest()) {
+            self.violation(kind, detail);
         }
         let leads = ctx.state == ServerState::RegLeader;
         if leads != (self.leader_mask & (1 << i) != 0) {

@@ -9,7 +9,7 @@
 
 use super::{Ev, Input, Params, World};
 use crate::checker::make_payload;
-use crate::report::{Latency, ViolationKind};
+use crate::report::Latency;
 use paxos_core::{ClientId, ClientReply, ClientUpdate, NodeId, Time, Timestamp};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -130,11 +130,10 @@ impl World {
             timestamp: Timestamp(ts),
             payload: make_payload(self.p.seed, cl.id, ts, self.p.payload_len),
         };
-        self.checker.submitted_at[c] = (update.payload.as_ptr() as usize, update.payload.len());
+        self.checker.on_submitted(c, &update);
         cl.update = Some(update);
         cl.outstanding = true;
         cl.first_sent = self.now;
-        self.checker.submitted[c] = ts;
         self.send_to_server(c);
         if self.p.bench_updates.is_none() {
             let at = self.now + self.p.client_timeout;
@@ -163,37 +162,12 @@ impl World {
     /// Server `i` replied to a client: checked against the canonical order, then the client
     /// completes its update and, while clients are active, submits the next one.
     pub(super) fn on_reply(&mut self, i: usize, rep: ClientReply) {
+        if let Err((kind, detail)) = self.checker.on_reply(i, &rep) {
+            self.violation(kind, detail);
+            return;
+        }
         let c = rep.client_id.0 as usize;
-        if c >= self.clients.list.len() {
-            self.violation(
-                ViolationKind::Validity,
-                format!("n{i} replied to unknown client {}", rep.client_id.0),
-            );
-            return;
-        }
         let ts = rep.timestamp.0;
-        let (applied_ts, applied_chain) = self.checker.applied(c);
-        if ts > self.clients.list[c].ts {
-            self.violation(
-                ViolationKind::ExactlyOnce,
-                format!("n{i} replied to {c}:{ts}, which was never submitted"),
-            );
-            return;
-        }
-        if ts > applied_ts {
-            self.violation(
-                ViolationKind::ExactlyOnce,
-                format!("n{i} replied to {c}:{ts}, which the canonical order never applied"),
-            );
-            return;
-        }
-        if ts == applied_ts && rep.result.as_ref() != applied_chain.to_le_bytes() {
-            self.violation(
-                ViolationKind::ExactlyOnce,
-                format!("n{i} replied to {c}:{ts} with a result its execution did not produce"),
-            );
-            return;
-        }
         let cl = &mut self.clients.list[c];
         if ts != cl.ts || !cl.outstanding {
             return; // a late duplicate reply

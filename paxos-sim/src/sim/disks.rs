@@ -12,7 +12,7 @@
 use super::{Ev, Input, Phase, World};
 use crate::report::ViolationKind;
 use crate::state_machine::SimStateMachine;
-use paxos_core::{Durability, DurableState, NodeId, PersistBatch, Replica, Seq, Time, ViewRecord};
+use paxos_core::{Durability, DurableState, NodeId, PersistBatch, Replica, Seq, Time};
 use rand::Rng;
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -26,8 +26,6 @@ pub(super) struct Disk {
     unsynced: VecDeque<PersistBatch>,
     /// When the disk finishes the last queued sync (syncs complete in order).
     free_at: Time,
-    /// The highest view record ever made durable here.
-    promised: ViewRecord,
 }
 
 /// The highest slot through which `d`'s ordered log (above its snapshot) has no gap.
@@ -63,26 +61,14 @@ impl World {
             Ok(r) => {
                 let aru = r.election_context().local_aru;
                 node.replica = Some(Box::new(r));
-                node.snaps_seen = 0;
-                node.digest_pos = u64::MAX;
                 node.disk.free_at = self.now;
                 let executed = self.checker.pos[i];
-                self.checker.reset_node(i, snap);
-                // Exactly the durable prefix: not less (lost durable state), not more (executed
-                // something storage does not hold). Below the executed prefix is fine: ordered
-                // updates are written without anything waiting for them (docs/simulator.md).
-                if aru != expect {
-                    self.violation(
-                        ViolationKind::Durability,
-                        format!(
-                            "n{i} restarted at aru {} but its durable log is contiguous through {}",
-                            aru, expect
-                        ),
-                    );
-                } else if restart && aru.0 < executed {
-                    self.log(1, || {
+                match self.checker.on_boot(i, aru, expect, snap) {
+                    Err((kind, detail)) => self.violation(kind, detail),
+                    Ok(()) if restart && aru.0 < executed => self.log(1, || {
                         format!("n{i} restarts at aru {aru}, below the slot {executed} it executed")
-                    });
+                    }),
+                    Ok(()) => {}
                 }
             }
             Err(e) => {
@@ -149,7 +135,7 @@ impl World {
 
     /// Server `i` wrote batch `b`: it syncs after a random delay, after every earlier batch.
     pub(super) fn write(&mut self, i: usize, b: PersistBatch) {
-        if let Err((kind, detail)) = self.checker.oracles.on_written(i, &b) {
+        if let Err((kind, detail)) = self.checker.on_written(i, &b) {
             self.violation(kind, detail);
         }
         let delay = if self.p.mix.slow_disk {
@@ -186,60 +172,15 @@ impl World {
     /// Batch `b` of server `i` is on disk: checked, then applied to its durable state.
     fn make_durable(&mut self, i: usize, b: &PersistBatch) {
         let node = &mut self.nodes[i];
-        let d = &node.disk.durable;
-        let mut problem = None;
-        if let Some(v) = b.view {
-            if v.last_attempted < d.view.last_attempted || v.last_installed < d.view.last_installed
-            {
-                problem = Some(format!(
-                    "n{i} view promise regressed: {:?} -> {:?}",
-                    d.view, v
-                ));
-            }
-        }
-        let floor = d.snapshot_seq();
-        for a in &b.accepted {
-            if a.seq > floor {
-                if let Some(old) = d.accepted.get(&a.seq) {
-                    if old.view > a.view {
-                        problem = Some(format!(
-                            "n{i} accepted view regressed at slot {}: {} -> {}",
-                            a.seq, old.view, a.view
-                        ));
-                    }
-                }
-            }
-        }
-        for o in &b.ordered {
-            if let Some(old) = d.ordered.get(&o.seq) {
-                if old.update != o.update {
-                    problem = Some(format!("n{i} ordered slot {} rewritten", o.seq));
-                }
-            }
-        }
-        if let Some(pr) = problem {
-            self.violation(ViolationKind::Durability, pr);
-            return;
-        }
-        if let Err((kind, detail)) = self.checker.oracles.on_durable(i, b, &node.disk.durable) {
+        if let Err((kind, detail)) = self.checker.on_durable(i, b, &node.disk.durable) {
             self.violation(kind, detail);
             return;
         }
-        let node = &mut self.nodes[i];
         node.disk.durable.apply(b);
-        let v = node.disk.durable.view;
-        if v.last_attempted < node.disk.promised.last_attempted
-            || v.last_installed < node.disk.promised.last_installed
-        {
-            let msg = format!(
-                "n{i} durable view {:?} below an earlier durable promise {:?}",
-                v, node.disk.promised
-            );
-            self.violation(ViolationKind::Durability, msg);
+        if let Err((kind, detail)) = self.checker.after_durable(i, &node.disk.durable) {
+            self.violation(kind, detail);
             return;
         }
-        let node = &mut self.nodes[i];
-        node.disk.promised = node.disk.durable.view;
         self.counters.batches_synced += 1;
     }
 }

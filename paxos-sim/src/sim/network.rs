@@ -10,8 +10,8 @@
 //! this module keeps them and answers "is `f -> t` blocked".
 
 use super::{all_mask, Ev, World};
-use crate::report::ViolationKind;
-use paxos_core::{decode_envelope, encode_envelope, Destination, Envelope, Message, NodeId};
+use crate::checker::codec_round_trip;
+use paxos_core::{Destination, Message, NodeId};
 use rand::Rng;
 use std::time::Duration;
 
@@ -214,24 +214,10 @@ impl World {
     pub(super) fn send(&mut self, from: usize, to: Destination, msg: Message) {
         let msg = if self.p.mix.codec_sample > 0.0 && self.rng.gen_bool(self.p.mix.codec_sample) {
             self.counters.codec_roundtrips += 1;
-            let env = Envelope {
-                from: NodeId(from as u32),
-                message: msg,
-            };
-            match encode_envelope(&env).and_then(|b| decode_envelope(&b)) {
-                Ok(back) if back == env => back.message,
-                Ok(_) => {
-                    self.violation(
-                        ViolationKind::Codec,
-                        format!("{} changed in a codec round trip", env.message.kind()),
-                    );
-                    return;
-                }
-                Err(e) => {
-                    self.violation(
-                        ViolationKind::Codec,
-                        format!("{} failed a codec round trip: {e}", env.message.kind()),
-                    );
+            match codec_round_trip(from, msg) {
+                Ok(back) => back,
+                Err((kind, detail)) => {
+                    self.violation(kind, detail);
                     return;
                 }
             }
