@@ -2,10 +2,10 @@
 
 use crate::checker::Checker;
 use crate::faults::{FaultMix, FaultProfile, PartitionKind};
-use crate::report::{Counters, LeaderChange, RunReport, Violation, ViolationKind};
+use crate::report::{Counters, RunReport, Violation, ViolationKind};
 use crate::state_machine::{finish, mix, SimStateMachine};
 use paxos_core::{
-    Config, Durability, LeaderElection, Metrics, NodeId, PsbConfig, PsbViewChange, Replica, Seq,
+    Config, Durability, LeaderElection, Metrics, NodeId, PsbConfig, PsbViewChange, Replica,
     ServerState, Time, View,
 };
 use rand::{Rng, SeedableRng};
@@ -17,6 +17,7 @@ use std::time::Duration;
 mod clients;
 mod disks;
 mod events;
+mod liveness;
 mod nemesis;
 mod network;
 mod schedule;
@@ -24,6 +25,7 @@ mod stable;
 use clients::Clients;
 use disks::Disk;
 use events::{Ev, EventQueue};
+use liveness::{Leaders, Liveness};
 pub use nemesis::NodeFaults;
 use network::Network;
 pub(crate) use schedule::SchedParams;
@@ -533,13 +535,6 @@ struct Node {
     disk: Disk,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Phase {
-    Faults,
-    Liveness,
-    Done,
-}
-
 pub(crate) struct World {
     pub(crate) p: Params,
     now: Time,
@@ -551,7 +546,10 @@ pub(crate) struct World {
     clients: Clients,
     /// Partitions, cut links and loss (`network.rs`).
     net: Network,
-    phase: Phase,
+    /// The fault and liveness phases (`liveness.rs`).
+    live: Liveness,
+    /// Who leads, for the report (`liveness.rs`).
+    leaders: Leaders,
     checker: Checker,
     pub(crate) counters: Counters,
     trace: u64,
@@ -559,17 +557,6 @@ pub(crate) struct World {
     dirty: u64,
     pub(crate) violations: Vec<Violation>,
     stop: bool,
-    leader_changes: Vec<LeaderChange>,
-    max_leader_view: Option<View>,
-    /// Live servers that consider themselves leader (RegLeader), one bit each.
-    leader_mask: u64,
-    leaderless_since: Option<Time>,
-    leaderless: Duration,
-    healed_at: Option<Time>,
-    converged_at: Option<Time>,
-    stable: u64,
-    deadline: Time,
-    end_limit: Time,
     next_trim: u64,
     /// Per-server inboxes, clocks and process faults (`schedule.rs`, `nemesis.rs`).
     sched: Sched,
@@ -607,7 +594,8 @@ impl World {
                 .collect(),
             clients,
             net: Network::new(n, p.mix.loss),
-            phase: Phase::Faults,
+            live: Liveness::new(n),
+            leaders: Leaders::new(),
             checker,
             counters: Counters::default(),
             trace: 0xcbf2_9ce4_8422_2325,
@@ -615,16 +603,6 @@ impl World {
             dirty: 0,
             violations: Vec::new(),
             stop: false,
-            leader_changes: Vec::new(),
-            max_leader_view: None,
-            leader_mask: 0,
-            leaderless_since: Some(Time::ZERO),
-            leaderless: Duration::ZERO,
-            healed_at: None,
-            converged_at: None,
-            stable: all_mask(n),
-            deadline: Time(u64::MAX),
-            end_limit: Time(u64::MAX),
             next_trim: 4096,
             sched: Sched::new(&p.ext, n),
             p,
@@ -663,7 +641,7 @@ impl World {
         if let Some(phase) = self.p.fault_phase {
             let heal_at = Time::ZERO + phase;
             self.schedule(heal_at, Ev::Heal);
-            self.end_limit = heal_at + self.p.liveness_bound + Duration::from_secs(1);
+            self.live.end_limit = heal_at + self.p.liveness_bound + Duration::from_secs(1);
             let crash_ok = self.p.mix.crashes && self.p.config.durability == Durability::Sync;
             if self.p.script.is_empty() && (crash_ok || !self.p.mix.partitions.is_empty()) {
                 let first = self.exp_delay();
@@ -692,40 +670,8 @@ impl World {
         counters.floor_wait_stalls += m.floor_wait_stalls;
     }
 
-    fn set_leader(&mut self, i: usize, leads: bool) {
-        if leads {
-            self.leader_mask |= 1 << i;
-        } else {
-            self.leader_mask &= !(1 << i);
-        }
-        match (self.leader_mask == 0, self.leaderless_since) {
-            (true, None) => self.leaderless_since = Some(self.now),
-            (false, Some(since)) => {
-                self.leaderless += self.now - since;
-                self.leaderless_since = None;
-            }
-            _ => {}
-        }
-    }
-
     fn alive(&self, i: usize) -> bool {
         self.nodes[i].replica.is_some()
-    }
-
-    /// The live server leading the highest installed view, if any.
-    fn current_leader(&self) -> Option<usize> {
-        let mut best: Option<(View, usize)> = None;
-        for (i, node) in self.nodes.iter().enumerate() {
-            if let Some(r) = &node.replica {
-                let c = r.election_context();
-                if c.state == ServerState::RegLeader
-                    && best.is_none_or(|(v, _)| c.last_installed > v)
-                {
-                    best = Some((c.last_installed, i));
-                }
-            }
-        }
-        best.map(|(_, i)| i)
     }
 
     fn resolve(&self, sel: NodeSel) -> Option<usize> {
@@ -742,7 +688,7 @@ impl World {
                 if self.stop {
                     break;
                 }
-                if at > self.end_limit {
+                if at > self.live.end_limit {
                     break;
                 }
                 self.now = at;
@@ -755,10 +701,7 @@ impl World {
         if !self.stop {
             self.drain_dirty();
         }
-        if self.phase == Phase::Liveness && self.violations.is_empty() {
-            let detail = self.pending_detail();
-            self.violation(ViolationKind::NoConvergence, detail);
-        }
+        self.liveness_at_end();
     }
 
     fn process(&mut self, at: Time, ev: Ev) {
@@ -899,7 +842,7 @@ impl World {
             Ev::Chaos => self.chaos(),
             Ev::Restart { node } => {
                 let i = node as usize;
-                if self.phase == Phase::Faults || self.stable & (1 << i) != 0 {
+                if self.in_fault_phase() || self.live.in_stable(i) {
                     self.boot(i);
                 }
             }
@@ -947,7 +890,7 @@ impl World {
     }
 
     fn chaos(&mut self) {
-        if self.phase != Phase::Faults || self.p.n < 2 {
+        if !self.in_fault_phase() || self.p.n < 2 {
             return;
         }
         let crash_ok = self.p.mix.crashes && self.p.config.durability == Durability::Sync;
@@ -1025,152 +968,6 @@ impl World {
         self.schedule(self.now + next, Ev::Chaos);
     }
 
-    fn heal(&mut self) {
-        let n = self.p.n;
-        self.phase = Phase::Liveness;
-        self.healed_at = Some(self.now);
-        self.clients.active = false;
-        let majority = n / 2 + 1;
-        self.stable = if self.p.heal_all || self.rng.gen_bool(0.5) {
-            all_mask(n)
-        } else {
-            let mut ids: Vec<usize> = (0..n).collect();
-            // Fisher-Yates with the seeded RNG.
-            for i in (1..n).rev() {
-                let j = self.rng.gen_range(0..=i);
-                ids.swap(i, j);
-            }
-            let size = self.rng.gen_range(majority..=n);
-            ids[..size].iter().fold(0u64, |m, &i| m | 1 << i)
-        };
-        self.net.heal_all();
-        self.net.loss = 0.0;
-        let outside = all_mask(n) & !self.stable;
-        let crash_ok = self.p.mix.crashes && self.p.config.durability == Durability::Sync;
-        for i in 0..n {
-            if outside & (1 << i) != 0 && self.alive(i) && crash_ok && self.rng.gen_bool(0.5) {
-                self.crash(i);
-            }
-        }
-        if outside != 0 {
-            let masks: Vec<u64> = (0..n)
-                .map(|f| {
-                    if outside & (1 << f) != 0 {
-                        all_mask(n) & !(1 << f)
-                    } else {
-                        outside
-                    }
-                })
-                .collect();
-            self.add_partition(masks, None);
-            // Keeping the others away is not a fault the run exercised.
-            self.counters.partitions -= 1;
-        }
-        self.nemesis_heal();
-        for i in 0..n {
-            if self.stable & (1 << i) != 0 {
-                self.boot(i);
-            }
-        }
-        self.liveness_set_hook(outside);
-        // Every client of the stable set gets one more update in, so liveness is always tested.
-        for c in 0..self.clients.list.len() {
-            let cl = &self.clients.list[c];
-            if self.stable & (1 << cl.server.index()) != 0 && !cl.outstanding {
-                self.submit(c);
-            }
-        }
-        self.deadline = self.now + self.p.liveness_bound;
-        let stable = self.stable;
-        self.log(1, || format!("heal: stable set {stable:#b}"));
-        let first = self.p.liveness_bound.min(Duration::from_millis(50));
-        self.schedule(self.now + first, Ev::Check);
-    }
-
-    fn pending_detail(&self) -> String {
-        let pending: Vec<String> = self
-            .clients
-            .list
-            .iter()
-            .filter(|c| c.outstanding && self.stable & (1 << c.server.index()) != 0)
-            .map(|c| format!("{}:{}@n{}", c.id, c.ts, c.server.0))
-            .collect();
-        let arus: Vec<String> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| match &n.replica {
-                Some(r) => {
-                    let c = r.election_context();
-                    let st = r.status();
-                    format!(
-                        "n{i}:{:?}/attempted {}/installed {}/aru {}/proposed {}/queued {}/pending {}",
-                        c.state,
-                        c.last_attempted,
-                        c.last_installed,
-                        c.local_aru.0,
-                        st.last_proposed.0,
-                        st.queued,
-                        st.pending
-                    )
-                }
-                None => format!("n{i}:down"),
-            })
-            .collect();
-        let stable: Vec<String> = (0..self.p.n)
-            .filter(|i| self.stable & (1 << i) != 0)
-            .map(|i| format!("n{i}"))
-            .collect();
-        let what = if pending.is_empty() {
-            "every client completed, but the stable servers did not reach the same aru"
-        } else {
-            "client updates still pending"
-        };
-        format!(
-            "no convergence {:?} after healing ({what}): stable set [{}], pending [{}], servers [{}]",
-            self.p.liveness_bound,
-            stable.join(" "),
-            pending.join(" "),
-            arus.join(" ")
-        )
-    }
-
-    fn check_convergence(&mut self) {
-        if self.phase != Phase::Liveness {
-            return;
-        }
-        let pending = self
-            .clients
-            .list
-            .iter()
-            .any(|c| c.outstanding && self.stable & (1 << c.server.index()) != 0);
-        let mut positions = Vec::new();
-        for i in 0..self.p.n {
-            if self.stable & (1 << i) != 0 {
-                match &self.nodes[i].replica {
-                    Some(r) => {
-                        positions.push((r.election_context().local_aru, r.state_machine().digest()))
-                    }
-                    None => positions.push((Seq(u64::MAX), 0)),
-                }
-            }
-        }
-        let same = positions.windows(2).all(|w| w[0] == w[1]);
-        if !pending && same {
-            self.converged_at = Some(self.now);
-            self.phase = Phase::Done;
-            self.stop = true;
-            self.log(1, || "converged".to_string());
-            return;
-        }
-        if self.now >= self.deadline {
-            let d = self.pending_detail();
-            self.violation(ViolationKind::NoConvergence, d);
-            return;
-        }
-        self.schedule(self.now + Duration::from_millis(50), Ev::Check);
-    }
-
     fn drain_dirty(&mut self) {
         loop {
             while self.dirty != 0 {
@@ -1217,22 +1014,7 @@ impl World {
         if let Err((kind, detail)) = self.checker.on_aru(i, pos, || r.state_machine().digest()) {
             self.violation(kind, detail);
         }
-        let leads = ctx.state == ServerState::RegLeader;
-        if leads != (self.leader_mask & (1 << i) != 0) {
-            self.set_leader(i, leads);
-        }
-        if leads && self.max_leader_view.is_none_or(|v| ctx.last_installed > v) {
-            self.max_leader_view = Some(ctx.last_installed);
-            self.counters.view_changes += 1;
-            if self.p.bench_updates.is_none() {
-                self.leader_changes.push(LeaderChange {
-                    time: self.now,
-                    view: ctx.last_installed,
-                    leader: NodeId(i as u32),
-                });
-            }
-            self.log(1, || format!("n{i} leads {}", ctx.last_installed));
-        }
+        self.observe_leader(i, ctx.state == ServerState::RegLeader, ctx.last_installed);
         self.nodes[i].replica = Some(r);
         if self.checker.ordered() >= self.next_trim {
             self.next_trim = self.checker.ordered() + 4096;
@@ -1264,9 +1046,7 @@ impl World {
                 Self::fold_metrics(&mut self.counters, r.metrics());
             }
         }
-        if let Some(since) = self.leaderless_since {
-            self.leaderless += self.now - since;
-        }
+        let (leader_changes, leaderless) = self.leaders.finish(self.now);
         self.counters.duplicates_skipped = self.checker.duplicates_skipped;
         self.counters.noops = self.checker.noops;
         self.counters.executions = self.checker.executions;
@@ -1294,14 +1074,14 @@ impl World {
             violations: self.violations,
             counters: self.counters,
             latencies: self.clients.latencies,
-            leader_changes: self.leader_changes,
-            leaderless: self.leaderless,
-            healed_at: self.healed_at,
+            leader_changes,
+            leaderless,
+            healed_at: self.live.healed_at,
             stable_set: (0..self.p.n)
-                .filter(|i| self.stable & (1 << i) != 0)
+                .filter(|&i| self.live.in_stable(i))
                 .map(|i| NodeId(i as u32))
                 .collect(),
-            converged_at: self.converged_at,
+            converged_at: self.live.converged_at,
             replay,
             schedule: self.sched.mode,
             node_faults: self.sched.faults.clone(),

@@ -9,7 +9,7 @@
 //! restart builds a new replica from the durable state, which must hold exactly the durable
 //! prefix of the log.
 
-use super::{Ev, Input, Phase, World};
+use super::{Ev, Input, World};
 use crate::report::ViolationKind;
 use crate::state_machine::SimStateMachine;
 use paxos_core::{Durability, DurableState, NodeId, PersistBatch, Replica, Seq, Time};
@@ -124,10 +124,7 @@ impl World {
         self.log(1, || {
             format!("crash n{i} (kept {keep} of {len} unsynced batches)")
         });
-        if self.phase == Phase::Faults
-            && self.p.script.is_empty()
-            && self.p.driven_clients.is_none()
-        {
+        if self.in_fault_phase() && self.p.script.is_empty() && self.p.driven_clients.is_none() {
             let down = Duration::from_millis(self.rng.gen_range(20..1500));
             self.schedule(self.now + down, Ev::Restart { node: i as u8 });
         }
