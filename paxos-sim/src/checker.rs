@@ -1,18 +1,29 @@
-//! Incremental invariant checks: O(1) work per execution.
+//! Every oracle of a run, in one place (testing.md (a), *Invariants*, "global checker after
+//! every event"): the world reports what it sees ([`Checker`]'s `on_*` methods) and turns each
+//! `Err` into a violation. Incremental: O(1) work per execution, O(items) per message or batch.
 //!
-//! The first report of each slot (from any replica) becomes the *canonical* order; every other
-//! report of that slot must match it exactly. Validity and exactly-once are checked once, when a
-//! slot enters the canonical order; agreement and digests are checked at every report.
-//!
-//! The checker also owns the effect-stream [`Oracles`] (ghost accept record, durability ordering),
-//! so that a slot entering the canonical order is checked against the ghost's chosen value and the
-//! ghost is trimmed with the canonical order.
+//! * Here: the canonical order (invariants 1, 3, 4, 6). The first report of each slot (from any
+//!   replica) becomes the *canonical* order; every other report of that slot must match it
+//!   exactly. Validity and exactly-once are checked once, when a slot enters the canonical order;
+//!   agreement at every report, digests whenever a replica's aru moves. A client reply must be
+//!   for a submitted update the canonical order applied, with the result it produced. A message
+//!   in a codec round trip must come back unchanged (*Invariants* of (e), on the sampled
+//!   messages).
+//! * [`durable`]: durable monotonicity across restarts (invariant 5).
+//! * [`Oracles`] (`src/oracles/`): the effect-stream oracles, ghost accept record (invariant 2)
+//!   and durability ordering; a slot entering the canonical order is checked against the ghost's
+//!   chosen value and the ghost is trimmed with the canonical order.
+
+mod durable;
 
 use crate::oracles::Oracles;
 use crate::report::ViolationKind;
 use crate::state_machine::{payload_hash, SimStateMachine};
 use bytes::Bytes;
-use paxos_core::{Config, Executed, NodeId, Seq, NOOP_CLIENT};
+use paxos_core::{
+    decode_envelope, encode_envelope, ClientReply, ClientUpdate, Config, DurableState, Envelope,
+    Executed, Message, NodeId, PersistBatch, Seq, ViewRecord, NOOP_CLIENT,
+};
 use std::collections::VecDeque;
 
 /// The generator state and length of the payload of `(client, ts)`.
@@ -96,13 +107,20 @@ pub(crate) struct Checker {
     /// a snapshot above them (two skips for two installs in one drain; found by the `k` mode,
     /// omega N = 3 seed 6446). A spare credit (two installs with no execution between) can let
     /// one later gap pass here; the digest check at the aru still catches a skipped update.
-    pub(crate) jump_ok: Vec<u64>,
+    jump_ok: Vec<u64>,
+    /// Snapshot installs each replica reported so far (its metrics counter).
+    snaps_seen: Vec<u64>,
+    /// The aru at which each replica's digest was last checked.
+    digest_pos: Vec<u64>,
+    /// The highest view record each server ever made durable.
+    promised: Vec<ViewRecord>,
     applied_ts: Vec<u64>,
     applied_chain: Vec<u64>,
-    pub(crate) submitted: Vec<u64>,
+    /// Each client's latest timestamp.
+    submitted: Vec<u64>,
     /// Address and length of each client's latest payload. The client keeps that `Bytes` alive and
     /// it is immutable, so an executed payload at the same address is byte-identical for free.
-    pub(crate) submitted_at: Vec<(usize, usize)>,
+    submitted_at: Vec<(usize, usize)>,
     client_server: Vec<NodeId>,
     pub(crate) duplicates_skipped: u64,
     pub(crate) noops: u64,
@@ -128,6 +146,9 @@ impl Checker {
             base_chain: 0,
             pos: vec![0; nodes],
             jump_ok: vec![0; nodes],
+            snaps_seen: vec![0; nodes],
+            digest_pos: vec![0; nodes],
+            promised: vec![ViewRecord::default(); nodes],
             applied_ts: vec![0; c],
             applied_chain: vec![0; c],
             submitted: vec![0; c],
@@ -172,9 +193,113 @@ impl Checker {
         }
     }
 
-    pub(crate) fn reset_node(&mut self, node: usize, pos: Seq) {
-        self.pos[node] = pos.0;
+    /// `node` booted at `aru` from durable state whose snapshot ends at `snapshot` and whose log
+    /// is contiguous through `durable_prefix`: it executes again from its snapshot.
+    pub(crate) fn on_boot(
+        &mut self,
+        node: usize,
+        aru: Seq,
+        durable_prefix: Seq,
+        snapshot: Seq,
+    ) -> Check {
+        self.snaps_seen[node] = 0;
+        self.digest_pos[node] = u64::MAX;
+        self.pos[node] = snapshot.0;
         self.jump_ok[node] = 0;
+        durable::restart_at_prefix(node, aru, durable_prefix)
+    }
+
+    /// `poll_persist` of `node` handed out `b` (see [`Oracles::on_written`]).
+    pub(crate) fn on_written(&mut self, node: usize, b: &PersistBatch) -> Check {
+        self.oracles.on_written(node, b)
+    }
+
+    /// `b` is about to be folded into `node`'s durable state `d`.
+    pub(crate) fn on_durable(&mut self, node: usize, b: &PersistBatch, d: &DurableState) -> Check {
+        durable::batch_keeps(node, d, b)?;
+        self.oracles.on_durable(node, b, d)
+    }
+
+    /// A batch was folded into `node`'s durable state, which is now `d`.
+    pub(crate) fn after_durable(&mut self, node: usize, d: &DurableState) -> Check {
+        durable::promise_kept(node, d.view, self.promised[node])?;
+        self.promised[node] = d.view;
+        Ok(())
+    }
+
+    /// `node` releases `m`; `d` is its durable state at this instant (see [`Oracles::on_send`]).
+    pub(crate) fn on_send(&mut self, node: usize, m: &Message, d: &DurableState) -> Check {
+        self.oracles.on_send(node, m, d)
+    }
+
+    /// Client `c` submitted `u`, its update with the next timestamp.
+    pub(crate) fn on_submitted(&mut self, c: usize, u: &ClientUpdate) {
+        self.submitted_at[c] = (u.payload.as_ptr() as usize, u.payload.len());
+        self.submitted[c] = u.timestamp.0;
+    }
+
+    /// `node` has installed `installed` snapshots so far: each new one lets one later execution
+    /// skip ahead.
+    pub(crate) fn on_snapshots_installed(&mut self, node: usize, installed: u64) {
+        if installed != self.snaps_seen[node] {
+            self.jump_ok[node] += installed.saturating_sub(self.snaps_seen[node]);
+            self.snaps_seen[node] = installed;
+        }
+    }
+
+    /// `node`'s aru is `pos`; when it moved, its state machine digest (`digest`) must be the
+    /// canonical one at `pos`, if that is still known.
+    pub(crate) fn on_aru(&mut self, node: usize, pos: u64, digest: impl FnOnce() -> u64) -> Check {
+        if pos == self.digest_pos[node] {
+            return Ok(());
+        }
+        self.digest_pos[node] = pos;
+        if let Some(d) = self.digest_at(pos) {
+            let mine = digest();
+            if mine != d {
+                return Err((
+                    ViolationKind::Digest,
+                    format!(
+                        "n{node} at slot {pos} has digest {mine:#x}, the canonical order gives {d:#x}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `node` replied `rep`: to a known client, for an update it submitted and the canonical
+    /// order applied, with the result that execution produced (a late duplicate is fine).
+    pub(crate) fn on_reply(&self, node: usize, rep: &ClientReply) -> Check {
+        let i = node;
+        let c = rep.client_id.0 as usize;
+        if c >= self.submitted.len() {
+            return Err((
+                ViolationKind::Validity,
+                format!("n{i} replied to unknown client {}", rep.client_id.0),
+            ));
+        }
+        let ts = rep.timestamp.0;
+        let (applied_ts, applied_chain) = self.applied(c);
+        if ts > self.submitted[c] {
+            return Err((
+                ViolationKind::ExactlyOnce,
+                format!("n{i} replied to {c}:{ts}, which was never submitted"),
+            ));
+        }
+        if ts > applied_ts {
+            return Err((
+                ViolationKind::ExactlyOnce,
+                format!("n{i} replied to {c}:{ts}, which the canonical order never applied"),
+            ));
+        }
+        if ts == applied_ts && rep.result.as_ref() != applied_chain.to_le_bytes() {
+            return Err((
+                ViolationKind::ExactlyOnce,
+                format!("n{i} replied to {c}:{ts} with a result its execution did not produce"),
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn on_executed(&mut self, node: usize, e: &Executed) -> Check {
@@ -315,6 +440,28 @@ impl Checker {
             chain,
         });
         Ok(())
+    }
+}
+
+/// `msg` from `from` after an encode and a decode, which must give it back unchanged.
+pub(crate) fn codec_round_trip(
+    from: usize,
+    msg: Message,
+) -> Result<Message, (ViolationKind, String)> {
+    let env = Envelope {
+        from: NodeId(from as u32),
+        message: msg,
+    };
+    match encode_envelope(&env).and_then(|b| decode_envelope(&b)) {
+        Ok(back) if back == env => Ok(back.message),
+        Ok(_) => Err((
+            ViolationKind::Codec,
+            format!("{} changed in a codec round trip", env.message.kind()),
+        )),
+        Err(e) => Err((
+            ViolationKind::Codec,
+            format!("{} failed a codec round trip: {e}", env.message.kind()),
+        )),
     }
 }
 

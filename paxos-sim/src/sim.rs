@@ -1,28 +1,35 @@
 //! The simulator: a builder ([`Simulation`]) and the discrete-event world it runs.
 
-use crate::checker::{make_payload, Checker};
+use crate::checker::Checker;
 use crate::faults::{FaultMix, FaultProfile, PartitionKind};
-use crate::report::{Counters, Latency, LeaderChange, RunReport, Violation, ViolationKind};
+use crate::report::{Counters, RunReport, Violation, ViolationKind};
 use crate::state_machine::{finish, mix, SimStateMachine};
 use paxos_core::{
-    decode_envelope, encode_envelope, ClientId, ClientUpdate, Config, Destination, Durability,
-    DurableState, Envelope, LeaderElection, Message, Metrics, NodeId, PersistBatch, PsbConfig,
-    PsbViewChange, Replica, Seq, ServerState, Time, Timestamp, View, ViewRecord,
+    Config, Durability, LeaderElection, Metrics, NodeId, PsbConfig, PsbViewChange, Replica,
+    ServerState, Time, View,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod clients;
+mod disks;
+mod events;
+mod liveness;
 mod nemesis;
+mod network;
 mod schedule;
 mod stable;
+use clients::Clients;
+use disks::Disk;
+use events::{Ev, EventQueue};
+use liveness::{Leaders, Liveness};
 pub use nemesis::NodeFaults;
+use network::Network;
 pub(crate) use schedule::SchedParams;
-use schedule::{Input, Sched, SchedEv, SchedOptions};
+use schedule::{Input, Sched, SchedOptions};
 pub use schedule::{ScheduleMode, Workload};
 pub use stable::LivenessSet;
 
@@ -521,141 +528,28 @@ pub(crate) struct Params {
 
 type SimReplica = Replica<SimStateMachine, Box<dyn LeaderElection>>;
 
-enum Ev {
-    Tick { node: u8, gen: u32 },
-    Deliver { from: u8, to: u8, msg: Message },
-    Synced { node: u8, gen: u32 },
-    Submit { client: u32 },
-    Timeout { client: u32, ts: u64 },
-    Chaos,
-    Restart { node: u8 },
-    PartitionEnd { id: u64 },
-    Flap { id: u64, left: u32 },
-    Heal,
-    Check,
-    Script { index: u32 },
-    Sched(SchedEv),
-}
-
-impl Ev {
-    fn code(&self) -> u64 {
-        match self {
-            Ev::Tick { node, .. } => u64::from(*node) << 8,
-            Ev::Deliver { from, to, msg } => {
-                1 | u64::from(*from) << 8 | u64::from(*to) << 16 | (msg_code(msg) << 24)
-            }
-            Ev::Synced { node, .. } => 2 | u64::from(*node) << 8,
-            Ev::Submit { client } => 3 | u64::from(*client) << 8,
-            Ev::Timeout { client, ts } => 4 | u64::from(*client) << 8 | ts << 40,
-            Ev::Chaos => 5,
-            Ev::Restart { node } => 6 | u64::from(*node) << 8,
-            Ev::PartitionEnd { id } => 7 | id << 8,
-            Ev::Flap { id, left } => 8 | id << 8 | u64::from(*left) << 40,
-            Ev::Heal => 9,
-            Ev::Check => 10,
-            Ev::Script { index } => 11 | u64::from(*index) << 8,
-            Ev::Sched(e) => 12 | e.code() << 8,
-        }
-    }
-}
-
-fn msg_code(m: &Message) -> u64 {
-    match m {
-        Message::ClientUpdate(_) => 0,
-        Message::Prepare { .. } => 1,
-        Message::PrepareOk { .. } => 2,
-        Message::Proposal { .. } => 3,
-        Message::Accept { .. } => 4,
-        Message::Alive { .. } => 5,
-        Message::ReconRequest { .. } => 6,
-        Message::ReconReply { .. } => 7,
-        Message::SnapshotTransfer(_) => 8,
-        Message::Election(_) => 9,
-    }
-}
-
-/// A heap key; the event itself lives in the world's slab so heap moves stay small.
-struct Entry {
-    at: Time,
-    seq: u64,
-    slot: u32,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    // Reversed: BinaryHeap is a max-heap and we want the earliest (then first scheduled) event.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
-
 struct Node {
     replica: Option<Box<SimReplica>>,
     gen: u32,
-    durable: DurableState,
-    unsynced: VecDeque<PersistBatch>,
-    disk_free_at: Time,
-    /// The highest view record ever made durable here.
-    promised: ViewRecord,
-    snaps_seen: u64,
-    digest_pos: u64,
-}
-
-struct Client {
-    id: u64,
-    server: NodeId,
-    ts: u64,
-    outstanding: bool,
-    first_sent: Time,
-    update: Option<ClientUpdate>,
-}
-
-struct Partition {
-    id: u64,
-    masks: Vec<u64>,
-    active: bool,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Phase {
-    Faults,
-    Liveness,
-    Done,
+    /// Its storage (`disks.rs`).
+    disk: Disk,
 }
 
 pub(crate) struct World {
     pub(crate) p: Params,
     now: Time,
-    next_seq: u64,
-    heap: BinaryHeap<Entry>,
-    slab: Vec<Option<Ev>>,
-    free: Vec<u32>,
-    /// Clients with zero think time whose next update goes in right after the current drain.
-    resubmit: Vec<u32>,
+    queue: EventQueue,
     rng: ChaCha8Rng,
     factory: ElectionFactory,
     nodes: Vec<Node>,
-    clients: Vec<Client>,
-    partitions: Vec<Partition>,
-    next_partition: u64,
-    /// Links cut by a driver, per sender: bit `t` of `cuts[f]` blocks `f -> t`.
-    cuts: Vec<u64>,
-    blocked: Vec<u64>,
-    loss: f64,
-    phase: Phase,
-    clients_active: bool,
-    /// Stopped by a driver: scheduled submissions are dropped too.
-    clients_paused: bool,
+    /// The closed-loop clients (`clients.rs`).
+    clients: Clients,
+    /// Partitions, cut links and loss (`network.rs`).
+    net: Network,
+    /// The fault and liveness phases (`liveness.rs`).
+    live: Liveness,
+    /// Who leads, for the report (`liveness.rs`).
+    leaders: Leaders,
     checker: Checker,
     pub(crate) counters: Counters,
     trace: u64,
@@ -663,18 +557,6 @@ pub(crate) struct World {
     dirty: u64,
     pub(crate) violations: Vec<Violation>,
     stop: bool,
-    leader_changes: Vec<LeaderChange>,
-    max_leader_view: Option<View>,
-    /// Live servers that consider themselves leader (RegLeader), one bit each.
-    leader_mask: u64,
-    leaderless_since: Option<Time>,
-    leaderless: Duration,
-    latencies: Vec<Latency>,
-    healed_at: Option<Time>,
-    converged_at: Option<Time>,
-    stable: u64,
-    deadline: Time,
-    end_limit: Time,
     next_trim: u64,
     /// Per-server inboxes, clocks and process faults (`schedule.rs`, `nemesis.rs`).
     sched: Sched,
@@ -688,68 +570,32 @@ fn all_mask(n: usize) -> u64 {
     }
 }
 
-fn contiguous_prefix(d: &DurableState) -> Seq {
-    let mut s = d.snapshot_seq();
-    while d.ordered.contains_key(&s.next()) {
-        s = s.next();
-    }
-    s
-}
-
 impl World {
     pub(crate) fn new(p: Params, mut rng: ChaCha8Rng, factory: ElectionFactory) -> World {
         let n = p.n;
-        let clients: Vec<Client> = (0..p.clients)
-            .map(|c| Client {
-                id: c as u64,
-                server: match &p.driven_clients {
-                    Some(at) => at[c],
-                    None if p.bench_updates.is_some() => NodeId((c % n) as u32),
-                    None => NodeId(rng.gen_range(0..n as u32)),
-                },
-                ts: 0,
-                outstanding: false,
-                first_sent: Time::ZERO,
-                update: None,
-            })
-            .collect();
+        let clients = Clients::new(&p, &mut rng);
         let checker = Checker::new(
             p.seed,
             p.payload_len,
             &p.config,
-            clients.iter().map(|c| c.server).collect(),
+            clients.list.iter().map(|c| c.server).collect(),
         );
-        let loss = p.mix.loss;
         let mut w = World {
             now: Time::ZERO,
-            next_seq: 0,
-            heap: BinaryHeap::new(),
-            slab: Vec::new(),
-            free: Vec::new(),
-            resubmit: Vec::new(),
+            queue: EventQueue::default(),
             rng,
             factory,
             nodes: (0..n)
                 .map(|_| Node {
                     replica: None,
                     gen: 0,
-                    durable: DurableState::default(),
-                    unsynced: VecDeque::new(),
-                    disk_free_at: Time::ZERO,
-                    promised: ViewRecord::default(),
-                    snaps_seen: 0,
-                    digest_pos: 0,
+                    disk: Disk::default(),
                 })
                 .collect(),
             clients,
-            partitions: Vec::new(),
-            next_partition: 1,
-            cuts: vec![0; n],
-            blocked: vec![0; n],
-            loss,
-            phase: Phase::Faults,
-            clients_active: true,
-            clients_paused: false,
+            net: Network::new(n, p.mix.loss),
+            live: Liveness::new(n),
+            leaders: Leaders::new(),
             checker,
             counters: Counters::default(),
             trace: 0xcbf2_9ce4_8422_2325,
@@ -757,17 +603,6 @@ impl World {
             dirty: 0,
             violations: Vec::new(),
             stop: false,
-            leader_changes: Vec::new(),
-            max_leader_view: None,
-            leader_mask: 0,
-            leaderless_since: Some(Time::ZERO),
-            leaderless: Duration::ZERO,
-            latencies: Vec::new(),
-            healed_at: None,
-            converged_at: None,
-            stable: all_mask(n),
-            deadline: Time(u64::MAX),
-            end_limit: Time(u64::MAX),
             next_trim: 4096,
             sched: Sched::new(&p.ext, n),
             p,
@@ -777,22 +612,7 @@ impl World {
     }
 
     fn schedule(&mut self, at: Time, ev: Ev) {
-        self.next_seq += 1;
-        let slot = match self.free.pop() {
-            Some(i) => {
-                self.slab[i as usize] = Some(ev);
-                i
-            }
-            None => {
-                self.slab.push(Some(ev));
-                (self.slab.len() - 1) as u32
-            }
-        };
-        self.heap.push(Entry {
-            at,
-            seq: self.next_seq,
-            slot,
-        });
+        self.queue.push(at, ev);
     }
 
     fn log(&self, level: u8, f: impl FnOnce() -> String) {
@@ -817,18 +637,11 @@ impl World {
         for i in 0..n {
             self.boot(i);
         }
-        for c in 0..self.clients.len() {
-            let at = if self.p.bench_updates.is_some() {
-                Time(1_000_000)
-            } else {
-                Time::ZERO + Duration::from_millis(self.rng.gen_range(0..200))
-            };
-            self.schedule(at, Ev::Submit { client: c as u32 });
-        }
+        self.start_clients();
         if let Some(phase) = self.p.fault_phase {
             let heal_at = Time::ZERO + phase;
             self.schedule(heal_at, Ev::Heal);
-            self.end_limit = heal_at + self.p.liveness_bound + Duration::from_secs(1);
+            self.live.end_limit = heal_at + self.p.liveness_bound + Duration::from_secs(1);
             let crash_ok = self.p.mix.crashes && self.p.config.durability == Durability::Sync;
             if self.p.script.is_empty() && (crash_ok || !self.p.mix.partitions.is_empty()) {
                 let first = self.exp_delay();
@@ -849,66 +662,6 @@ impl World {
         Duration::from_secs_f64((-u.ln() * mean).clamp(0.001, 60.0))
     }
 
-    /// Creates (or re-creates after a crash) server `i` from its durable state.
-    fn boot(&mut self, i: usize) {
-        let n = self.p.n;
-        let mut config = self.p.config.clone();
-        config.id = NodeId(i as u32);
-        let local = self.local_now(i);
-        let node = &mut self.nodes[i];
-        if node.replica.is_some() {
-            return;
-        }
-        let restart = node.gen > 0;
-        if restart {
-            node.durable.incarnation += 1;
-        }
-        node.gen += 1;
-        let election = (self.factory)(NodeId(i as u32), n);
-        let durable = node.durable.clone();
-        let expect = contiguous_prefix(&durable);
-        let snap = durable.snapshot_seq();
-        match Replica::new(config, SimStateMachine::new(), election, durable, local) {
-            Ok(r) => {
-                let aru = r.election_context().local_aru;
-                node.replica = Some(Box::new(r));
-                node.snaps_seen = 0;
-                node.digest_pos = u64::MAX;
-                node.disk_free_at = self.now;
-                let executed = self.checker.pos[i];
-                self.checker.reset_node(i, snap);
-                // Exactly the durable prefix: not less (lost durable state), not more (executed
-                // something storage does not hold). Below the executed prefix is fine: ordered
-                // updates are written without anything waiting for them (docs/simulator.md).
-                if aru != expect {
-                    self.violation(
-                        ViolationKind::Durability,
-                        format!(
-                            "n{i} restarted at aru {} but its durable log is contiguous through {}",
-                            aru, expect
-                        ),
-                    );
-                } else if restart && aru.0 < executed {
-                    self.log(1, || {
-                        format!("n{i} restarts at aru {aru}, below the slot {executed} it executed")
-                    });
-                }
-            }
-            Err(e) => {
-                self.violation(ViolationKind::Codec, format!("n{i} refused to start: {e}"));
-                return;
-            }
-        }
-        let gen = self.nodes[i].gen;
-        let offset = Duration::from_nanos(self.rng.gen_range(0..self.p.tick.as_nanos() as u64));
-        self.schedule(self.now + offset, Ev::Tick { node: i as u8, gen });
-        self.dirty |= 1 << i;
-        if restart {
-            self.counters.restarts += 1;
-            self.log(1, || format!("restart n{i}"));
-        }
-    }
-
     fn fold_metrics(counters: &mut Counters, m: &Metrics) {
         counters.views_installed += m.views_installed;
         counters.reconciliations += m.recon_requests;
@@ -917,144 +670,8 @@ impl World {
         counters.floor_wait_stalls += m.floor_wait_stalls;
     }
 
-    fn crash(&mut self, i: usize) {
-        if self.p.config.durability != Durability::Sync {
-            return;
-        }
-        let Some(r) = self.nodes[i].replica.take() else {
-            return;
-        };
-        Self::fold_metrics(&mut self.counters, r.metrics());
-        drop(r);
-        self.set_leader(i, false);
-        self.dirty &= !(1 << i);
-        self.sched_crash(i);
-        self.counters.crashes += 1;
-        let len = self.nodes[i].unsynced.len();
-        let keep = if self.p.mix.torn_writes && len > 0 {
-            self.rng.gen_range(0..=len)
-        } else {
-            0
-        };
-        if keep < len {
-            self.counters.lost_writes += 1;
-            if keep > 0 {
-                self.counters.torn_writes += 1;
-            }
-        }
-        for _ in 0..keep {
-            if let Some(b) = self.nodes[i].unsynced.pop_front() {
-                self.make_durable(i, &b);
-            }
-        }
-        let node = &mut self.nodes[i];
-        node.unsynced.clear();
-        node.gen += 1; // invalidates ticks and fsyncs in flight
-        self.log(1, || {
-            format!("crash n{i} (kept {keep} of {len} unsynced batches)")
-        });
-        if self.phase == Phase::Faults
-            && self.p.script.is_empty()
-            && self.p.driven_clients.is_none()
-        {
-            let down = Duration::from_millis(self.rng.gen_range(20..1500));
-            self.schedule(self.now + down, Ev::Restart { node: i as u8 });
-        }
-    }
-
-    fn make_durable(&mut self, i: usize, b: &PersistBatch) {
-        let node = &mut self.nodes[i];
-        let d = &node.durable;
-        let mut problem = None;
-        if let Some(v) = b.view {
-            if v.last_attempted < d.view.last_attempted || v.last_installed < d.view.last_installed
-            {
-                problem = Some(format!(
-                    "n{i} view promise regressed: {:?} -> {:?}",
-                    d.view, v
-                ));
-            }
-        }
-        let floor = d.snapshot_seq();
-        for a in &b.accepted {
-            if a.seq > floor {
-                if let Some(old) = d.accepted.get(&a.seq) {
-                    if old.view > a.view {
-                        problem = Some(format!(
-                            "n{i} accepted view regressed at slot {}: {} -> {}",
-                            a.seq, old.view, a.view
-                        ));
-                    }
-                }
-            }
-        }
-        for o in &b.ordered {
-            if let Some(old) = d.ordered.get(&o.seq) {
-                if old.update != o.update {
-                    problem = Some(format!("n{i} ordered slot {} rewritten", o.seq));
-                }
-            }
-        }
-        if let Some(pr) = problem {
-            self.violation(ViolationKind::Durability, pr);
-            return;
-        }
-        if let Err((kind, detail)) = self.checker.oracles.on_durable(i, b, &node.durable) {
-            self.violation(kind, detail);
-            return;
-        }
-        let node = &mut self.nodes[i];
-        node.durable.apply(b);
-        let v = node.durable.view;
-        if v.last_attempted < node.promised.last_attempted
-            || v.last_installed < node.promised.last_installed
-        {
-            let msg = format!(
-                "n{i} durable view {:?} below an earlier durable promise {:?}",
-                v, node.promised
-            );
-            self.violation(ViolationKind::Durability, msg);
-            return;
-        }
-        let node = &mut self.nodes[i];
-        node.promised = node.durable.view;
-        self.counters.batches_synced += 1;
-    }
-
-    fn set_leader(&mut self, i: usize, leads: bool) {
-        if leads {
-            self.leader_mask |= 1 << i;
-        } else {
-            self.leader_mask &= !(1 << i);
-        }
-        match (self.leader_mask == 0, self.leaderless_since) {
-            (true, None) => self.leaderless_since = Some(self.now),
-            (false, Some(since)) => {
-                self.leaderless += self.now - since;
-                self.leaderless_since = None;
-            }
-            _ => {}
-        }
-    }
-
     fn alive(&self, i: usize) -> bool {
         self.nodes[i].replica.is_some()
-    }
-
-    /// The live server leading the highest installed view, if any.
-    fn current_leader(&self) -> Option<usize> {
-        let mut best: Option<(View, usize)> = None;
-        for (i, node) in self.nodes.iter().enumerate() {
-            if let Some(r) = &node.replica {
-                let c = r.election_context();
-                if c.state == ServerState::RegLeader
-                    && best.is_none_or(|(v, _)| c.last_installed > v)
-                {
-                    best = Some((c.last_installed, i));
-                }
-            }
-        }
-        best.map(|(_, i)| i)
     }
 
     fn resolve(&self, sel: NodeSel) -> Option<usize> {
@@ -1065,18 +682,18 @@ impl World {
     }
 
     pub(crate) fn run(&mut self) {
-        while let Some(e) = self.heap.pop() {
-            if e.at != self.now {
+        while let Some((at, ev)) = self.queue.pop() {
+            if at != self.now {
                 self.drain_dirty();
                 if self.stop {
                     break;
                 }
-                if e.at > self.end_limit {
+                if at > self.live.end_limit {
                     break;
                 }
-                self.now = e.at;
+                self.now = at;
             }
-            self.process(e);
+            self.process(at, ev);
             if self.stop {
                 break;
             }
@@ -1084,19 +701,12 @@ impl World {
         if !self.stop {
             self.drain_dirty();
         }
-        if self.phase == Phase::Liveness && self.violations.is_empty() {
-            let detail = self.pending_detail();
-            self.violation(ViolationKind::NoConvergence, detail);
-        }
+        self.liveness_at_end();
     }
 
-    fn process(&mut self, e: Entry) {
-        let Some(ev) = self.slab[e.slot as usize].take() else {
-            return;
-        };
-        self.free.push(e.slot);
+    fn process(&mut self, at: Time, ev: Ev) {
         self.events += 1;
-        self.trace = mix(mix(self.trace, e.at.0), ev.code());
+        self.trace = mix(mix(self.trace, at.0), ev.code());
         self.handle(ev);
     }
 
@@ -1104,19 +714,21 @@ impl World {
     /// leaves the clock at `t`. Does nothing more once a violation stopped the world.
     pub(crate) fn run_until(&mut self, t: Time) {
         while !self.stop {
-            match self.heap.peek() {
-                Some(e) if e.at <= t => {}
+            match self.queue.next_time() {
+                Some(at) if at <= t => {}
                 _ => break,
             }
-            let Some(e) = self.heap.pop() else { break };
-            if e.at != self.now {
+            let Some((at, ev)) = self.queue.pop() else {
+                break;
+            };
+            if at != self.now {
                 self.drain_dirty();
                 if self.stop {
                     break;
                 }
-                self.now = e.at;
+                self.now = at;
             }
-            self.process(e);
+            self.process(at, ev);
         }
         if !self.stop {
             self.drain_dirty();
@@ -1155,15 +767,10 @@ impl World {
         self.log(1, || {
             format!("driver: {} n{a}-n{b}", if cut { "cut" } else { "heal" })
         });
+        self.net.set_link(a, b, cut);
         if cut {
-            self.cuts[a] |= 1 << b;
-            self.cuts[b] |= 1 << a;
             self.counters.partitions += 1;
-        } else {
-            self.cuts[a] &= !(1 << b);
-            self.cuts[b] &= !(1 << a);
         }
-        self.recompute_blocked();
     }
 
     /// Starts or stops the closed-loop clients (driver action). Stopped clients finish the update
@@ -1173,13 +780,13 @@ impl World {
         self.log(1, || {
             format!("driver: clients {}", if on { "on" } else { "off" })
         });
-        let was = !self.clients_paused;
-        self.clients_active = on;
-        self.clients_paused = !on;
+        let was = !self.clients.paused;
+        self.clients.active = on;
+        self.clients.paused = !on;
         if on && !was {
-            for c in 0..self.clients.len() {
-                let up = self.alive(self.clients[c].server.index());
-                if up && !self.clients[c].outstanding {
+            for c in 0..self.clients.list.len() {
+                let up = self.alive(self.clients.list[c].server.index());
+                if up && !self.clients.list[c].outstanding {
                     self.schedule(self.now, Ev::Submit { client: c as u32 });
                 }
             }
@@ -1189,9 +796,7 @@ impl World {
     /// Heals every link cut by the driver and every partition (driver fault).
     pub(crate) fn drive_heal_all(&mut self) {
         self.log(1, || "driver: heal all".to_string());
-        self.cuts.iter_mut().for_each(|c| *c = 0);
-        self.partitions.clear();
-        self.recompute_blocked();
+        self.net.heal_all();
     }
 
     /// Per server, `Some(last_installed)` when it is up and regular (not in leader election).
@@ -1230,84 +835,19 @@ impl World {
                     self.schedule(next, Ev::Tick { node, gen });
                 }
             }
-            Ev::Deliver { from, to, msg } => {
-                let (f, t) = (from as usize, to as usize);
-                if self.blocked[f] & (1 << t) != 0 {
-                    self.counters.messages_dropped += 1;
-                    if self.p.verbose >= 3 {
-                        println!(
-                            "{} n{f} -> n{t} {} DROPPED (partition)",
-                            self.now,
-                            msg.kind()
-                        );
-                    }
-                    return;
-                }
-                if self.nodes[t].replica.is_some() {
-                    let from = NodeId(f as u32);
-                    self.input(t, Input::Message { from, msg });
-                } else {
-                    self.counters.messages_dropped += 1;
-                }
-            }
-            Ev::Synced { node, gen } => {
-                let i = node as usize;
-                if self.nodes[i].gen != gen {
-                    return;
-                }
-                let Some(b) = self.nodes[i].unsynced.pop_front() else {
-                    return;
-                };
-                self.make_durable(i, &b);
-                if self.nodes[i].replica.is_some() {
-                    self.input(i, Input::Persisted(b.id));
-                }
-            }
-            Ev::Submit { client } => {
-                if !self.clients_paused {
-                    self.submit(client as usize);
-                }
-            }
-            Ev::Timeout { client, ts } => {
-                let c = client as usize;
-                if self.clients[c].outstanding && self.clients[c].ts == ts {
-                    self.counters.client_retries += 1;
-                    self.send_to_server(c);
-                    let at = self.now + self.p.client_timeout;
-                    self.schedule(at, Ev::Timeout { client, ts });
-                }
-            }
+            Ev::Deliver { from, to, msg } => self.deliver(from as usize, to as usize, msg),
+            Ev::Synced { node, gen } => self.synced(node as usize, gen),
+            Ev::Submit { client } => self.scheduled_submit(client as usize),
+            Ev::Timeout { client, ts } => self.client_timeout(client, ts),
             Ev::Chaos => self.chaos(),
             Ev::Restart { node } => {
                 let i = node as usize;
-                if self.phase == Phase::Faults || self.stable & (1 << i) != 0 {
+                if self.in_fault_phase() || self.live.in_stable(i) {
                     self.boot(i);
                 }
             }
-            Ev::PartitionEnd { id } => {
-                let before = self.partitions.len();
-                self.partitions.retain(|p| p.id != id);
-                if self.partitions.len() != before {
-                    self.recompute_blocked();
-                    self.log(1, || format!("partition {id} healed"));
-                }
-            }
-            Ev::Flap { id, left } => {
-                let Some(p) = self.partitions.iter_mut().find(|p| p.id == id) else {
-                    return;
-                };
-                if left == 0 {
-                    self.partitions.retain(|p| p.id != id);
-                } else {
-                    p.active = !p.active;
-                    if p.active {
-                        self.counters.partitions += 1;
-                    }
-                    let gap = Duration::from_millis(self.rng.gen_range(20..300));
-                    self.schedule(self.now + gap, Ev::Flap { id, left: left - 1 });
-                }
-                self.recompute_blocked();
-            }
+            Ev::PartitionEnd { id } => self.end_partition(id),
+            Ev::Flap { id, left } => self.flap(id, left),
             Ev::Heal => self.heal(),
             Ev::Check => self.check_convergence(),
             Ev::Script { index } => self.script_step(index as usize),
@@ -1335,10 +875,7 @@ impl World {
                     self.add_partition(masks, None);
                 }
             }
-            ScriptAction::HealNetwork => {
-                self.partitions.clear();
-                self.recompute_blocked();
-            }
+            ScriptAction::HealNetwork => self.net.clear_partitions(),
             ScriptAction::CrashAll => {
                 for i in 0..self.p.n {
                     self.crash(i);
@@ -1352,72 +889,8 @@ impl World {
         }
     }
 
-    fn isolate_masks(&self, x: usize) -> Vec<u64> {
-        let n = self.p.n;
-        (0..n)
-            .map(|f| {
-                if f == x {
-                    all_mask(n) & !(1 << x)
-                } else {
-                    1 << x
-                }
-            })
-            .collect()
-    }
-
-    fn add_partition(&mut self, masks: Vec<u64>, lasts: Option<Duration>) -> u64 {
-        let id = self.next_partition;
-        self.next_partition += 1;
-        self.partitions.push(Partition {
-            id,
-            masks,
-            active: true,
-        });
-        self.counters.partitions += 1;
-        self.recompute_blocked();
-        if let Some(d) = lasts {
-            self.schedule(self.now + d, Ev::PartitionEnd { id });
-        }
-        id
-    }
-
-    fn recompute_blocked(&mut self) {
-        self.blocked.copy_from_slice(&self.cuts);
-        for p in &self.partitions {
-            if p.active {
-                for (b, m) in self.blocked.iter_mut().zip(&p.masks) {
-                    *b |= m;
-                }
-            }
-        }
-    }
-
-    fn random_split(&mut self) -> u64 {
-        let n = self.p.n;
-        let all = all_mask(n);
-        loop {
-            let s = self.rng.gen_range(0..=all);
-            if s != 0 && s != all {
-                return s;
-            }
-        }
-    }
-
-    fn split_masks(&self, side: u64) -> Vec<u64> {
-        let all = all_mask(self.p.n);
-        (0..self.p.n)
-            .map(|f| {
-                if side & (1 << f) != 0 {
-                    all & !side
-                } else {
-                    side
-                }
-            })
-            .collect()
-    }
-
     fn chaos(&mut self) {
-        if self.phase != Phase::Faults || self.p.n < 2 {
+        if !self.in_fault_phase() || self.p.n < 2 {
             return;
         }
         let crash_ok = self.p.mix.crashes && self.p.config.durability == Durability::Sync;
@@ -1495,194 +968,6 @@ impl World {
         self.schedule(self.now + next, Ev::Chaos);
     }
 
-    fn heal(&mut self) {
-        let n = self.p.n;
-        self.phase = Phase::Liveness;
-        self.healed_at = Some(self.now);
-        self.clients_active = false;
-        let majority = n / 2 + 1;
-        self.stable = if self.p.heal_all || self.rng.gen_bool(0.5) {
-            all_mask(n)
-        } else {
-            let mut ids: Vec<usize> = (0..n).collect();
-            // Fisher-Yates with the seeded RNG.
-            for i in (1..n).rev() {
-                let j = self.rng.gen_range(0..=i);
-                ids.swap(i, j);
-            }
-            let size = self.rng.gen_range(majority..=n);
-            ids[..size].iter().fold(0u64, |m, &i| m | 1 << i)
-        };
-        self.partitions.clear();
-        self.cuts.iter_mut().for_each(|c| *c = 0);
-        self.loss = 0.0;
-        let outside = all_mask(n) & !self.stable;
-        let crash_ok = self.p.mix.crashes && self.p.config.durability == Durability::Sync;
-        for i in 0..n {
-            if outside & (1 << i) != 0 && self.alive(i) && crash_ok && self.rng.gen_bool(0.5) {
-                self.crash(i);
-            }
-        }
-        if outside != 0 {
-            let masks: Vec<u64> = (0..n)
-                .map(|f| {
-                    if outside & (1 << f) != 0 {
-                        all_mask(n) & !(1 << f)
-                    } else {
-                        outside
-                    }
-                })
-                .collect();
-            self.add_partition(masks, None);
-            // Keeping the others away is not a fault the run exercised.
-            self.counters.partitions -= 1;
-        }
-        self.recompute_blocked();
-        self.nemesis_heal();
-        for i in 0..n {
-            if self.stable & (1 << i) != 0 {
-                self.boot(i);
-            }
-        }
-        self.liveness_set_hook(outside);
-        // Every client of the stable set gets one more update in, so liveness is always tested.
-        for c in 0..self.clients.len() {
-            let cl = &self.clients[c];
-            if self.stable & (1 << cl.server.index()) != 0 && !cl.outstanding {
-                self.submit(c);
-            }
-        }
-        self.deadline = self.now + self.p.liveness_bound;
-        let stable = self.stable;
-        self.log(1, || format!("heal: stable set {stable:#b}"));
-        let first = self.p.liveness_bound.min(Duration::from_millis(50));
-        self.schedule(self.now + first, Ev::Check);
-    }
-
-    fn pending_detail(&self) -> String {
-        let pending: Vec<String> = self
-            .clients
-            .iter()
-            .filter(|c| c.outstanding && self.stable & (1 << c.server.index()) != 0)
-            .map(|c| format!("{}:{}@n{}", c.id, c.ts, c.server.0))
-            .collect();
-        let arus: Vec<String> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| match &n.replica {
-                Some(r) => {
-                    let c = r.election_context();
-                    let st = r.status();
-                    format!(
-                        "n{i}:{:?}/attempted {}/installed {}/aru {}/proposed {}/queued {}/pending {}",
-                        c.state,
-                        c.last_attempted,
-                        c.last_installed,
-                        c.local_aru.0,
-                        st.last_proposed.0,
-                        st.queued,
-                        st.pending
-                    )
-                }
-                None => format!("n{i}:down"),
-            })
-            .collect();
-        let stable: Vec<String> = (0..self.p.n)
-            .filter(|i| self.stable & (1 << i) != 0)
-            .map(|i| format!("n{i}"))
-            .collect();
-        let what = if pending.is_empty() {
-            "every client completed, but the stable servers did not reach the same aru"
-        } else {
-            "client updates still pending"
-        };
-        format!(
-            "no convergence {:?} after healing ({what}): stable set [{}], pending [{}], servers [{}]",
-            self.p.liveness_bound,
-            stable.join(" "),
-            pending.join(" "),
-            arus.join(" ")
-        )
-    }
-
-    fn check_convergence(&mut self) {
-        if self.phase != Phase::Liveness {
-            return;
-        }
-        let pending = self
-            .clients
-            .iter()
-            .any(|c| c.outstanding && self.stable & (1 << c.server.index()) != 0);
-        let mut positions = Vec::new();
-        for i in 0..self.p.n {
-            if self.stable & (1 << i) != 0 {
-                match &self.nodes[i].replica {
-                    Some(r) => {
-                        positions.push((r.election_context().local_aru, r.state_machine().digest()))
-                    }
-                    None => positions.push((Seq(u64::MAX), 0)),
-                }
-            }
-        }
-        let same = positions.windows(2).all(|w| w[0] == w[1]);
-        if !pending && same {
-            self.converged_at = Some(self.now);
-            self.phase = Phase::Done;
-            self.stop = true;
-            self.log(1, || "converged".to_string());
-            return;
-        }
-        if self.now >= self.deadline {
-            let d = self.pending_detail();
-            self.violation(ViolationKind::NoConvergence, d);
-            return;
-        }
-        self.schedule(self.now + Duration::from_millis(50), Ev::Check);
-    }
-
-    fn submit(&mut self, c: usize) {
-        if self.clients[c].outstanding {
-            return;
-        }
-        let cl = &mut self.clients[c];
-        cl.ts += 1;
-        let ts = cl.ts;
-        let update = ClientUpdate {
-            client_id: ClientId(cl.id),
-            server_id: cl.server,
-            timestamp: Timestamp(ts),
-            payload: make_payload(self.p.seed, cl.id, ts, self.p.payload_len),
-        };
-        self.checker.submitted_at[c] = (update.payload.as_ptr() as usize, update.payload.len());
-        cl.update = Some(update);
-        cl.outstanding = true;
-        cl.first_sent = self.now;
-        self.checker.submitted[c] = ts;
-        self.send_to_server(c);
-        if self.p.bench_updates.is_none() {
-            let at = self.now + self.p.client_timeout;
-            self.schedule(
-                at,
-                Ev::Timeout {
-                    client: c as u32,
-                    ts,
-                },
-            );
-        }
-    }
-
-    fn send_to_server(&mut self, c: usize) {
-        let i = self.clients[c].server.index();
-        if self.nodes[i].replica.is_none() {
-            return;
-        }
-        let Some(u) = self.clients[c].update.clone() else {
-            return;
-        };
-        self.input(i, Input::Client(u));
-    }
-
     fn drain_dirty(&mut self) {
         loop {
             while self.dirty != 0 {
@@ -1693,15 +978,9 @@ impl World {
                     return;
                 }
             }
-            if self.resubmit.is_empty() {
+            if !self.resubmit() {
                 return;
             }
-            let mut batch = std::mem::take(&mut self.resubmit);
-            for &c in &batch {
-                self.submit(c as usize);
-            }
-            batch.clear();
-            self.resubmit = batch;
         }
     }
 
@@ -1710,36 +989,17 @@ impl World {
             return;
         };
         while let Some(b) = r.poll_persist() {
-            if let Err((kind, detail)) = self.checker.oracles.on_written(i, &b) {
-                self.violation(kind, detail);
-            }
-            let delay = if self.p.mix.slow_disk {
-                self.rng.gen_range(100_000..40_000_000)
-            } else if self.p.bench_updates.is_some() {
-                50_000
-            } else {
-                self.rng.gen_range(50_000..2_000_000)
-            };
-            let delay = self.disk_delay(i, delay);
-            let node = &mut self.nodes[i];
-            let at = (self.now + Duration::from_nanos(delay)).max(node.disk_free_at);
-            node.disk_free_at = at;
-            node.unsynced.push_back(b);
-            let gen = node.gen;
-            self.schedule(at, Ev::Synced { node: i as u8, gen });
+            self.write(i, b);
         }
         while let Some((to, msg)) = r.poll_message() {
-            let durable = &self.nodes[i].durable;
-            if let Err((kind, detail)) = self.checker.oracles.on_send(i, &msg, durable) {
+            let durable = &self.nodes[i].disk.durable;
+            if let Err((kind, detail)) = self.checker.on_send(i, &msg, durable) {
                 self.violation(kind, detail);
             }
             self.send(i, to, msg);
         }
         let snaps = r.metrics().snapshots_installed;
-        if snaps != self.nodes[i].snaps_seen {
-            self.checker.jump_ok[i] += snaps.saturating_sub(self.nodes[i].snaps_seen);
-            self.nodes[i].snaps_seen = snaps;
-        }
+        self.checker.on_snapshots_installed(i, snaps);
         while let Some(e) = r.poll_executed() {
             if let Err((kind, detail)) = self.checker.on_executed(i, &e) {
                 self.violation(kind, detail);
@@ -1751,36 +1011,10 @@ impl World {
         }
         let ctx = r.election_context();
         let pos = ctx.local_aru.0;
-        if pos != self.nodes[i].digest_pos {
-            self.nodes[i].digest_pos = pos;
-            if let Some(d) = self.checker.digest_at(pos) {
-                let mine = r.state_machine().digest();
-                if mine != d {
-                    self.violation(
-                        ViolationKind::Digest,
-                        format!(
-                            "n{i} at slot {pos} has digest {mine:#x}, the canonical order gives {d:#x}"
-                        ),
-                    );
-                }
-            }
+        if let Err((kind, detail)) = self.checker.on_aru(i, pos, || r.state_machine().digest()) {
+            self.violation(kind, detail);
         }
-        let leads = ctx.state == ServerState::RegLeader;
-        if leads != (self.leader_mask & (1 << i) != 0) {
-            self.set_leader(i, leads);
-        }
-        if leads && self.max_leader_view.is_none_or(|v| ctx.last_installed > v) {
-            self.max_leader_view = Some(ctx.last_installed);
-            self.counters.view_changes += 1;
-            if self.p.bench_updates.is_none() {
-                self.leader_changes.push(LeaderChange {
-                    time: self.now,
-                    view: ctx.last_installed,
-                    leader: NodeId(i as u32),
-                });
-            }
-            self.log(1, || format!("n{i} leads {}", ctx.last_installed));
-        }
+        self.observe_leader(i, ctx.state == ServerState::RegLeader, ctx.last_installed);
         self.nodes[i].replica = Some(r);
         if self.checker.ordered() >= self.next_trim {
             self.next_trim = self.checker.ordered() + 4096;
@@ -1799,173 +1033,11 @@ impl World {
         for (i, node) in self.nodes.iter().enumerate() {
             let mut f = self.checker.pos[i];
             if sync || node.replica.is_none() {
-                f = f.min(node.durable.snapshot_seq().0);
+                f = f.min(node.disk.durable.snapshot_seq().0);
             }
             floor = floor.min(f);
         }
         self.checker.trim(floor);
-    }
-
-    fn on_reply(&mut self, i: usize, rep: paxos_core::ClientReply) {
-        let c = rep.client_id.0 as usize;
-        if c >= self.clients.len() {
-            self.violation(
-                ViolationKind::Validity,
-                format!("n{i} replied to unknown client {}", rep.client_id.0),
-            );
-            return;
-        }
-        let ts = rep.timestamp.0;
-        let (applied_ts, applied_chain) = self.checker.applied(c);
-        if ts > self.clients[c].ts {
-            self.violation(
-                ViolationKind::ExactlyOnce,
-                format!("n{i} replied to {c}:{ts}, which was never submitted"),
-            );
-            return;
-        }
-        if ts > applied_ts {
-            self.violation(
-                ViolationKind::ExactlyOnce,
-                format!("n{i} replied to {c}:{ts}, which the canonical order never applied"),
-            );
-            return;
-        }
-        if ts == applied_ts && rep.result.as_ref() != applied_chain.to_le_bytes() {
-            self.violation(
-                ViolationKind::ExactlyOnce,
-                format!("n{i} replied to {c}:{ts} with a result its execution did not produce"),
-            );
-            return;
-        }
-        let cl = &mut self.clients[c];
-        if ts != cl.ts || !cl.outstanding {
-            return; // a late duplicate reply
-        }
-        cl.outstanding = false;
-        let latency = self.now - cl.first_sent;
-        let submitted = cl.first_sent;
-        self.counters.updates_completed += 1;
-        if self.p.record_latencies {
-            self.latencies.push(Latency {
-                client: ClientId(c as u64),
-                submitted,
-                latency,
-            });
-        }
-        if self.p.verbose >= 1 && self.p.bench_updates.is_none() {
-            println!("{} client {c}:{ts} done via n{i} in {latency:?}", self.now);
-        }
-        if self.clients_active {
-            if self.p.think.is_zero() {
-                self.resubmit.push(c as u32);
-            } else {
-                let at = self.now + self.p.think;
-                self.schedule(at, Ev::Submit { client: c as u32 });
-            }
-        }
-    }
-
-    fn send(&mut self, from: usize, to: Destination, msg: Message) {
-        let msg = if self.p.mix.codec_sample > 0.0 && self.rng.gen_bool(self.p.mix.codec_sample) {
-            self.counters.codec_roundtrips += 1;
-            let env = Envelope {
-                from: NodeId(from as u32),
-                message: msg,
-            };
-            match encode_envelope(&env).and_then(|b| decode_envelope(&b)) {
-                Ok(back) if back == env => back.message,
-                Ok(_) => {
-                    self.violation(
-                        ViolationKind::Codec,
-                        format!("{} changed in a codec round trip", env.message.kind()),
-                    );
-                    return;
-                }
-                Err(e) => {
-                    self.violation(
-                        ViolationKind::Codec,
-                        format!("{} failed a codec round trip: {e}", env.message.kind()),
-                    );
-                    return;
-                }
-            }
-        } else {
-            msg
-        };
-        match to {
-            Destination::Node(j) => {
-                if j.index() < self.p.n && j.index() != from {
-                    self.send_one(from, j.index(), msg);
-                }
-            }
-            Destination::All => {
-                let n = self.p.n;
-                let last = if from == n - 1 {
-                    n.wrapping_sub(2)
-                } else {
-                    n - 1
-                };
-                for j in 0..n {
-                    if j == from {
-                        continue;
-                    }
-                    if j == last {
-                        self.send_one(from, j, msg);
-                        break;
-                    }
-                    self.send_one(from, j, msg.clone());
-                }
-            }
-        }
-    }
-
-    fn delay(&mut self) -> Duration {
-        if self.p.bench_updates.is_some() {
-            return self.p.base_delay;
-        }
-        let mut d = self.p.base_delay;
-        if !self.p.jitter.is_zero() {
-            d += Duration::from_nanos(self.rng.gen_range(0..=self.p.jitter.as_nanos() as u64));
-        }
-        let m = &self.p.mix;
-        if m.reorder > 0.0 && self.rng.gen_bool(m.reorder) {
-            d += Duration::from_micros(self.rng.gen_range(0..20_000));
-        }
-        if m.long_delay > 0.0 && self.rng.gen_bool(m.long_delay) {
-            let max = m.long_delay_max.as_micros().max(1) as u64;
-            d += Duration::from_micros(self.rng.gen_range(0..max));
-        }
-        d
-    }
-
-    fn send_one(&mut self, from: usize, to: usize, msg: Message) {
-        self.counters.messages_sent += 1;
-        if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
-            self.counters.messages_dropped += 1;
-            return;
-        }
-        let d = self.delay();
-        if self.p.mix.duplicate > 0.0 && self.rng.gen_bool(self.p.mix.duplicate) {
-            self.counters.messages_duplicated += 1;
-            let d2 = self.delay();
-            self.schedule(
-                self.now + d2,
-                Ev::Deliver {
-                    from: from as u8,
-                    to: to as u8,
-                    msg: msg.clone(),
-                },
-            );
-        }
-        self.schedule(
-            self.now + d,
-            Ev::Deliver {
-                from: from as u8,
-                to: to as u8,
-                msg,
-            },
-        );
     }
 
     pub(crate) fn into_report(mut self, election: &'static str, replay: String) -> RunReport {
@@ -1974,9 +1046,7 @@ impl World {
                 Self::fold_metrics(&mut self.counters, r.metrics());
             }
         }
-        if let Some(since) = self.leaderless_since {
-            self.leaderless += self.now - since;
-        }
+        let (leader_changes, leaderless) = self.leaders.finish(self.now);
         self.counters.duplicates_skipped = self.checker.duplicates_skipped;
         self.counters.noops = self.checker.noops;
         self.counters.executions = self.checker.executions;
@@ -2003,15 +1073,15 @@ impl World {
             trace_hash: finish(trace),
             violations: self.violations,
             counters: self.counters,
-            latencies: self.latencies,
-            leader_changes: self.leader_changes,
-            leaderless: self.leaderless,
-            healed_at: self.healed_at,
+            latencies: self.clients.latencies,
+            leader_changes,
+            leaderless,
+            healed_at: self.live.healed_at,
             stable_set: (0..self.p.n)
-                .filter(|i| self.stable & (1 << i) != 0)
+                .filter(|&i| self.live.in_stable(i))
                 .map(|i| NodeId(i as u32))
                 .collect(),
-            converged_at: self.converged_at,
+            converged_at: self.live.converged_at,
             replay,
             schedule: self.sched.mode,
             node_faults: self.sched.faults.clone(),

@@ -17,7 +17,7 @@
 //! fault phase only; pauses end when the fault phase does. Draws come from the scheduler's RNG.
 
 use super::schedule::SchedEv;
-use super::{Ev, Phase, World};
+use super::{Ev, World};
 use crate::faults::FaultProfile;
 use rand::Rng;
 use std::time::Duration;
@@ -191,7 +191,7 @@ impl World {
         match ev {
             SchedEv::Run { .. } => {}
             SchedEv::Pause => {
-                if self.phase != Phase::Faults {
+                if !self.in_fault_phase() {
                     return;
                 }
                 let i = self.random_node(true);
@@ -219,7 +219,7 @@ impl World {
                 }
             }
             SchedEv::Jump => {
-                if self.phase != Phase::Faults {
+                if !self.in_fault_phase() {
                     return;
                 }
                 let i = self.random_node(true);
@@ -234,7 +234,7 @@ impl World {
                 self.nemesis_next(self.sched.faults.jump_interval, SchedEv::Jump);
             }
             SchedEv::SlowDisk => {
-                if self.phase != Phase::Faults {
+                if !self.in_fault_phase() {
                     return;
                 }
                 let i = self.random_node(false);

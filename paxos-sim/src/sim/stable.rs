@@ -84,10 +84,7 @@ impl World {
         let masks: Vec<u64> = (0..n)
             .map(|f| if outside & (1 << f) != 0 { 0 } else { outside })
             .collect();
-        if let Some(p) = self.partitions.last_mut() {
-            p.masks = masks;
-        }
-        self.recompute_blocked();
+        self.net.reshape_last(masks);
         for i in 0..n {
             if outside & (1 << i) != 0 {
                 self.boot(i);
