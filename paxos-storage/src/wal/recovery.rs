@@ -1,0 +1,216 @@
+//! Recovery (the [`wal`](super) module's "Recovery rules"; docs/storage.md, "Recovery rules"):
+//! read the checkpoint, replay every segment after it in order, refuse damage in the written
+//! log, end the log at a torn or stale tail of the last segment, and position the writer there.
+
+use super::checkpoint::read_checkpoint;
+use super::fs::{self, io_err, CHECKPOINT_FILE};
+use super::record::{self, RecordKind};
+use super::segment::Writer;
+use super::{Loaded, WalStorage};
+use crate::StorageError;
+use paxos_core::durable::{DurableState, PersistBatch};
+use paxos_core::Seq;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+impl WalStorage {
+    /// Reads the checkpoint, replays the log after it, repairs a torn tail, and positions the
+    /// writer at the end of the log.
+    pub(super) fn recover(&mut self) -> Result<(), StorageError> {
+        let listing = self.fs.list()?;
+        for t in &listing.tmps {
+            self.fs.remove(t)?;
+        }
+        let ids = listing.ids;
+        self.free_seq = listing.free.last().map_or(0, |(n, _)| *n);
+        self.free = listing.free.into_iter().map(|(_, p)| p).collect();
+        let ck_path = self.fs.path(CHECKPOINT_FILE);
+        let (mut state, start_seg, start_off) = match std::fs::read(&ck_path) {
+            Ok(data) => {
+                let ck = read_checkpoint(&ck_path, &data)?;
+                (ck.state, Some(ck.log_segment), ck.log_offset)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (DurableState::default(), None, 0)
+            }
+            Err(e) => return Err(io_err(&ck_path, e)),
+        };
+        let mut segs = ids;
+        if let Some(start) = start_seg {
+            // Left over when a crash came between the checkpoint's rename and their recycling.
+            let old: Vec<u64> = segs.iter().copied().filter(|&id| id < start).collect();
+            for &id in &old {
+                self.recycle(&self.fs.path(&fs::segment_name(id)))?;
+            }
+            if !old.is_empty() {
+                self.fs.sync_dir()?;
+            }
+            segs.retain(|&id| id >= start);
+            if segs.first() != Some(&start) {
+                return Err(StorageError::Corrupt {
+                    path: ck_path,
+                    offset: 0,
+                    reason: format!("checkpoint starts in segment {start}, which is missing"),
+                });
+            }
+        }
+        for pair in segs.windows(2) {
+            if pair[1] != pair[0] + 1 {
+                return Err(StorageError::Corrupt {
+                    path: self.fs.path(&fs::segment_name(pair[1])),
+                    offset: 0,
+                    reason: format!("segment {} is missing", pair[0] + 1),
+                });
+            }
+        }
+        let mut records = 0u64;
+        let mut replayed = 0u64;
+        let mut end: Option<(u64, PathBuf, u64, bool, u64)> = None;
+        for (i, &id) in segs.iter().enumerate() {
+            let path = self.fs.path(&fs::segment_name(id));
+            let data = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
+            let from = if Some(id) == start_seg { start_off } else { 0 };
+            let last = i + 1 == segs.len();
+            let mut off = usize::try_from(from).unwrap_or(usize::MAX);
+            if off > data.len() {
+                return Err(StorageError::Corrupt {
+                    path: ck_path,
+                    offset: 0,
+                    reason: format!(
+                        "checkpoint offset {from} is past the end of {}",
+                        path.display()
+                    ),
+                });
+            }
+            let mut sealed = false;
+            let mut bad = None;
+            while off < data.len() {
+                match record::parse(&data, off, id) {
+                    Ok(rec) => {
+                        sealed = replay(&mut state, &path, off, id, rec.kind, rec.payload)?;
+                        records += 1;
+                        replayed += rec.end as u64 - off as u64;
+                        off = rec.end;
+                        if sealed {
+                            break;
+                        }
+                    }
+                    Err(reason) => {
+                        bad = Some(reason);
+                        break;
+                    }
+                }
+            }
+            if !last {
+                if !sealed {
+                    return Err(StorageError::Corrupt {
+                        path,
+                        offset: off as u64,
+                        reason: format!(
+                            "{} in a segment that is followed by segment {}",
+                            bad.unwrap_or("missing seal record"),
+                            id + 1
+                        ),
+                    });
+                }
+                continue;
+            }
+            if let Some(reason) = bad {
+                let dirty_end = record::nonzero_end(&data, off);
+                if dirty_end > off {
+                    if let Some(valid) = record::find_valid_after(&data, off + 1, id) {
+                        return Err(StorageError::Corrupt {
+                            path,
+                            offset: off as u64,
+                            reason: format!(
+                                "{reason}, but a valid record follows at offset {valid}: damage inside the written log"
+                            ),
+                        });
+                    }
+                    // A torn write, or records of the file's previous life as another segment:
+                    // none of it validates for this segment, so appends simply overwrite it.
+                    tracing::info!(
+                        file = %path.display(),
+                        offset = off,
+                        bytes = dirty_end - off,
+                        reason,
+                        "WAL: log ends here; the torn or stale bytes after it are ignored"
+                    );
+                }
+            }
+            let capacity = (data.len() as u64).max(self.opts.segment_bytes);
+            end = Some((id, path, off as u64, sealed, capacity));
+        }
+        tracing::info!(
+            dir = %self.fs.dir.display(),
+            segments = segs.len(),
+            records,
+            bytes = replayed,
+            "WAL recovered"
+        );
+        let w = match end {
+            Some((id, path, pos, false, capacity)) => {
+                let file = Arc::new(self.fs.open_rw(&path)?);
+                Writer {
+                    id,
+                    path,
+                    file,
+                    pos,
+                    capacity,
+                    dirty: false,
+                }
+            }
+            // Crashed after sealing, before the next segment was put in place.
+            Some((id, _, _, true, _)) => self.next_segment(id + 1, 0)?,
+            None => self.next_segment(1, 0)?,
+        };
+        self.loaded = Some(Loaded {
+            state,
+            w,
+            since_checkpoint: replayed,
+        });
+        Ok(())
+    }
+}
+
+/// Applies one log record to `state`; returns whether it was the segment's seal.
+fn replay(
+    state: &mut DurableState,
+    path: &Path,
+    off: usize,
+    segment: u64,
+    kind: RecordKind,
+    payload: &[u8],
+) -> Result<bool, StorageError> {
+    let corrupt = |reason: String| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset: off as u64,
+        reason,
+    };
+    let undecodable = |e: postcard::Error| corrupt(format!("undecodable {kind:?} record: {e}"));
+    match kind {
+        RecordKind::Batch => {
+            let b: PersistBatch = postcard::from_bytes(payload).map_err(undecodable)?;
+            state.apply(&b);
+        }
+        RecordKind::Incarnation => {
+            state.incarnation = postcard::from_bytes(payload).map_err(undecodable)?;
+        }
+        RecordKind::Truncate => {
+            let seq: Seq = postcard::from_bytes(payload).map_err(undecodable)?;
+            state.truncate_through(seq);
+        }
+        RecordKind::Seal => {
+            let next: u64 = postcard::from_bytes(payload).map_err(undecodable)?;
+            if next != segment + 1 {
+                return Err(corrupt(format!(
+                    "seal names segment {next}, expected {}",
+                    segment + 1
+                )));
+            }
+            return Ok(true);
+        }
+        RecordKind::Checkpoint => return Err(corrupt("checkpoint record inside a segment".into())),
+    }
+    Ok(false)
+}
