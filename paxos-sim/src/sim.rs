@@ -1,7 +1,7 @@
 //! The simulator: a builder ([`Simulation`]) and the discrete-event world it runs.
 
 use crate::checker::Checker;
-use crate::faults::{FaultMix, FaultProfile, PartitionKind};
+use crate::faults::{FaultMix, FaultProfile};
 use crate::report::{Counters, RunReport, Violation, ViolationKind};
 use crate::state_machine::{finish, mix, SimStateMachine};
 use paxos_core::{
@@ -14,6 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod chaos;
 mod clients;
 mod disks;
 mod events;
@@ -22,6 +23,7 @@ mod nemesis;
 mod network;
 mod schedule;
 mod stable;
+pub use chaos::{NodeSel, ScriptAction, ScriptStep};
 use clients::Clients;
 use disks::Disk;
 use events::{Ev, EventQueue};
@@ -48,42 +50,6 @@ pub fn sim_psb_config() -> PsbConfig {
 /// A factory for PSB's own view change ([`PsbViewChange`]) with the given timers.
 pub fn psb_election(config: PsbConfig) -> ElectionFactory {
     Arc::new(move |me, servers| Box::new(PsbViewChange::new(me, servers, config)))
-}
-
-/// Which server a scripted fault applies to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodeSel {
-    /// A fixed server.
-    Node(NodeId),
-    /// The current leader (the live server leading the highest installed view), if any.
-    Leader,
-}
-
-/// A fault injected at a fixed time by a scripted scenario.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ScriptAction {
-    /// Crash a server (its unsynced writes are lost). Only with `Durability::Sync` (scripts default
-    /// to it); ignored otherwise, since crashing a server without stable storage is unsafe by design.
-    Crash(NodeSel),
-    /// Restart a crashed server.
-    Restart(NodeSel),
-    /// Cut a server off from all others, both ways.
-    Isolate(NodeSel),
-    /// Remove every partition.
-    HealNetwork,
-    /// Crash every server.
-    CrashAll,
-    /// Restart every crashed server.
-    RestartAll,
-}
-
-/// One step of a scripted scenario.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ScriptStep {
-    /// Virtual time since the start of the run.
-    pub at: Duration,
-    /// What happens.
-    pub action: ScriptAction,
 }
 
 /// A deliberately planted core bug (re-exported from paxos-core with the `planted-bugs` feature).
@@ -656,12 +622,6 @@ impl World {
         }
     }
 
-    fn exp_delay(&mut self) -> Duration {
-        let u: f64 = self.rng.gen_range(1e-9..1.0);
-        let mean = self.p.mix.fault_interval.as_secs_f64();
-        Duration::from_secs_f64((-u.ln() * mean).clamp(0.001, 60.0))
-    }
-
     fn fold_metrics(counters: &mut Counters, m: &Metrics) {
         counters.views_installed += m.views_installed;
         counters.reconciliations += m.recon_requests;
@@ -672,13 +632,6 @@ impl World {
 
     fn alive(&self, i: usize) -> bool {
         self.nodes[i].replica.is_some()
-    }
-
-    fn resolve(&self, sel: NodeSel) -> Option<usize> {
-        match sel {
-            NodeSel::Node(id) => (id.index() < self.p.n).then_some(id.index()),
-            NodeSel::Leader => self.current_leader(),
-        }
     }
 
     pub(crate) fn run(&mut self) {
@@ -840,12 +793,7 @@ impl World {
             Ev::Submit { client } => self.scheduled_submit(client as usize),
             Ev::Timeout { client, ts } => self.client_timeout(client, ts),
             Ev::Chaos => self.chaos(),
-            Ev::Restart { node } => {
-                let i = node as usize;
-                if self.in_fault_phase() || self.live.in_stable(i) {
-                    self.boot(i);
-                }
-            }
+            Ev::Restart { node } => self.restart_crashed(node as usize),
             Ev::PartitionEnd { id } => self.end_partition(id),
             Ev::Flap { id, left } => self.flap(id, left),
             Ev::Heal => self.heal(),
@@ -853,119 +801,6 @@ impl World {
             Ev::Script { index } => self.script_step(index as usize),
             Ev::Sched(e) => self.handle_sched(e),
         }
-    }
-
-    fn script_step(&mut self, index: usize) {
-        let action = self.p.script[index].action;
-        self.log(1, || format!("script {action:?}"));
-        match action {
-            ScriptAction::Crash(sel) => {
-                if let Some(i) = self.resolve(sel) {
-                    self.crash(i);
-                }
-            }
-            ScriptAction::Restart(sel) => {
-                if let Some(i) = self.resolve(sel) {
-                    self.boot(i);
-                }
-            }
-            ScriptAction::Isolate(sel) => {
-                if let Some(i) = self.resolve(sel) {
-                    let masks = self.isolate_masks(i);
-                    self.add_partition(masks, None);
-                }
-            }
-            ScriptAction::HealNetwork => self.net.clear_partitions(),
-            ScriptAction::CrashAll => {
-                for i in 0..self.p.n {
-                    self.crash(i);
-                }
-            }
-            ScriptAction::RestartAll => {
-                for i in 0..self.p.n {
-                    self.boot(i);
-                }
-            }
-        }
-    }
-
-    fn chaos(&mut self) {
-        if !self.in_fault_phase() || self.p.n < 2 {
-            return;
-        }
-        let crash_ok = self.p.mix.crashes && self.p.config.durability == Durability::Sync;
-        let kinds = self.p.mix.partitions.clone();
-        let choices = usize::from(crash_ok) + usize::from(!kinds.is_empty());
-        if choices == 0 {
-            return;
-        }
-        let pick = self.rng.gen_range(0..choices);
-        if crash_ok && pick == 0 {
-            let leader = self.current_leader();
-            let target = match leader {
-                Some(l) if self.rng.gen_bool(0.4) => Some(l),
-                _ => {
-                    let alive: Vec<usize> = (0..self.p.n).filter(|&i| self.alive(i)).collect();
-                    (!alive.is_empty()).then(|| alive[self.rng.gen_range(0..alive.len())])
-                }
-            };
-            if let Some(i) = target {
-                self.crash(i);
-            }
-        } else {
-            let kind = kinds[self.rng.gen_range(0..kinds.len())];
-            let lasts = Duration::from_millis(self.rng.gen_range(100..2000));
-            let n = self.p.n;
-            match kind {
-                PartitionKind::IsolateOne => {
-                    let x = match self.current_leader() {
-                        Some(l) if self.rng.gen_bool(0.5) => l,
-                        _ => self.rng.gen_range(0..n),
-                    };
-                    let masks = self.isolate_masks(x);
-                    let id = self.add_partition(masks, Some(lasts));
-                    self.log(1, || format!("partition {id}: isolate n{x}"));
-                }
-                PartitionKind::Split => {
-                    let side = self.random_split();
-                    let masks = self.split_masks(side);
-                    let id = self.add_partition(masks, Some(lasts));
-                    self.log(1, || format!("partition {id}: split {side:#b}"));
-                }
-                PartitionKind::OneWay => {
-                    let x = match self.current_leader() {
-                        Some(l) if self.rng.gen_bool(0.5) => l,
-                        _ => self.rng.gen_range(0..n),
-                    };
-                    let outgoing = self.rng.gen_bool(0.5);
-                    let masks: Vec<u64> = (0..n)
-                        .map(|f| match (f == x, outgoing) {
-                            (true, true) => all_mask(n) & !(1 << x),
-                            (false, false) => 1 << x,
-                            _ => 0,
-                        })
-                        .collect();
-                    let id = self.add_partition(masks, Some(lasts));
-                    self.log(1, || {
-                        format!(
-                            "partition {id}: n{x} cannot {}",
-                            if outgoing { "send" } else { "receive" }
-                        )
-                    });
-                }
-                PartitionKind::Flapping => {
-                    let side = self.random_split();
-                    let masks = self.split_masks(side);
-                    let id = self.add_partition(masks, None);
-                    let left = self.rng.gen_range(3..12);
-                    let gap = Duration::from_millis(self.rng.gen_range(20..300));
-                    self.schedule(self.now + gap, Ev::Flap { id, left });
-                    self.log(1, || format!("partition {id}: flapping split {side:#b}"));
-                }
-            }
-        }
-        let next = self.exp_delay();
-        self.schedule(self.now + next, Ev::Chaos);
     }
 
     fn drain_dirty(&mut self) {
