@@ -18,10 +18,10 @@ mod nemesis;
 mod network;
 mod schedule;
 mod stable;
-pub(crate) use builder::Params;
 pub use builder::{durability_name, psb_election, sim_psb_config, ElectionFactory, Simulation};
 #[cfg(feature = "planted-bugs")]
 pub use builder::{planted_bug_name, PlantedBug};
+pub(crate) use builder::{Mode, Params};
 pub use chaos::{NodeSel, ScriptAction, ScriptStep};
 use clients::Clients;
 use disks::Disk;
@@ -84,7 +84,7 @@ impl World {
         let clients = Clients::new(&p, &mut rng);
         let checker = Checker::new(
             p.seed,
-            p.payload_len,
+            p.mode.payload_len(),
             &p.config,
             clients.list.iter().map(|c| c.server).collect(),
         );
@@ -146,21 +146,27 @@ impl World {
             self.boot(i);
         }
         self.start_clients();
-        if let Some(phase) = self.p.fault_phase {
+        if let Some(phase) = self.p.mode.fault_phase() {
             let heal_at = Time::ZERO + phase;
             self.schedule(heal_at, Ev::Heal);
             self.live.end_limit = heal_at + self.p.liveness_bound + Duration::from_secs(1);
-            let crash_ok = self.p.mix.crashes && self.p.config.durability == Durability::Sync;
-            if self.p.script.is_empty() && (crash_ok || !self.p.mix.partitions.is_empty()) {
-                let first = self.exp_delay();
-                self.schedule(Time::ZERO + first, Ev::Chaos);
-            }
-            for (i, s) in self.p.script.clone().iter().enumerate() {
-                self.schedule(Time::ZERO + s.at, Ev::Script { index: i as u32 });
-            }
-            if self.p.script.is_empty() {
+        }
+        match &self.p.mode {
+            Mode::Random { .. } => {
+                let crash_ok = self.p.mix.crashes && self.p.config.durability == Durability::Sync;
+                if crash_ok || !self.p.mix.partitions.is_empty() {
+                    let first = self.exp_delay();
+                    self.schedule(Time::ZERO + first, Ev::Chaos);
+                }
                 self.start_nemesis();
             }
+            Mode::Scripted { script, .. } => {
+                let times: Vec<Duration> = script.iter().map(|s| s.at).collect();
+                for (i, at) in times.into_iter().enumerate() {
+                    self.schedule(Time::ZERO + at, Ev::Script { index: i as u32 });
+                }
+            }
+            Mode::Bench { .. } | Mode::Driven { .. } => {}
         }
     }
 
@@ -285,7 +291,7 @@ impl World {
             self.next_trim = self.checker.ordered() + 4096;
             self.trim();
         }
-        if let Some(target) = self.p.bench_updates {
+        if let Some(target) = self.p.mode.bench_target() {
             if self.checker.ordered() >= target {
                 self.stop = true;
             }

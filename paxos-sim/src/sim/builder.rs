@@ -280,6 +280,39 @@ impl Simulation {
         config
     }
 
+    /// The parameters of a `mode` world with the draws made so far, then the network and client
+    /// timings drawn from `rng` (base delay, client timeout, think time, jitter, in this order).
+    pub(super) fn params(
+        &self,
+        rng: &mut ChaCha8Rng,
+        mix: FaultMix,
+        config: Config,
+        clients: usize,
+        mode: Mode,
+        ext: SchedParams,
+    ) -> Params {
+        let base_delay = Duration::from_micros(rng.gen_range(100..2000));
+        let client_timeout = Duration::from_millis(rng.gen_range(150..1000));
+        let think = Duration::from_millis(rng.gen_range(0..30));
+        let jitter = Duration::from_micros(rng.gen_range(0..=base_delay.as_micros() as u64));
+        Params {
+            seed: self.seed,
+            n: self.nodes.max(1),
+            mix,
+            config,
+            clients,
+            client_timeout,
+            think,
+            base_delay,
+            jitter,
+            tick: Duration::from_millis(5),
+            liveness_bound: self.liveness_bound,
+            verbose: self.verbose,
+            mode,
+            ext,
+        }
+    }
+
     /// Runs the simulation to the end and reports.
     pub fn run(&self) -> RunReport {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
@@ -315,29 +348,16 @@ impl Simulation {
                 Duration::from_millis(rng.gen_range(2000..5000))
             }
         });
-        let base_delay = Duration::from_micros(rng.gen_range(100..2000));
-        let mut params = Params {
-            seed: self.seed,
-            n,
-            mix,
-            config,
-            clients,
-            client_timeout: Duration::from_millis(rng.gen_range(150..1000)),
-            think: Duration::from_millis(rng.gen_range(0..30)),
-            base_delay,
-            jitter: Duration::from_micros(rng.gen_range(0..=base_delay.as_micros() as u64)),
-            tick: Duration::from_millis(5),
-            fault_phase: Some(fault_phase),
-            liveness_bound: self.liveness_bound,
-            heal_all: scripted,
-            payload_len: None,
-            bench_updates: None,
-            record_latencies: true,
-            script: self.script.clone(),
-            verbose: self.verbose,
-            driven_clients: None,
-            ext: self.ext.draw(self.seed, self.profile, scripted),
+        let mode = if scripted {
+            Mode::Scripted {
+                fault_phase,
+                script: self.script.clone(),
+            }
+        } else {
+            Mode::Random { fault_phase }
         };
+        let ext = self.ext.draw(self.seed, self.profile, scripted);
+        let mut params = self.params(&mut rng, mix, config, clients, mode, ext);
         if !scripted {
             self.ext
                 .workload
@@ -411,19 +431,81 @@ pub(crate) struct Params {
     pub(crate) base_delay: Duration,
     pub(crate) jitter: Duration,
     pub(crate) tick: Duration,
-    /// None: no fault phase and no liveness phase (bench).
-    pub(crate) fault_phase: Option<Duration>,
     pub(crate) liveness_bound: Duration,
-    pub(crate) heal_all: bool,
-    pub(crate) payload_len: Option<usize>,
-    /// Bench: stop once this many slots are ordered; clients never time out.
-    pub(crate) bench_updates: Option<u64>,
-    pub(crate) record_latencies: bool,
-    pub(crate) script: Vec<ScriptStep>,
     pub(crate) verbose: u8,
-    /// Driven by a [`crate::SimCluster`]: clients sit at these servers (one each) and faults come
-    /// only from the driver (a crashed server stays down until the driver restarts it).
-    pub(crate) driven_clients: Option<Vec<NodeId>>,
+    /// What kind of run this is.
+    pub(crate) mode: Mode,
     /// Scheduling mode, process faults, liveness set (`schedule.rs`).
     pub(crate) ext: SchedParams,
+}
+
+/// What kind of run a world is: where its faults come from, how it ends, what it records.
+#[derive(Clone, Debug)]
+pub(crate) enum Mode {
+    /// A sweep seed: random faults (the mix's crashes and partitions, process faults) for
+    /// `fault_phase`, then the liveness phase with a random stable set.
+    Random { fault_phase: Duration },
+    /// A fault script ([`Simulation::script`]) over `fault_phase`, then the liveness phase with
+    /// every server healed and restarted.
+    Scripted {
+        fault_phase: Duration,
+        script: Vec<ScriptStep>,
+    },
+    /// `--bench` ([`crate::Bench`]): no faults and no liveness phase; stops once `updates` slots
+    /// are ordered. Clients are spread over the servers in turn, never time out and send
+    /// `payload_len`-byte payloads; network and sync delays are fixed; latencies and leader
+    /// changes are not recorded.
+    Bench { updates: u64, payload_len: usize },
+    /// Driven by a [`crate::SimCluster`]: one client at each of `clients`, faults only from the
+    /// driver (a crashed server stays down until the driver restarts it), no phases, no end.
+    Driven { clients: Vec<NodeId> },
+}
+
+impl Mode {
+    /// The length of the fault phase, if the run has one (and then a liveness phase).
+    pub(crate) fn fault_phase(&self) -> Option<Duration> {
+        match self {
+            Mode::Random { fault_phase } | Mode::Scripted { fault_phase, .. } => Some(*fault_phase),
+            Mode::Bench { .. } | Mode::Driven { .. } => None,
+        }
+    }
+
+    /// Whether this is a bench run.
+    pub(crate) fn is_bench(&self) -> bool {
+        matches!(self, Mode::Bench { .. })
+    }
+
+    /// Slots to order before a bench run stops.
+    pub(crate) fn bench_target(&self) -> Option<u64> {
+        match self {
+            Mode::Bench { updates, .. } => Some(*updates),
+            _ => None,
+        }
+    }
+
+    /// The fixed payload length (bench), or `None` for lengths drawn per update.
+    pub(crate) fn payload_len(&self) -> Option<usize> {
+        match self {
+            Mode::Bench { payload_len, .. } => Some(*payload_len),
+            _ => None,
+        }
+    }
+
+    /// Whether completed updates are recorded (runs with a liveness phase).
+    pub(crate) fn records_latencies(&self) -> bool {
+        self.fault_phase().is_some()
+    }
+
+    /// Whether the liveness phase keeps every server in the stable set (scripts).
+    pub(crate) fn heals_all(&self) -> bool {
+        matches!(self, Mode::Scripted { .. })
+    }
+
+    /// The fault script (empty unless scripted).
+    pub(crate) fn script(&self) -> &[ScriptStep] {
+        match self {
+            Mode::Scripted { script, .. } => script,
+            _ => &[],
+        }
+    }
 }

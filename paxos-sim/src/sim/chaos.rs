@@ -154,7 +154,7 @@ impl World {
 
     /// [`Ev::Script`]: step `index` of the fault script.
     pub(super) fn script_step(&mut self, index: usize) {
-        let action = self.p.script[index].action;
+        let action = self.p.mode.script()[index].action;
         self.log(1, || format!("script {action:?}"));
         match action {
             ScriptAction::Crash(sel) => {

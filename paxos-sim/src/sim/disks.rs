@@ -134,7 +134,7 @@ impl World {
         }
         let delay = if self.p.mix.slow_disk {
             self.rng.gen_range(100_000..40_000_000)
-        } else if self.p.bench_updates.is_some() {
+        } else if self.p.mode.is_bench() {
             50_000
         } else {
             self.rng.gen_range(50_000..2_000_000)

@@ -8,13 +8,12 @@
 //! starts and stops the clients, and samples each server's view. Every safety oracle runs as in
 //! a sweep; the first violation stops the world.
 
-use super::{Ev, Params, SchedParams, Simulation, World};
+use super::{Ev, Mode, SchedParams, Simulation, World};
 use crate::faults::FaultMix;
 use crate::report::ViolationKind;
 use paxos_core::{Durability, NodeId, ServerState, Time, View};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::time::Duration;
 
 impl Simulation {
     /// A world for a driver ([`crate::SimCluster`]): no random crashes or partitions, no fault
@@ -32,29 +31,10 @@ impl Simulation {
         let aggregation = self.aggregation.unwrap_or_else(|| rng.gen_bool(0.6));
         let config = self.draw_config(&mut rng, n, durability, aggregation);
         let clients: Vec<NodeId> = clients.iter().copied().filter(|c| c.index() < n).collect();
-        let base_delay = Duration::from_micros(rng.gen_range(100..2000));
-        let params = Params {
-            seed: self.seed,
-            n,
-            mix,
-            config,
-            clients: clients.len(),
-            client_timeout: Duration::from_millis(rng.gen_range(150..1000)),
-            think: Duration::from_millis(rng.gen_range(0..30)),
-            base_delay,
-            jitter: Duration::from_micros(rng.gen_range(0..=base_delay.as_micros() as u64)),
-            tick: Duration::from_millis(5),
-            fault_phase: None,
-            liveness_bound: self.liveness_bound,
-            heal_all: true,
-            payload_len: None,
-            bench_updates: None,
-            record_latencies: false,
-            script: Vec::new(),
-            verbose: self.verbose,
-            driven_clients: Some(clients),
-            ext: SchedParams::driven(self.seed, &self.ext),
-        };
+        let clients_len = clients.len();
+        let mode = Mode::Driven { clients };
+        let ext = SchedParams::driven(self.seed, &self.ext);
+        let params = self.params(&mut rng, mix, config, clients_len, mode, ext);
         let election_name = (self.election)(NodeId(0), n).name();
         (
             World::new(params, rng, self.election.clone()),

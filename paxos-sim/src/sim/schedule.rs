@@ -556,7 +556,9 @@ impl Workload {
         }
         p.think /= 3;
         if fault_phase.is_none() {
-            p.fault_phase = p.fault_phase.map(|d| d * 3 / 2);
+            if let super::Mode::Random { fault_phase } = &mut p.mode {
+                *fault_phase = *fault_phase * 3 / 2;
+            }
         }
     }
 }
