@@ -1,4 +1,25 @@
-//! The simulator: a builder ([`Simulation`], `builder.rs`) and the discrete-event world it runs.
+//! The simulator's world: one cluster under one seed as a discrete-event simulation (testing.md
+//! (a), *Harness*: "N cores in one process; a seeded PRNG drives a discrete-event queue
+//! (deliveries, ticks, faults); simulated time only, ordered maps. Self-test: same seed twice →
+//! same trace hash").
+//!
+//! [`World`] runs the loop: it takes the next event off the queue, hands it to the module that
+//! models it, and whenever virtual time moves on it drains every server that received input
+//! (`poll_persist`, `poll_message`, `poll_executed`, `poll_client_reply`), passing what came out
+//! to the storage, the network, the clients and the checker. The trace hash mixes every processed
+//! event's time and code, then the final counters. Each module owns one part of the world:
+//!
+//! * `builder.rs`: [`Simulation`], the seed's draws, [`Params`] and the run's [`Mode`];
+//! * `events.rs`: the event queue (time, then scheduling order);
+//! * `network.rs`: delays, loss, duplication, codec round trips, partitions and cut links;
+//! * `disks.rs`: durable state, sync order, crashes (lost or torn writes) and restarts;
+//! * `clients.rs`: closed-loop clients, timeouts and replies;
+//! * `chaos.rs`: random crashes and partitions, fault scripts;
+//! * `schedule.rs`, `nemesis.rs`: rounds of inputs, pauses, clock skew and jumps, slow disks;
+//! * `liveness.rs`, `stable.rs`: the fault and liveness phases, the stable set, leadership;
+//! * `driver.rs`: the stepping API of [`crate::SimCluster`].
+//!
+//! Every oracle is in [`crate::checker`] (and the effect-stream oracles it owns).
 
 use crate::checker::Checker;
 use crate::report::{Counters, RunReport, Violation, ViolationKind};
@@ -36,18 +57,28 @@ pub use stable::LivenessSet;
 
 type SimReplica = Replica<SimStateMachine, Box<dyn LeaderElection>>;
 
+/// One server.
 struct Node {
+    /// The running replica (`None` while crashed, and while it is drained).
     replica: Option<Box<SimReplica>>,
+    /// Incarnation counter of the simulator: bumped at boot and crash, so ticks and syncs of an
+    /// earlier incarnation are ignored.
     gen: u32,
     /// Its storage (`disks.rs`).
     disk: Disk,
 }
 
+/// One simulated cluster and everything around it.
 pub(crate) struct World {
+    /// The seed's parameters.
     pub(crate) p: Params,
+    /// Virtual time.
     now: Time,
+    /// Pending events (`events.rs`).
     queue: EventQueue,
+    /// The run's RNG: every draw outside the scheduler, in event order.
     rng: ChaCha8Rng,
+    /// Builds each server's election strategy (at every boot).
     factory: ElectionFactory,
     nodes: Vec<Node>,
     /// The closed-loop clients (`clients.rs`).
@@ -58,18 +89,27 @@ pub(crate) struct World {
     live: Liveness,
     /// Who leads, for the report (`liveness.rs`).
     leaders: Leaders,
+    /// Every oracle (`checker.rs`).
     checker: Checker,
+    /// Coverage counters for the report.
     pub(crate) counters: Counters,
+    /// The running trace hash.
     trace: u64,
+    /// Events processed.
     pub(crate) events: u64,
+    /// Servers that received input since their last drain, one bit each.
     dirty: u64,
+    /// Broken invariants (the world stops at the first).
     pub(crate) violations: Vec<Violation>,
+    /// Set by a violation, convergence or the end of a bench run.
     stop: bool,
+    /// Canonical-order length at which the checker next forgets old slots.
     next_trim: u64,
     /// Per-server inboxes, clocks and process faults (`schedule.rs`, `nemesis.rs`).
     sched: Sched,
 }
 
+/// Every one of `n` servers, one bit each.
 fn all_mask(n: usize) -> u64 {
     if n >= 64 {
         u64::MAX
@@ -79,6 +119,8 @@ fn all_mask(n: usize) -> u64 {
 }
 
 impl World {
+    /// Builds the world of `p` (drawing from `rng`, the run's RNG after the builder's draws) and
+    /// schedules its first events.
     pub(crate) fn new(p: Params, mut rng: ChaCha8Rng, factory: ElectionFactory) -> World {
         let n = p.n;
         let clients = Clients::new(&p, &mut rng);
@@ -140,6 +182,7 @@ impl World {
         self.stop = true;
     }
 
+    /// Boots every server, then schedules the clients, the end of the fault phase and the faults.
     fn start(&mut self) {
         let n = self.p.n;
         for i in 0..n {
@@ -151,25 +194,10 @@ impl World {
             self.schedule(heal_at, Ev::Heal);
             self.live.end_limit = heal_at + self.p.liveness_bound + Duration::from_secs(1);
         }
-        match &self.p.mode {
-            Mode::Random { .. } => {
-                let crash_ok = self.p.mix.crashes && self.p.config.durability == Durability::Sync;
-                if crash_ok || !self.p.mix.partitions.is_empty() {
-                    let first = self.exp_delay();
-                    self.schedule(Time::ZERO + first, Ev::Chaos);
-                }
-                self.start_nemesis();
-            }
-            Mode::Scripted { script, .. } => {
-                let times: Vec<Duration> = script.iter().map(|s| s.at).collect();
-                for (i, at) in times.into_iter().enumerate() {
-                    self.schedule(Time::ZERO + at, Ev::Script { index: i as u32 });
-                }
-            }
-            Mode::Bench { .. } | Mode::Driven { .. } => {}
-        }
+        self.start_faults();
     }
 
+    /// Adds a replica's core metrics to the run's counters (at a crash and at the end).
     fn fold_metrics(counters: &mut Counters, m: &Metrics) {
         counters.views_installed += m.views_installed;
         counters.reconciliations += m.recon_requests;
@@ -178,10 +206,13 @@ impl World {
         counters.floor_wait_stalls += m.floor_wait_stalls;
     }
 
+    /// Whether server `i` is up.
     fn alive(&self, i: usize) -> bool {
         self.nodes[i].replica.is_some()
     }
 
+    /// Runs to the end: no events left, a violation, convergence, the end of a bench run, or the
+    /// end limit of the liveness phase.
     pub(crate) fn run(&mut self) {
         while let Some((at, ev)) = self.queue.pop() {
             if at != self.now {
@@ -205,12 +236,14 @@ impl World {
         self.liveness_at_end();
     }
 
+    /// Counts and hashes one event, then handles it.
     fn process(&mut self, at: Time, ev: Ev) {
         self.events += 1;
         self.trace = mix(mix(self.trace, at.0), ev.code());
         self.handle(ev);
     }
 
+    /// Hands an event to the module that models it.
     fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Tick { node, gen } => {
@@ -239,6 +272,8 @@ impl World {
         }
     }
 
+    /// Drains every server that received input, lowest id first, until none did (a drain can
+    /// give others input), with the zero-think-time resubmissions in between.
     fn drain_dirty(&mut self) {
         loop {
             while self.dirty != 0 {
@@ -255,6 +290,7 @@ impl World {
         }
     }
 
+    /// Drains server `i` once: writes, messages, executions, replies, then its aru and role.
     fn drain(&mut self, i: usize) {
         let Some(mut r) = self.nodes[i].replica.take() else {
             return;
@@ -298,6 +334,8 @@ impl World {
         }
     }
 
+    /// Lets the checker forget what no replica can report again: below every replica's executed
+    /// prefix and, where a restart could execute again from it, its durable snapshot.
     fn trim(&mut self) {
         let sync = self.p.config.durability == Durability::Sync;
         let mut floor = u64::MAX;
@@ -311,6 +349,8 @@ impl World {
         self.checker.trim(floor);
     }
 
+    /// The run's report: counters (with the core metrics of live replicas) and the final trace
+    /// hash.
     pub(crate) fn into_report(mut self, election: &'static str, replay: String) -> RunReport {
         for node in &self.nodes {
             if let Some(r) = &node.replica {

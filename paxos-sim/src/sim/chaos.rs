@@ -10,9 +10,9 @@
 //! happens at its time ([`Ev::Script`]). Process faults are in `nemesis.rs`, the end of the fault
 //! phase in `liveness.rs`.
 
-use super::{all_mask, Ev, World};
+use super::{all_mask, Ev, Mode, World};
 use crate::faults::PartitionKind;
-use paxos_core::{Durability, NodeId};
+use paxos_core::{Durability, NodeId, Time};
 use rand::Rng;
 use std::time::Duration;
 
@@ -53,6 +53,28 @@ pub struct ScriptStep {
 }
 
 impl World {
+    /// Schedules the run's faults: a random run's first random fault and its process-fault
+    /// chains, or every step of a script.
+    pub(super) fn start_faults(&mut self) {
+        match &self.p.mode {
+            Mode::Random { .. } => {
+                let crash_ok = self.p.mix.crashes && self.p.config.durability == Durability::Sync;
+                if crash_ok || !self.p.mix.partitions.is_empty() {
+                    let first = self.exp_delay();
+                    self.schedule(Time::ZERO + first, Ev::Chaos);
+                }
+                self.start_nemesis();
+            }
+            Mode::Scripted { script, .. } => {
+                let times: Vec<Duration> = script.iter().map(|s| s.at).collect();
+                for (i, at) in times.into_iter().enumerate() {
+                    self.schedule(Time::ZERO + at, Ev::Script { index: i as u32 });
+                }
+            }
+            Mode::Bench { .. } | Mode::Driven { .. } => {}
+        }
+    }
+
     /// The gap to the next random fault: exponential with the mix's mean, within 1 ms–60 s.
     pub(super) fn exp_delay(&mut self) -> Duration {
         let u: f64 = self.rng.gen_range(1e-9..1.0);

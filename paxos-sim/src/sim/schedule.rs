@@ -1,4 +1,6 @@
-//! Scheduling: how a server's inputs are grouped into rounds (issue #11 item 2).
+//! Scheduling: how a server's inputs are grouped into rounds (issue #11 item 2; testing.md (a),
+//! *Harness*: the discrete-event queue feeds each core its deliveries, ticks and completions, and
+//! *Faults*: "pause", whose backlogs these rounds work off).
 //!
 //! The core's call contract (TR §4's event loop, made sans-IO) is: feed any number of inputs,
 //! then drain (`poll_persist`, `poll_message`, `poll_executed`, `poll_client_reply`). What the
