@@ -2,7 +2,7 @@
 
 use crate::faults::FaultMix;
 use crate::report::Violation;
-use crate::sim::{psb_election, sim_psb_config, Params, SchedParams, World};
+use crate::sim::{psb_election, sim_psb_config, Mode, Params, SchedParams, World};
 use paxos_core::{Config, Durability, NodeId};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -104,15 +104,12 @@ impl Bench {
             base_delay: self.net_delay,
             jitter: Duration::ZERO,
             tick: Duration::from_millis(5),
-            fault_phase: None,
             liveness_bound: Duration::ZERO,
-            heal_all: true,
-            payload_len: Some(self.payload),
-            bench_updates: Some(self.updates),
-            record_latencies: false,
-            script: Vec::new(),
             verbose: 0,
-            driven_clients: None,
+            mode: Mode::Bench {
+                updates: self.updates,
+                payload_len: self.payload,
+            },
             ext: SchedParams::classic(self.seed),
         };
         let start = Instant::now();

@@ -1,27 +1,49 @@
-//! The simulator: a builder ([`Simulation`]) and the discrete-event world it runs.
+//! The simulator's world: one cluster under one seed as a discrete-event simulation (testing.md
+//! (a), *Harness*: "N cores in one process; a seeded PRNG drives a discrete-event queue
+//! (deliveries, ticks, faults); simulated time only, ordered maps. Self-test: same seed twice →
+//! same trace hash").
+//!
+//! [`World`] runs the loop: it takes the next event off the queue, hands it to the module that
+//! models it, and whenever virtual time moves on it drains every server that received input
+//! (`poll_persist`, `poll_message`, `poll_executed`, `poll_client_reply`), passing what came out
+//! to the storage, the network, the clients and the checker. The trace hash mixes every processed
+//! event's time and code, then the final counters. Each module owns one part of the world:
+//!
+//! * `builder.rs`: [`Simulation`], the seed's draws, [`Params`] and the run's [`Mode`];
+//! * `events.rs`: the event queue (time, then scheduling order);
+//! * `network.rs`: delays, loss, duplication, codec round trips, partitions and cut links;
+//! * `disks.rs`: durable state, sync order, crashes (lost or torn writes) and restarts;
+//! * `clients.rs`: closed-loop clients, timeouts and replies;
+//! * `chaos.rs`: random crashes and partitions, fault scripts;
+//! * `schedule.rs`, `nemesis.rs`: rounds of inputs, pauses, clock skew and jumps, slow disks;
+//! * `liveness.rs`, `stable.rs`: the fault and liveness phases, the stable set, leadership;
+//! * `driver.rs`: the stepping API of [`crate::SimCluster`].
+//!
+//! Every oracle is in [`crate::checker`] (and the effect-stream oracles it owns).
 
 use crate::checker::Checker;
-use crate::faults::{FaultMix, FaultProfile, PartitionKind};
 use crate::report::{Counters, RunReport, Violation, ViolationKind};
 use crate::state_machine::{finish, mix, SimStateMachine};
-use paxos_core::{
-    Config, Durability, LeaderElection, Metrics, NodeId, PsbConfig, PsbViewChange, Replica,
-    ServerState, Time, View,
-};
-use rand::{Rng, SeedableRng};
+use paxos_core::{Durability, LeaderElection, Metrics, NodeId, Replica, ServerState, Time};
 use rand_chacha::ChaCha8Rng;
-use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
+mod builder;
+mod chaos;
 mod clients;
 mod disks;
+mod driver;
 mod events;
 mod liveness;
 mod nemesis;
 mod network;
 mod schedule;
 mod stable;
+pub use builder::{durability_name, psb_election, sim_psb_config, ElectionFactory, Simulation};
+#[cfg(feature = "planted-bugs")]
+pub use builder::{planted_bug_name, PlantedBug};
+pub(crate) use builder::{Mode, Params};
+pub use chaos::{NodeSel, ScriptAction, ScriptStep};
 use clients::Clients;
 use disks::Disk;
 use events::{Ev, EventQueue};
@@ -33,513 +55,30 @@ use schedule::{Input, Sched, SchedOptions};
 pub use schedule::{ScheduleMode, Workload};
 pub use stable::LivenessSet;
 
-/// Builds the election strategy of server `me` in a cluster of `servers`.
-pub type ElectionFactory = Arc<dyn Fn(NodeId, usize) -> Box<dyn LeaderElection> + Send + Sync>;
-
-/// PSB view-change timers scaled for simulation: seeds run fast and still see many view changes.
-pub fn sim_psb_config() -> PsbConfig {
-    PsbConfig {
-        progress_timeout: Duration::from_millis(300),
-        max_progress_timeout: Duration::from_secs(3),
-        resend_interval: Duration::from_millis(50),
-    }
-}
-
-/// A factory for PSB's own view change ([`PsbViewChange`]) with the given timers.
-pub fn psb_election(config: PsbConfig) -> ElectionFactory {
-    Arc::new(move |me, servers| Box::new(PsbViewChange::new(me, servers, config)))
-}
-
-/// Which server a scripted fault applies to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodeSel {
-    /// A fixed server.
-    Node(NodeId),
-    /// The current leader (the live server leading the highest installed view), if any.
-    Leader,
-}
-
-/// A fault injected at a fixed time by a scripted scenario.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ScriptAction {
-    /// Crash a server (its unsynced writes are lost). Only with `Durability::Sync` (scripts default
-    /// to it); ignored otherwise, since crashing a server without stable storage is unsafe by design.
-    Crash(NodeSel),
-    /// Restart a crashed server.
-    Restart(NodeSel),
-    /// Cut a server off from all others, both ways.
-    Isolate(NodeSel),
-    /// Remove every partition.
-    HealNetwork,
-    /// Crash every server.
-    CrashAll,
-    /// Restart every crashed server.
-    RestartAll,
-}
-
-/// One step of a scripted scenario.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ScriptStep {
-    /// Virtual time since the start of the run.
-    pub at: Duration,
-    /// What happens.
-    pub action: ScriptAction,
-}
-
-/// A deliberately planted core bug (re-exported from paxos-core with the `planted-bugs` feature).
-#[cfg(feature = "planted-bugs")]
-pub use paxos_core::config::PlantedBug;
-
-/// A simulated run of one cluster under one seed: the builder.
-///
-/// Everything not fixed here is drawn from the seed (swarm testing): the fault mix, durability,
-/// aggregation, snapshot interval, window, message size limit, number of clients, network delays.
-/// [`Simulation::run`] returns a [`RunReport`]; the same builder always produces the same report.
-///
-/// ```
-/// use paxos_sim::{FaultProfile, Simulation};
-/// let report = Simulation::new(3, 42).faults(FaultProfile::Light).run();
-/// assert!(report.ok(), "{:?}", report.violations);
-/// ```
-#[derive(Clone)]
-pub struct Simulation {
-    nodes: usize,
-    seed: u64,
-    profile: FaultProfile,
-    mix: Option<FaultMix>,
-    election: ElectionFactory,
-    election_flag: Option<String>,
-    durability: Option<Durability>,
-    aggregation: Option<bool>,
-    snapshot_interval: Option<Option<u64>>,
-    clients: Option<usize>,
-    fault_phase: Option<Duration>,
-    liveness_bound: Duration,
-    script: Vec<ScriptStep>,
-    verbose: u8,
-    /// Scheduling, process faults, liveness set, workload (`schedule.rs`).
-    ext: SchedOptions,
-    #[cfg(feature = "planted-bugs")]
-    planted_bug: Option<PlantedBug>,
-}
-
-impl fmt::Debug for Simulation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Simulation")
-            .field("nodes", &self.nodes)
-            .field("seed", &self.seed)
-            .field("profile", &self.profile)
-            .field("durability", &self.durability)
-            .field("aggregation", &self.aggregation)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Simulation {
-    /// A run of `nodes` servers (3, 5 or 7 are typical; 1..=64 work) under `seed`, with the `all`
-    /// fault profile, PSB's view change, and everything else drawn from the seed.
-    pub fn new(nodes: usize, seed: u64) -> Simulation {
-        Simulation {
-            nodes,
-            seed,
-            profile: FaultProfile::All,
-            mix: None,
-            election: psb_election(sim_psb_config()),
-            election_flag: None,
-            durability: None,
-            aggregation: None,
-            snapshot_interval: None,
-            clients: None,
-            fault_phase: None,
-            liveness_bound: Duration::from_secs(60),
-            script: Vec::new(),
-            verbose: 0,
-            ext: SchedOptions::default(),
-            #[cfg(feature = "planted-bugs")]
-            planted_bug: None,
-        }
-    }
-
-    /// Uses another seed, keeping every other option.
-    pub fn seed(mut self, seed: u64) -> Simulation {
-        self.seed = seed;
-        self
-    }
-
-    /// Uses another cluster size.
-    pub fn nodes(mut self, nodes: usize) -> Simulation {
-        self.nodes = nodes;
-        self
-    }
-
-    /// The profile the per-seed fault mix is drawn from.
-    pub fn faults(mut self, profile: FaultProfile) -> Simulation {
-        self.profile = profile;
-        self
-    }
-
-    /// A fixed fault mix for every seed (overrides the profile).
-    pub fn fault_mix(mut self, mix: FaultMix) -> Simulation {
-        self.mix = Some(mix);
-        self
-    }
-
-    /// The leader-election strategy. `flag` is how the replay command line names it (e.g.
-    /// `"--election omega"`), or `None` for the default.
-    pub fn election(mut self, factory: ElectionFactory, flag: Option<String>) -> Simulation {
-        self.election = factory;
-        self.election_flag = flag;
-        self
-    }
-
-    /// Fixes the durability mode (default: drawn per seed, mostly `Sync`).
-    pub fn durability(mut self, durability: Durability) -> Simulation {
-        self.durability = Some(durability);
-        self
-    }
-
-    /// Fixes aggregation on or off (default: drawn per seed).
-    pub fn aggregation(mut self, on: bool) -> Simulation {
-        self.aggregation = Some(on);
-        self
-    }
-
-    /// Fixes the snapshot interval (default: drawn per seed, often small).
-    pub fn snapshot_interval(mut self, interval: Option<u64>) -> Simulation {
-        self.snapshot_interval = Some(interval);
-        self
-    }
-
-    /// Fixes the number of clients (default: drawn per seed, 1..=2N).
-    pub fn clients(mut self, clients: usize) -> Simulation {
-        self.clients = Some(clients);
-        self
-    }
-
-    /// Fixes the length of the fault phase (default: drawn per seed, 2–5 s of virtual time).
-    pub fn duration(mut self, fault_phase: Duration) -> Simulation {
-        self.fault_phase = Some(fault_phase);
-        self
-    }
-
-    /// How long after healing the stable majority's clients may take to complete (default 60 s).
-    pub fn liveness_bound(mut self, bound: Duration) -> Simulation {
-        self.liveness_bound = bound;
-        self
-    }
-
-    /// Scripted faults instead of random ones: the fault profile becomes `none` unless a mix is
-    /// given, and after the script every server is healed and restarted.
-    pub fn script(mut self, steps: Vec<ScriptStep>) -> Simulation {
-        self.script = steps;
-        self
-    }
-
-    /// Prints the run: 1 = faults, leader changes and client completions; 2 = every event.
-    pub fn verbose(mut self, level: u8) -> Simulation {
-        self.verbose = level;
-        self
-    }
-
-    /// Plants a core bug in every replica.
-    #[cfg(feature = "planted-bugs")]
-    pub fn planted_bug(mut self, bug: Option<PlantedBug>) -> Simulation {
-        self.planted_bug = bug;
-        self
-    }
-
-    /// The seed.
-    pub fn get_seed(&self) -> u64 {
-        self.seed
-    }
-
-    /// The command line that replays this run verbosely.
-    pub fn replay_command(&self) -> String {
-        let mut s = format!(
-            "cargo run --release -p paxos-sim{} -- --seed {} --nodes {} --faults {}",
-            if cfg!(feature = "planted-bugs") {
-                " --features planted-bugs"
-            } else {
-                ""
-            },
-            self.seed,
-            self.nodes,
-            self.profile
-        );
-        if let Some(d) = self.durability {
-            s.push_str(&format!(" --durability {}", durability_name(d)));
-        }
-        if let Some(a) = self.aggregation {
-            s.push_str(if a {
-                " --aggregation on"
-            } else {
-                " --aggregation off"
-            });
-        }
-        if let Some(c) = self.clients {
-            s.push_str(&format!(" --clients {c}"));
-        }
-        if let Some(d) = self.fault_phase {
-            s.push_str(&format!(" --fault-ms {}", d.as_millis()));
-        }
-        if let Some(f) = &self.election_flag {
-            s.push(' ');
-            s.push_str(f);
-        }
-        #[cfg(feature = "planted-bugs")]
-        if let Some(b) = self.planted_bug {
-            s.push_str(&format!(" --planted-bug {}", planted_bug_name(b)));
-        }
-        s.push_str(&self.ext.flags());
-        if self.mix.is_some() || !self.script.is_empty() {
-            s.push_str("  # (custom fault mix or script: replay through the library)");
-        }
-        s
-    }
-
-    /// The replica configuration of a run: the fixed options plus the per-seed knob draws (in a
-    /// fixed order, so a seed always gets the same knobs).
-    fn draw_config(
-        &self,
-        rng: &mut ChaCha8Rng,
-        n: usize,
-        durability: Durability,
-        aggregation: bool,
-    ) -> Config {
-        let mut config = Config::new(NodeId(0), n);
-        config.durability = durability;
-        config.aggregation = aggregation;
-        config.record_executions = true;
-        config.proposal_resend = Duration::from_millis(40);
-        config.update_resend = Duration::from_millis(80);
-        config.alive_interval = Duration::from_millis(50);
-        config.recon_delay = Duration::from_millis(10);
-        config.recon_timeout = Duration::from_millis(100);
-        config.snapshot_interval = match self.snapshot_interval {
-            Some(s) => s,
-            None if rng.gen_bool(0.45) => Some(rng.gen_range(3..40)),
-            None => None,
-        };
-        config.history_retention = [0, 2, 10, 50][rng.gen_range(0..4)];
-        config.window = [2, 8, 32, 256][rng.gen_range(0..4)];
-        config.accept_window = config.window * [1, 2, 4][rng.gen_range(0..3)];
-        config.recon_chunk = [2, 16, 256][rng.gen_range(0..3)];
-        config.max_message_bytes = [1024, 4096, 60_000][rng.gen_range(0..3)];
-        config.leader_accepts_separately = rng.gen_bool(0.25);
-        #[cfg(feature = "planted-bugs")]
-        {
-            config.planted_bug = self.planted_bug;
-        }
-        config
-    }
-
-    /// A world for a driver ([`crate::SimCluster`]): no random crashes or partitions, no fault
-    /// or liveness phase, `Durability::Sync` unless fixed (so crashes are safe), one closed-loop
-    /// client at each server of `clients`, and the network of the fixed fault mix (default
-    /// [`FaultMix::network`]). Knobs, delays and client timers are drawn from the seed as in
-    /// [`Simulation::run`].
-    pub(crate) fn driven_world(&self, clients: &[NodeId]) -> (World, &'static str) {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        let n = self.nodes.max(1);
-        let mut mix = self.mix.clone().unwrap_or_else(FaultMix::network);
-        mix.crashes = false;
-        mix.partitions.clear();
-        let durability = self.durability.unwrap_or(Durability::Sync);
-        let aggregation = self.aggregation.unwrap_or_else(|| rng.gen_bool(0.6));
-        let config = self.draw_config(&mut rng, n, durability, aggregation);
-        let clients: Vec<NodeId> = clients.iter().copied().filter(|c| c.index() < n).collect();
-        let base_delay = Duration::from_micros(rng.gen_range(100..2000));
-        let params = Params {
-            seed: self.seed,
-            n,
-            mix,
-            config,
-            clients: clients.len(),
-            client_timeout: Duration::from_millis(rng.gen_range(150..1000)),
-            think: Duration::from_millis(rng.gen_range(0..30)),
-            base_delay,
-            jitter: Duration::from_micros(rng.gen_range(0..=base_delay.as_micros() as u64)),
-            tick: Duration::from_millis(5),
-            fault_phase: None,
-            liveness_bound: self.liveness_bound,
-            heal_all: true,
-            payload_len: None,
-            bench_updates: None,
-            record_latencies: false,
-            script: Vec::new(),
-            verbose: self.verbose,
-            driven_clients: Some(clients),
-            ext: SchedParams::driven(self.seed, &self.ext),
-        };
-        let election_name = (self.election)(NodeId(0), n).name();
-        (
-            World::new(params, rng, self.election.clone()),
-            election_name,
-        )
-    }
-
-    /// Runs the simulation to the end and reports.
-    pub fn run(&self) -> RunReport {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        let n = self.nodes.max(1);
-        let scripted = !self.script.is_empty();
-        let mix = match (&self.mix, scripted) {
-            (Some(m), _) => m.clone(),
-            (None, true) => FaultMix::none(),
-            (None, false) => FaultMix::draw(self.profile, &mut rng),
-        };
-        let durability = self.durability.unwrap_or_else(|| {
-            if scripted {
-                return Durability::Sync;
-            }
-            match rng.gen_range(0..10) {
-                0 | 1 => Durability::Async,
-                2 => Durability::None,
-                _ => Durability::Sync,
-            }
-        });
-        let aggregation = self.aggregation.unwrap_or_else(|| rng.gen_bool(0.6));
-        let config = self.draw_config(&mut rng, n, durability, aggregation);
-        let clients = self.clients.unwrap_or_else(|| rng.gen_range(1..=2 * n));
-        let fault_phase = self.fault_phase.unwrap_or_else(|| {
-            if scripted {
-                self.script
-                    .iter()
-                    .map(|s| s.at)
-                    .max()
-                    .unwrap_or_default()
-                    .saturating_add(Duration::from_secs(1))
-            } else {
-                Duration::from_millis(rng.gen_range(2000..5000))
-            }
-        });
-        let base_delay = Duration::from_micros(rng.gen_range(100..2000));
-        let mut params = Params {
-            seed: self.seed,
-            n,
-            mix,
-            config,
-            clients,
-            client_timeout: Duration::from_millis(rng.gen_range(150..1000)),
-            think: Duration::from_millis(rng.gen_range(0..30)),
-            base_delay,
-            jitter: Duration::from_micros(rng.gen_range(0..=base_delay.as_micros() as u64)),
-            tick: Duration::from_millis(5),
-            fault_phase: Some(fault_phase),
-            liveness_bound: self.liveness_bound,
-            heal_all: scripted,
-            payload_len: None,
-            bench_updates: None,
-            record_latencies: true,
-            script: self.script.clone(),
-            verbose: self.verbose,
-            driven_clients: None,
-            ext: self.ext.draw(self.seed, self.profile, scripted),
-        };
-        if !scripted {
-            self.ext
-                .workload
-                .apply(&mut params, self.clients, self.fault_phase);
-        }
-        let election_name = (self.election)(NodeId(0), n).name();
-        let mut world = World::new(params, rng, self.election.clone());
-        if self.verbose > 0 {
-            println!(
-                "seed {} nodes {} election {} durability {:?} aggregation {} clients {} snapshot {:?} window {} faults: {}",
-                self.seed,
-                n,
-                election_name,
-                durability,
-                aggregation,
-                clients,
-                world.p.config.snapshot_interval,
-                world.p.config.window,
-                world.p.mix.describe()
-            );
-            println!("{}", world.describe_sched());
-        }
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
-        if let Err(payload) = outcome {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic".to_string());
-            world.violation(ViolationKind::Panic, format!("panic: {msg}"));
-        }
-        world.into_report(election_name, self.replay_command())
-    }
-}
-
-/// The command-line name of a durability mode.
-pub fn durability_name(d: Durability) -> &'static str {
-    match d {
-        Durability::None => "none",
-        Durability::Async => "async",
-        Durability::Sync => "sync",
-    }
-}
-
-/// The command-line name of a planted bug.
-#[cfg(feature = "planted-bugs")]
-pub fn planted_bug_name(b: PlantedBug) -> &'static str {
-    match b {
-        PlantedBug::SkipPrepare => "skip-prepare",
-        PlantedBug::SendBeforeDurable => "send-before-durable",
-        PlantedBug::AcceptLowerView => "accept-lower-view",
-        PlantedBug::ExecuteDuplicate => "execute-duplicate",
-        PlantedBug::MislabelledAccept => "mislabelled-accept",
-        PlantedBug::SelfAcceptBeforeDurable => "self-accept-before-durable",
-        PlantedBug::MinorityQuorum => "minority-quorum",
-        PlantedBug::PrepareOkOmitsAccepted => "prepare-ok-omits-accepted",
-        PlantedBug::SnapshotDropsClientTable => "snapshot-drops-client-table",
-    }
-}
-
-/// Everything a world needs, after the seed's draws.
-#[derive(Clone)]
-pub(crate) struct Params {
-    pub(crate) seed: u64,
-    pub(crate) n: usize,
-    pub(crate) mix: FaultMix,
-    pub(crate) config: Config,
-    pub(crate) clients: usize,
-    pub(crate) client_timeout: Duration,
-    pub(crate) think: Duration,
-    pub(crate) base_delay: Duration,
-    pub(crate) jitter: Duration,
-    pub(crate) tick: Duration,
-    /// None: no fault phase and no liveness phase (bench).
-    pub(crate) fault_phase: Option<Duration>,
-    pub(crate) liveness_bound: Duration,
-    pub(crate) heal_all: bool,
-    pub(crate) payload_len: Option<usize>,
-    /// Bench: stop once this many slots are ordered; clients never time out.
-    pub(crate) bench_updates: Option<u64>,
-    pub(crate) record_latencies: bool,
-    pub(crate) script: Vec<ScriptStep>,
-    pub(crate) verbose: u8,
-    /// Driven by a [`crate::SimCluster`]: clients sit at these servers (one each) and faults come
-    /// only from the driver (a crashed server stays down until the driver restarts it).
-    pub(crate) driven_clients: Option<Vec<NodeId>>,
-    /// Scheduling mode, process faults, liveness set (`schedule.rs`).
-    pub(crate) ext: SchedParams,
-}
-
 type SimReplica = Replica<SimStateMachine, Box<dyn LeaderElection>>;
 
+/// One server.
 struct Node {
+    /// The running replica (`None` while crashed, and while it is drained).
     replica: Option<Box<SimReplica>>,
+    /// Incarnation counter of the simulator: bumped at boot and crash, so ticks and syncs of an
+    /// earlier incarnation are ignored.
     gen: u32,
     /// Its storage (`disks.rs`).
     disk: Disk,
 }
 
+/// One simulated cluster and everything around it.
 pub(crate) struct World {
+    /// The seed's parameters.
     pub(crate) p: Params,
+    /// Virtual time.
     now: Time,
+    /// Pending events (`events.rs`).
     queue: EventQueue,
+    /// The run's RNG: every draw outside the scheduler, in event order.
     rng: ChaCha8Rng,
+    /// Builds each server's election strategy (at every boot).
     factory: ElectionFactory,
     nodes: Vec<Node>,
     /// The closed-loop clients (`clients.rs`).
@@ -550,18 +89,27 @@ pub(crate) struct World {
     live: Liveness,
     /// Who leads, for the report (`liveness.rs`).
     leaders: Leaders,
+    /// Every oracle (`checker.rs`).
     checker: Checker,
+    /// Coverage counters for the report.
     pub(crate) counters: Counters,
+    /// The running trace hash.
     trace: u64,
+    /// Events processed.
     pub(crate) events: u64,
+    /// Servers that received input since their last drain, one bit each.
     dirty: u64,
+    /// Broken invariants (the world stops at the first).
     pub(crate) violations: Vec<Violation>,
+    /// Set by a violation, convergence or the end of a bench run.
     stop: bool,
+    /// Canonical-order length at which the checker next forgets old slots.
     next_trim: u64,
     /// Per-server inboxes, clocks and process faults (`schedule.rs`, `nemesis.rs`).
     sched: Sched,
 }
 
+/// Every one of `n` servers, one bit each.
 fn all_mask(n: usize) -> u64 {
     if n >= 64 {
         u64::MAX
@@ -571,12 +119,14 @@ fn all_mask(n: usize) -> u64 {
 }
 
 impl World {
+    /// Builds the world of `p` (drawing from `rng`, the run's RNG after the builder's draws) and
+    /// schedules its first events.
     pub(crate) fn new(p: Params, mut rng: ChaCha8Rng, factory: ElectionFactory) -> World {
         let n = p.n;
         let clients = Clients::new(&p, &mut rng);
         let checker = Checker::new(
             p.seed,
-            p.payload_len,
+            p.mode.payload_len(),
             &p.config,
             clients.list.iter().map(|c| c.server).collect(),
         );
@@ -632,36 +182,22 @@ impl World {
         self.stop = true;
     }
 
+    /// Boots every server, then schedules the clients, the end of the fault phase and the faults.
     fn start(&mut self) {
         let n = self.p.n;
         for i in 0..n {
             self.boot(i);
         }
         self.start_clients();
-        if let Some(phase) = self.p.fault_phase {
+        if let Some(phase) = self.p.mode.fault_phase() {
             let heal_at = Time::ZERO + phase;
             self.schedule(heal_at, Ev::Heal);
             self.live.end_limit = heal_at + self.p.liveness_bound + Duration::from_secs(1);
-            let crash_ok = self.p.mix.crashes && self.p.config.durability == Durability::Sync;
-            if self.p.script.is_empty() && (crash_ok || !self.p.mix.partitions.is_empty()) {
-                let first = self.exp_delay();
-                self.schedule(Time::ZERO + first, Ev::Chaos);
-            }
-            for (i, s) in self.p.script.clone().iter().enumerate() {
-                self.schedule(Time::ZERO + s.at, Ev::Script { index: i as u32 });
-            }
-            if self.p.script.is_empty() {
-                self.start_nemesis();
-            }
         }
+        self.start_faults();
     }
 
-    fn exp_delay(&mut self) -> Duration {
-        let u: f64 = self.rng.gen_range(1e-9..1.0);
-        let mean = self.p.mix.fault_interval.as_secs_f64();
-        Duration::from_secs_f64((-u.ln() * mean).clamp(0.001, 60.0))
-    }
-
+    /// Adds a replica's core metrics to the run's counters (at a crash and at the end).
     fn fold_metrics(counters: &mut Counters, m: &Metrics) {
         counters.views_installed += m.views_installed;
         counters.reconciliations += m.recon_requests;
@@ -670,17 +206,13 @@ impl World {
         counters.floor_wait_stalls += m.floor_wait_stalls;
     }
 
+    /// Whether server `i` is up.
     fn alive(&self, i: usize) -> bool {
         self.nodes[i].replica.is_some()
     }
 
-    fn resolve(&self, sel: NodeSel) -> Option<usize> {
-        match sel {
-            NodeSel::Node(id) => (id.index() < self.p.n).then_some(id.index()),
-            NodeSel::Leader => self.current_leader(),
-        }
-    }
-
+    /// Runs to the end: no events left, a violation, convergence, the end of a bench run, or the
+    /// end limit of the liveness phase.
     pub(crate) fn run(&mut self) {
         while let Some((at, ev)) = self.queue.pop() {
             if at != self.now {
@@ -704,124 +236,14 @@ impl World {
         self.liveness_at_end();
     }
 
+    /// Counts and hashes one event, then handles it.
     fn process(&mut self, at: Time, ev: Ev) {
         self.events += 1;
         self.trace = mix(mix(self.trace, at.0), ev.code());
         self.handle(ev);
     }
 
-    /// Processes every event due at or before `t` (rounds as in [`World::run`]), drains, and
-    /// leaves the clock at `t`. Does nothing more once a violation stopped the world.
-    pub(crate) fn run_until(&mut self, t: Time) {
-        while !self.stop {
-            match self.queue.next_time() {
-                Some(at) if at <= t => {}
-                _ => break,
-            }
-            let Some((at, ev)) = self.queue.pop() else {
-                break;
-            };
-            if at != self.now {
-                self.drain_dirty();
-                if self.stop {
-                    break;
-                }
-                self.now = at;
-            }
-            self.process(at, ev);
-        }
-        if !self.stop {
-            self.drain_dirty();
-        }
-        self.now = self.now.max(t);
-    }
-
-    /// The current virtual time.
-    pub(crate) fn now(&self) -> Time {
-        self.now
-    }
-
-    /// Crashes server `i` now (driver fault; only with `Durability::Sync`).
-    pub(crate) fn drive_crash(&mut self, i: usize) {
-        if i < self.p.n {
-            self.log(1, || format!("driver: crash n{i}"));
-            self.crash(i);
-            self.drain_dirty();
-        }
-    }
-
-    /// Restarts server `i` from its durable state now, if it is down (driver fault).
-    pub(crate) fn drive_restart(&mut self, i: usize) {
-        if i < self.p.n {
-            self.boot(i);
-            self.drain_dirty();
-        }
-    }
-
-    /// Cuts (or heals) the link between `a` and `b`, both ways (driver fault).
-    pub(crate) fn drive_link(&mut self, a: usize, b: usize, cut: bool) {
-        let n = self.p.n;
-        if a >= n || b >= n || a == b {
-            return;
-        }
-        self.log(1, || {
-            format!("driver: {} n{a}-n{b}", if cut { "cut" } else { "heal" })
-        });
-        self.net.set_link(a, b, cut);
-        if cut {
-            self.counters.partitions += 1;
-        }
-    }
-
-    /// Starts or stops the closed-loop clients (driver action). Stopped clients finish the update
-    /// they have outstanding and submit no more; started ones submit their next update now, except
-    /// those whose server is down (they stay idle until the next start).
-    pub(crate) fn drive_clients(&mut self, on: bool) {
-        self.log(1, || {
-            format!("driver: clients {}", if on { "on" } else { "off" })
-        });
-        let was = !self.clients.paused;
-        self.clients.active = on;
-        self.clients.paused = !on;
-        if on && !was {
-            for c in 0..self.clients.list.len() {
-                let up = self.alive(self.clients.list[c].server.index());
-                if up && !self.clients.list[c].outstanding {
-                    self.schedule(self.now, Ev::Submit { client: c as u32 });
-                }
-            }
-        }
-    }
-
-    /// Heals every link cut by the driver and every partition (driver fault).
-    pub(crate) fn drive_heal_all(&mut self) {
-        self.log(1, || "driver: heal all".to_string());
-        self.net.heal_all();
-    }
-
-    /// Per server, `Some(last_installed)` when it is up and regular (not in leader election).
-    pub(crate) fn regular_views(&self) -> Vec<Option<View>> {
-        self.nodes
-            .iter()
-            .map(|node| {
-                node.replica.as_ref().and_then(|r| {
-                    let c = r.election_context();
-                    (c.state != ServerState::LeaderElection).then_some(c.last_installed)
-                })
-            })
-            .collect()
-    }
-
-    /// Slots in the canonical order so far (the most any server has executed; never decreases).
-    pub(crate) fn ordered(&self) -> u64 {
-        self.checker.ordered()
-    }
-
-    /// Records a panic that escaped the core as a violation and stops the world.
-    pub(crate) fn panicked(&mut self, msg: String) {
-        self.violation(ViolationKind::Panic, format!("panic: {msg}"));
-    }
-
+    /// Hands an event to the module that models it.
     fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Tick { node, gen } => {
@@ -840,12 +262,7 @@ impl World {
             Ev::Submit { client } => self.scheduled_submit(client as usize),
             Ev::Timeout { client, ts } => self.client_timeout(client, ts),
             Ev::Chaos => self.chaos(),
-            Ev::Restart { node } => {
-                let i = node as usize;
-                if self.in_fault_phase() || self.live.in_stable(i) {
-                    self.boot(i);
-                }
-            }
+            Ev::Restart { node } => self.restart_crashed(node as usize),
             Ev::PartitionEnd { id } => self.end_partition(id),
             Ev::Flap { id, left } => self.flap(id, left),
             Ev::Heal => self.heal(),
@@ -855,119 +272,8 @@ impl World {
         }
     }
 
-    fn script_step(&mut self, index: usize) {
-        let action = self.p.script[index].action;
-        self.log(1, || format!("script {action:?}"));
-        match action {
-            ScriptAction::Crash(sel) => {
-                if let Some(i) = self.resolve(sel) {
-                    self.crash(i);
-                }
-            }
-            ScriptAction::Restart(sel) => {
-                if let Some(i) = self.resolve(sel) {
-                    self.boot(i);
-                }
-            }
-            ScriptAction::Isolate(sel) => {
-                if let Some(i) = self.resolve(sel) {
-                    let masks = self.isolate_masks(i);
-                    self.add_partition(masks, None);
-                }
-            }
-            ScriptAction::HealNetwork => self.net.clear_partitions(),
-            ScriptAction::CrashAll => {
-                for i in 0..self.p.n {
-                    self.crash(i);
-                }
-            }
-            ScriptAction::RestartAll => {
-                for i in 0..self.p.n {
-                    self.boot(i);
-                }
-            }
-        }
-    }
-
-    fn chaos(&mut self) {
-        if !self.in_fault_phase() || self.p.n < 2 {
-            return;
-        }
-        let crash_ok = self.p.mix.crashes && self.p.config.durability == Durability::Sync;
-        let kinds = self.p.mix.partitions.clone();
-        let choices = usize::from(crash_ok) + usize::from(!kinds.is_empty());
-        if choices == 0 {
-            return;
-        }
-        let pick = self.rng.gen_range(0..choices);
-        if crash_ok && pick == 0 {
-            let leader = self.current_leader();
-            let target = match leader {
-                Some(l) if self.rng.gen_bool(0.4) => Some(l),
-                _ => {
-                    let alive: Vec<usize> = (0..self.p.n).filter(|&i| self.alive(i)).collect();
-                    (!alive.is_empty()).then(|| alive[self.rng.gen_range(0..alive.len())])
-                }
-            };
-            if let Some(i) = target {
-                self.crash(i);
-            }
-        } else {
-            let kind = kinds[self.rng.gen_range(0..kinds.len())];
-            let lasts = Duration::from_millis(self.rng.gen_range(100..2000));
-            let n = self.p.n;
-            match kind {
-                PartitionKind::IsolateOne => {
-                    let x = match self.current_leader() {
-                        Some(l) if self.rng.gen_bool(0.5) => l,
-                        _ => self.rng.gen_range(0..n),
-                    };
-                    let masks = self.isolate_masks(x);
-                    let id = self.add_partition(masks, Some(lasts));
-                    self.log(1, || format!("partition {id}: isolate n{x}"));
-                }
-                PartitionKind::Split => {
-                    let side = self.random_split();
-                    let masks = self.split_masks(side);
-                    let id = self.add_partition(masks, Some(lasts));
-                    self.log(1, || format!("partition {id}: split {side:#b}"));
-                }
-                PartitionKind::OneWay => {
-                    let x = match self.current_leader() {
-                        Some(l) if self.rng.gen_bool(0.5) => l,
-                        _ => self.rng.gen_range(0..n),
-                    };
-                    let outgoing = self.rng.gen_bool(0.5);
-                    let masks: Vec<u64> = (0..n)
-                        .map(|f| match (f == x, outgoing) {
-                            (true, true) => all_mask(n) & !(1 << x),
-                            (false, false) => 1 << x,
-                            _ => 0,
-                        })
-                        .collect();
-                    let id = self.add_partition(masks, Some(lasts));
-                    self.log(1, || {
-                        format!(
-                            "partition {id}: n{x} cannot {}",
-                            if outgoing { "send" } else { "receive" }
-                        )
-                    });
-                }
-                PartitionKind::Flapping => {
-                    let side = self.random_split();
-                    let masks = self.split_masks(side);
-                    let id = self.add_partition(masks, None);
-                    let left = self.rng.gen_range(3..12);
-                    let gap = Duration::from_millis(self.rng.gen_range(20..300));
-                    self.schedule(self.now + gap, Ev::Flap { id, left });
-                    self.log(1, || format!("partition {id}: flapping split {side:#b}"));
-                }
-            }
-        }
-        let next = self.exp_delay();
-        self.schedule(self.now + next, Ev::Chaos);
-    }
-
+    /// Drains every server that received input, lowest id first, until none did (a drain can
+    /// give others input), with the zero-think-time resubmissions in between.
     fn drain_dirty(&mut self) {
         loop {
             while self.dirty != 0 {
@@ -984,6 +290,7 @@ impl World {
         }
     }
 
+    /// Drains server `i` once: writes, messages, executions, replies, then its aru and role.
     fn drain(&mut self, i: usize) {
         let Some(mut r) = self.nodes[i].replica.take() else {
             return;
@@ -1020,13 +327,15 @@ impl World {
             self.next_trim = self.checker.ordered() + 4096;
             self.trim();
         }
-        if let Some(target) = self.p.bench_updates {
+        if let Some(target) = self.p.mode.bench_target() {
             if self.checker.ordered() >= target {
                 self.stop = true;
             }
         }
     }
 
+    /// Lets the checker forget what no replica can report again: below every replica's executed
+    /// prefix and, where a restart could execute again from it, its durable snapshot.
     fn trim(&mut self) {
         let sync = self.p.config.durability == Durability::Sync;
         let mut floor = u64::MAX;
@@ -1040,6 +349,8 @@ impl World {
         self.checker.trim(floor);
     }
 
+    /// The run's report: counters (with the core metrics of live replicas) and the final trace
+    /// hash.
     pub(crate) fn into_report(mut self, election: &'static str, replay: String) -> RunReport {
         for node in &self.nodes {
             if let Some(r) = &node.replica {

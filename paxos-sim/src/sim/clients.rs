@@ -7,7 +7,7 @@
 //! every client timeout until a reply with its timestamp arrives, then thinks and submits the
 //! next. The reply is checked against the canonical order (`checker.rs`) before it counts.
 
-use super::{Ev, Input, Params, World};
+use super::{Ev, Input, Mode, Params, World};
 use crate::checker::make_payload;
 use crate::report::Latency;
 use paxos_core::{ClientId, ClientReply, ClientUpdate, NodeId, Time, Timestamp};
@@ -49,10 +49,12 @@ impl Clients {
         let list = (0..p.clients)
             .map(|c| Client {
                 id: c as u64,
-                server: match &p.driven_clients {
-                    Some(at) => at[c],
-                    None if p.bench_updates.is_some() => NodeId((c % n) as u32),
-                    None => NodeId(rng.gen_range(0..n as u32)),
+                server: match &p.mode {
+                    Mode::Driven { clients } => clients[c],
+                    Mode::Bench { .. } => NodeId((c % n) as u32),
+                    Mode::Random { .. } | Mode::Scripted { .. } => {
+                        NodeId(rng.gen_range(0..n as u32))
+                    }
                 },
                 ts: 0,
                 outstanding: false,
@@ -74,7 +76,7 @@ impl World {
     /// Schedules every client's first submission.
     pub(super) fn start_clients(&mut self) {
         for c in 0..self.clients.list.len() {
-            let at = if self.p.bench_updates.is_some() {
+            let at = if self.p.mode.is_bench() {
                 Time(1_000_000)
             } else {
                 Time::ZERO + Duration::from_millis(self.rng.gen_range(0..200))
@@ -128,14 +130,14 @@ impl World {
             client_id: ClientId(cl.id),
             server_id: cl.server,
             timestamp: Timestamp(ts),
-            payload: make_payload(self.p.seed, cl.id, ts, self.p.payload_len),
+            payload: make_payload(self.p.seed, cl.id, ts, self.p.mode.payload_len()),
         };
         self.checker.on_submitted(c, &update);
         cl.update = Some(update);
         cl.outstanding = true;
         cl.first_sent = self.now;
         self.send_to_server(c);
-        if self.p.bench_updates.is_none() {
+        if !self.p.mode.is_bench() {
             let at = self.now + self.p.client_timeout;
             self.schedule(
                 at,
@@ -176,14 +178,14 @@ impl World {
         let latency = self.now - cl.first_sent;
         let submitted = cl.first_sent;
         self.counters.updates_completed += 1;
-        if self.p.record_latencies {
+        if self.p.mode.records_latencies() {
             self.clients.latencies.push(Latency {
                 client: ClientId(c as u64),
                 submitted,
                 latency,
             });
         }
-        if self.p.verbose >= 1 && self.p.bench_updates.is_none() {
+        if self.p.verbose >= 1 && !self.p.mode.is_bench() {
             println!("{} client {c}:{ts} done via n{i} in {latency:?}", self.now);
         }
         if self.clients.active {

@@ -87,13 +87,13 @@ impl World {
     }
 
     /// Crashes server `i` (with `Durability::Sync` only): each unsynced batch is lost, or, with
-    /// torn writes, a prefix of them is kept.
-    pub(super) fn crash(&mut self, i: usize) {
+    /// torn writes, a prefix of them is kept. Returns whether it crashed (it was up).
+    pub(super) fn crash(&mut self, i: usize) -> bool {
         if self.p.config.durability != Durability::Sync {
-            return;
+            return false;
         }
         let Some(r) = self.nodes[i].replica.take() else {
-            return;
+            return false;
         };
         Self::fold_metrics(&mut self.counters, r.metrics());
         drop(r);
@@ -124,10 +124,7 @@ impl World {
         self.log(1, || {
             format!("crash n{i} (kept {keep} of {len} unsynced batches)")
         });
-        if self.in_fault_phase() && self.p.script.is_empty() && self.p.driven_clients.is_none() {
-            let down = Duration::from_millis(self.rng.gen_range(20..1500));
-            self.schedule(self.now + down, Ev::Restart { node: i as u8 });
-        }
+        true
     }
 
     /// Server `i` wrote batch `b`: it syncs after a random delay, after every earlier batch.
@@ -137,7 +134,7 @@ impl World {
         }
         let delay = if self.p.mix.slow_disk {
             self.rng.gen_range(100_000..40_000_000)
-        } else if self.p.bench_updates.is_some() {
+        } else if self.p.mode.is_bench() {
             50_000
         } else {
             self.rng.gen_range(50_000..2_000_000)

@@ -111,7 +111,7 @@ impl World {
         self.live.healed_at = Some(self.now);
         self.clients.active = false;
         let majority = n / 2 + 1;
-        self.live.stable = if self.p.heal_all || self.rng.gen_bool(0.5) {
+        self.live.stable = if self.p.mode.heals_all() || self.rng.gen_bool(0.5) {
             all_mask(n)
         } else {
             let mut ids: Vec<usize> = (0..n).collect();
@@ -287,7 +287,7 @@ impl World {
         if leads && self.leaders.max_view.is_none_or(|v| view > v) {
             self.leaders.max_view = Some(view);
             self.counters.view_changes += 1;
-            if self.p.bench_updates.is_none() {
+            if !self.p.mode.is_bench() {
                 self.leaders.changes.push(LeaderChange {
                     time: self.now,
                     view,

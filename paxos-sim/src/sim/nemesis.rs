@@ -1,5 +1,6 @@
 //! Process faults that create backlogs and skew (issue #11 item 2): pauses, clock-rate skew,
-//! forward clock jumps and slow-disk episodes.
+//! forward clock jumps and slow-disk episodes (testing.md (a), *Faults*: "pause; clock skew
+//! (per-node tick-rate multiplier, jumps)"; slow disks stand in for storage latency faults).
 //!
 //! * **Pause**: a server stops (a GC pause, a descheduled VM, `SIGSTOP`) for 5 ms up to
 //!   `pause_max` (log-uniform). Messages, persistence completions, client submissions and one

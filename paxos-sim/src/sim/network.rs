@@ -253,7 +253,7 @@ impl World {
 
     /// One message's network delay.
     fn delay(&mut self) -> Duration {
-        if self.p.bench_updates.is_some() {
+        if self.p.mode.is_bench() {
             return self.p.base_delay;
         }
         let mut d = self.p.base_delay;

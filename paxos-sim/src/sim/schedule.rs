@@ -1,4 +1,6 @@
-//! Scheduling: how a server's inputs are grouped into rounds (issue #11 item 2).
+//! Scheduling: how a server's inputs are grouped into rounds (issue #11 item 2; testing.md (a),
+//! *Harness*: the discrete-event queue feeds each core its deliveries, ticks and completions, and
+//! *Faults*: "pause", whose backlogs these rounds work off).
 //!
 //! The core's call contract (TR §4's event loop, made sans-IO) is: feed any number of inputs,
 //! then drain (`poll_persist`, `poll_message`, `poll_executed`, `poll_client_reply`). What the
@@ -556,7 +558,9 @@ impl Workload {
         }
         p.think /= 3;
         if fault_phase.is_none() {
-            p.fault_phase = p.fault_phase.map(|d| d * 3 / 2);
+            if let super::Mode::Random { fault_phase } = &mut p.mode {
+                *fault_phase = *fault_phase * 3 / 2;
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
-//! What the liveness phase keeps stable (issue #11 item 2; protocol doc §13, LADIS Def. 3.1).
+//! What the liveness phase keeps stable (issue #11 item 2; protocol doc §13, LADIS Def. 3.1;
+//! testing.md (a), *Liveness*: "heal a random stable-majority core").
 //!
 //! When the fault phase ends the simulator picks a stable set S (every server, or a random
 //! majority) and requires S's clients to complete within the liveness bound. The servers outside
