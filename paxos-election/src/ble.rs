@@ -32,9 +32,6 @@ pub struct BleConfig {
     /// How long this server's own Prepare may stall behind a higher view before it raises its
     /// ballot above that view.
     pub prepare_stall_timeout: Duration,
-    /// How long an elected leader with outstanding work may go without executing anything before
-    /// it raises its ballot and prepares again (a watchdog; see docs/elections.md).
-    pub leader_progress_timeout: Duration,
 }
 
 impl Default for BleConfig {
@@ -42,7 +39,6 @@ impl Default for BleConfig {
         BleConfig {
             election_timeout: Duration::from_millis(250),
             prepare_stall_timeout: Duration::from_secs(1),
-            leader_progress_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -117,8 +113,6 @@ pub struct QuorumBallot {
     install_pending: bool,
     /// The view we asked the core to prepare, and when.
     requested: Option<(View, Time)>,
-    /// Last time the installed view executed something (or had nothing to execute).
-    last_progress: Time,
     actions: VecDeque<ElectionAction>,
     messages: VecDeque<(Destination, Bytes)>,
 }
@@ -139,7 +133,6 @@ impl QuorumBallot {
             period_end: Time::ZERO,
             install_pending: false,
             requested: None,
-            last_progress: Time::ZERO,
             actions: VecDeque::new(),
             messages: VecDeque::new(),
         }
@@ -270,18 +263,9 @@ impl QuorumBallot {
                 && ctx.max_view_seen > v
                 && now.saturating_since(since) >= self.config.prepare_stall_timeout
         });
-        // Watchdog: leading with work outstanding and nothing executed for too long.
-        let leading = ctx.state == ServerState::RegLeader
-            && ctx.last_installed.leader(self.servers) == self.me;
-        if !(leading && ctx.has_outstanding_work) {
-            self.last_progress = now;
-        }
-        let stuck = leading
-            && now.saturating_since(self.last_progress) >= self.config.leader_progress_timeout;
-        // Only a quorum-connected server may raise its ballot (the BLE invariant): a leader cut off
+        // Only a quorum-connected server may raise its ballot (the BLE invariant): a server cut off
         // from its quorum keeps still instead of returning with a ballot that outbids everyone.
-        if self.qc && (stalled || stuck) {
-            self.last_progress = now;
+        if self.qc && stalled {
             self.install(now, ctx);
         }
     }
@@ -345,21 +329,12 @@ impl LeaderElection for QuorumBallot {
         Ok(())
     }
 
-    fn handle_progress(&mut self, now: Time, _ctx: &ElectionContext) {
-        self.last_progress = now;
-    }
-
-    fn handle_view_installed(&mut self, now: Time, _ctx: &ElectionContext) {
-        self.last_progress = now;
-    }
-
     fn handle_stalled(&mut self, now: Time, ctx: &ElectionContext) {
-        // Raise the ballot and prepare again, as the watchdog would; only while quorum-connected
-        // (the BLE invariant) and while we lead the stalled view.
+        // Raise the ballot and prepare again, only while quorum-connected (the BLE invariant) and
+        // while we lead the stalled view.
         let leading = ctx.state == ServerState::RegLeader
             && ctx.last_installed.leader(self.servers) == self.me;
         if self.qc && leading {
-            self.last_progress = now;
             self.install(now, ctx);
         }
     }

@@ -23,9 +23,6 @@ pub struct HighestIdConfig {
     pub timeout: Duration,
     /// How long this server's own Prepare may stall before it tries a higher view.
     pub prepare_stall_timeout: Duration,
-    /// How long a leader with outstanding work may go without executing anything before it
-    /// prepares a higher view of its own (a watchdog; see docs/elections.md).
-    pub leader_progress_timeout: Duration,
 }
 
 impl Default for HighestIdConfig {
@@ -34,7 +31,6 @@ impl Default for HighestIdConfig {
             heartbeat_interval: Duration::from_millis(100),
             timeout: Duration::from_millis(500),
             prepare_stall_timeout: Duration::from_secs(1),
-            leader_progress_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -70,7 +66,6 @@ impl HighestIdAlive {
                 servers,
                 config.heartbeat_interval,
                 config.prepare_stall_timeout,
-                config.leader_progress_timeout,
             ),
         }
     }
@@ -141,14 +136,6 @@ impl LeaderElection for HighestIdAlive {
         self.expire(now);
         self.oracle.drive(now, ctx);
         Ok(())
-    }
-
-    fn handle_progress(&mut self, now: Time, _ctx: &ElectionContext) {
-        self.oracle.progress(now);
-    }
-
-    fn handle_view_installed(&mut self, now: Time, _ctx: &ElectionContext) {
-        self.oracle.progress(now);
     }
 
     fn handle_stalled(&mut self, now: Time, ctx: &ElectionContext) {

@@ -32,9 +32,6 @@ pub struct OmegaConfig {
     pub max_timeout: Duration,
     /// How long this server's own Prepare may stall before it tries a higher view.
     pub prepare_stall_timeout: Duration,
-    /// How long a leader with outstanding work may go without executing anything before it
-    /// prepares a higher view of its own (a watchdog; see docs/elections.md).
-    pub leader_progress_timeout: Duration,
 }
 
 impl Default for OmegaConfig {
@@ -45,7 +42,6 @@ impl Default for OmegaConfig {
             timeout_increment: Duration::from_millis(250),
             max_timeout: Duration::from_secs(10),
             prepare_stall_timeout: Duration::from_secs(1),
-            leader_progress_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -114,7 +110,6 @@ impl Omega {
                 servers,
                 config.heartbeat_interval,
                 config.prepare_stall_timeout,
-                config.leader_progress_timeout,
             ),
         }
     }
@@ -251,14 +246,6 @@ impl LeaderElection for Omega {
         self.expire(now);
         self.oracle.drive(now, ctx);
         Ok(())
-    }
-
-    fn handle_progress(&mut self, now: Time, _ctx: &ElectionContext) {
-        self.oracle.progress(now);
-    }
-
-    fn handle_view_installed(&mut self, now: Time, _ctx: &ElectionContext) {
-        self.oracle.progress(now);
     }
 
     fn handle_stalled(&mut self, now: Time, ctx: &ElectionContext) {

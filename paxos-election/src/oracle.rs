@@ -65,7 +65,6 @@ impl Oracle {
         servers: usize,
         heartbeat_interval: Duration,
         stall_timeout: Duration,
-        progress_timeout: Duration,
     ) -> Oracle {
         Oracle {
             me,
@@ -74,7 +73,7 @@ impl Oracle {
             announce: vec![None; servers],
             grace_until: Time::ZERO,
             next_heartbeat: Time::ZERO,
-            driver: OracleLeader::new(stall_timeout, progress_timeout),
+            driver: OracleLeader::new(stall_timeout),
             actions: VecDeque::new(),
             messages: VecDeque::new(),
         }
@@ -140,15 +139,6 @@ impl Oracle {
         }
     }
 
-    /// The installed view executed an update, or a view was installed
-    /// ([`LeaderElection::handle_progress`], [`LeaderElection::handle_view_installed`]).
-    ///
-    /// [`LeaderElection::handle_progress`]: paxos_core::LeaderElection::handle_progress
-    /// [`LeaderElection::handle_view_installed`]: paxos_core::LeaderElection::handle_view_installed
-    pub(crate) fn progress(&mut self, now: Time) {
-        self.driver.progress(now);
-    }
-
     /// The view we lead is stalled ([`paxos_core::LeaderElection::handle_stalled`]).
     pub(crate) fn stalled(&mut self, now: Time, ctx: &ElectionContext) {
         if self.leader == Some(self.me) {
@@ -175,33 +165,22 @@ impl Oracle {
 /// The leader side of an oracle strategy: prepare a view of our own whenever the oracle names us
 /// and we do not lead an unchallenged installed view.
 ///
-/// It also runs a leader-side progress watchdog: a regular leader that knows of outstanding work
-/// but has executed nothing for `progress_timeout` prepares a higher view of its own. A fresh
-/// Prepare rebuilds the core's per-view state (see the gap noted in docs/elections.md, where a
-/// leader's own update stays marked as bound after its slot was ordered with another update).
+/// A leader that leads its installed view does nothing more, whether or not it executes: the
+/// core's floor wait reports a view that cannot order by itself ([`OracleLeader::stalled`]), and
+/// there is no leader-side progress watchdog (docs/elections.md, "Leader watchdog (removed)").
 #[derive(Debug, Clone)]
 pub(crate) struct OracleLeader {
     stall_timeout: Duration,
-    progress_timeout: Duration,
     /// The view we asked the core to prepare, and when.
     requested: Option<(View, Time)>,
-    /// Last time the installed view executed something (or had nothing to execute).
-    last_progress: Time,
 }
 
 impl OracleLeader {
-    pub(crate) fn new(stall_timeout: Duration, progress_timeout: Duration) -> OracleLeader {
+    pub(crate) fn new(stall_timeout: Duration) -> OracleLeader {
         OracleLeader {
             stall_timeout,
-            progress_timeout,
             requested: None,
-            last_progress: Time::ZERO,
         }
-    }
-
-    /// The installed view executed an update, or a view was installed.
-    pub(crate) fn progress(&mut self, now: Time) {
-        self.last_progress = now;
     }
 
     /// Forgets the view being prepared (after a restart, or when the oracle names someone else).
@@ -226,7 +205,6 @@ impl OracleLeader {
             .max(ctx.last_installed);
         let v = top.next_led_by(ctx.me, ctx.servers);
         self.requested = Some((v, now));
-        self.last_progress = now;
         actions.push_back(ElectionAction::Install(v));
     }
 
@@ -248,14 +226,7 @@ impl OracleLeader {
             && top <= ctx.last_installed;
         if leading {
             self.requested = None;
-            if !ctx.has_outstanding_work {
-                self.last_progress = now;
-            }
-            if now.saturating_since(self.last_progress) < self.progress_timeout {
-                return;
-            }
-            // Leading but stuck with work outstanding: re-prepare (watchdog).
-            self.last_progress = now;
+            return;
         }
         // Still preparing the view we asked for (or the core has not caught up with the request):
         // no view above it exists and the stall timeout has not expired.
@@ -332,7 +303,7 @@ pub(crate) mod tests {
     #[test]
     fn leader_prepares_smallest_own_view_above_all_seen_once() {
         // spec §15.1: v = smallest view above every view seen with v mod N == me.
-        let mut l = OracleLeader::new(Duration::from_secs(1), Duration::from_secs(5));
+        let mut l = OracleLeader::new(Duration::from_secs(1));
         let mut out = VecDeque::new();
         let mut c = ctx(2, 5);
         c.max_view_seen = View(8);
@@ -364,7 +335,7 @@ pub(crate) mod tests {
     fn stalled_leader_prepares_a_higher_view_of_its_own_only_while_leading() {
         // The core's floor wait expired (handle_stalled): a fresh Prepare, answered by the
         // servers still reachable, replaces the PrepareOk quorum that included the lost sender.
-        let mut l = OracleLeader::new(Duration::from_secs(1), Duration::from_secs(5));
+        let mut l = OracleLeader::new(Duration::from_secs(1));
         let mut out = VecDeque::new();
         let mut c = ctx(1, 3);
         c.last_attempted = View(4);
@@ -385,24 +356,20 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn leader_without_progress_on_outstanding_work_reprepares() {
-        let mut l = OracleLeader::new(Duration::from_secs(1), Duration::from_secs(5));
+    fn a_leader_of_its_unchallenged_view_never_reprepares_on_its_own() {
+        // No leader watchdog: outstanding work without progress is the core's business (its
+        // floor wait calls `stalled`), not a reason to leave a view the oracle still names us for.
+        let mut l = OracleLeader::new(Duration::from_secs(1));
         let mut out = VecDeque::new();
         let mut c = ctx(1, 3);
         c.state = ServerState::RegLeader;
         c.last_attempted = View(4);
         c.last_installed = View(4);
         c.max_view_seen = View(4);
-        // Idle: no watchdog, however long.
         l.lead(Time::from_millis(10_000), &c, &mut out);
-        assert!(out.is_empty());
         c.has_outstanding_work = true;
-        l.lead(Time::from_millis(12_000), &c, &mut out);
-        l.progress(Time::from_millis(14_000));
-        l.lead(Time::from_millis(18_000), &c, &mut out);
-        assert!(out.is_empty(), "progress resets the watchdog");
-        l.lead(Time::from_millis(19_000), &c, &mut out);
-        assert_eq!(out.pop_front(), Some(ElectionAction::Install(View(7))));
+        l.lead(Time::from_millis(60_000), &c, &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]
