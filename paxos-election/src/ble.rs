@@ -14,7 +14,7 @@
 //! prepares the view of its ballot, and followers answer any Prepare for a view above their
 //! installed one, as Sequence Paxos answers any higher ballot.
 
-use crate::oracle::{follow, is_peer, Announce};
+use crate::oracle::{follow, is_peer};
 use bytes::Bytes;
 use paxos_core::codec::{decode_with_limit, encode, CodecError};
 use paxos_core::{
@@ -91,8 +91,6 @@ pub enum BleMessage {
         ballot: Ballot,
         /// Whether the sender is quorum-connected.
         qc: bool,
-        /// The sender's place in the ordering protocol.
-        announce: Announce,
     },
 }
 
@@ -105,7 +103,6 @@ pub struct QuorumBallot {
     ballot: Ballot,
     round: u64,
     replies: Vec<Option<(Ballot, bool)>>,
-    announce: Vec<Option<Announce>>,
     qc: bool,
     leader: Option<Ballot>,
     period_end: Time,
@@ -127,7 +124,6 @@ impl QuorumBallot {
             ballot: Ballot { n: 0, pid: me },
             round: 0,
             replies: vec![None; servers],
-            announce: vec![None; servers],
             qc: true,
             leader: None,
             period_end: Time::ZERO,
@@ -249,7 +245,7 @@ impl QuorumBallot {
         };
         if l.pid != self.me {
             self.requested = None;
-            follow(ctx, l.pid, self.announce[l.pid.index()], &mut self.actions);
+            follow(ctx, l.pid, &mut self.actions);
             return;
         }
         if self.install_pending {
@@ -309,17 +305,10 @@ impl LeaderElection for QuorumBallot {
                     round,
                     ballot: self.ballot,
                     qc: self.qc,
-                    announce: Announce::of(ctx),
                 };
                 self.send(Destination::Node(from), reply);
             }
-            BleMessage::HeartbeatReply {
-                round,
-                ballot,
-                qc,
-                announce,
-            } => {
-                self.announce[from.index()] = Some(announce);
+            BleMessage::HeartbeatReply { round, ballot, qc } => {
                 if round == self.round && ballot.pid == from {
                     self.replies[from.index()] = Some((ballot, qc));
                 }

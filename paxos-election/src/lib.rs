@@ -43,7 +43,6 @@ pub use experiment::{run_experiment, run_scenario, ClusterDriver, RunOptions, Ru
 pub use highest_id::{HighestIdAlive, HighestIdConfig, HighestIdMessage};
 pub use metrics::{strip, CellSummary, MetricsConfig, Report, RunMetrics, RunRecord, Sample};
 pub use omega::{Omega, OmegaConfig, OmegaMessage};
-pub use oracle::Announce;
 pub use paxos_core::psb::{PsbConfig, PsbMessage, PsbViewChange};
 pub use paxos_core::LeaderElection;
 pub use scenario::{Action, Fault, FaultCursor, Scenario, ScenarioParams, Target, TimedFault};

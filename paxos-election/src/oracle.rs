@@ -3,38 +3,18 @@
 //! Shared by the liveness oracles (highest-id alive, Ω), which differ only in their failure
 //! detector, and, for the follower side, by the quorum-connected ballot election. [`Oracle`] holds
 //! everything the two liveness oracles have in common: the leader opinion with its start-up
-//! grace, the peers' announcements, the heartbeat schedule, the leader side ([`OracleLeader`])
-//! and the output queues. The oracle only decides who *tries* to lead; Prepare and PrepareOk still
-//! carry the promises.
+//! grace, the heartbeat schedule, the leader side ([`OracleLeader`]) and the output queues. The
+//! oracle only decides who *tries* to lead; Prepare and PrepareOk still carry the promises.
+//!
+//! Heartbeats say nothing about views: which view a leader regularly leads comes from the core's
+//! own `Alive` messages ([`ElectionContext::leader_announced_view`]).
 
 use bytes::Bytes;
 use paxos_core::codec::encode;
 use paxos_core::{Destination, ElectionAction, ElectionContext, NodeId, ServerState, Time, View};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::VecDeque;
 use std::time::Duration;
-
-/// What a heartbeat says about its sender's place in the ordering protocol.
-///
-/// Followers use it to rejoin a view whose Prepare they missed (the leader of an installed view
-/// no longer resends Prepare), and old leaders use it to step down into their leader's view.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Announce {
-    /// The sender's last installed view.
-    pub installed: View,
-    /// Whether the sender is the regular leader of `installed`.
-    pub leading: bool,
-}
-
-impl Announce {
-    /// The announcement a server with context `ctx` makes.
-    pub fn of(ctx: &ElectionContext) -> Announce {
-        Announce {
-            installed: ctx.last_installed,
-            leading: ctx.state == ServerState::RegLeader,
-        }
-    }
-}
 
 /// The state and rules the liveness oracles (highest-id alive, Ω) share; each strategy owns one
 /// and adds its failure detector, which names the peer that outranks this server, if any.
@@ -48,8 +28,6 @@ pub(crate) struct Oracle {
     heartbeat_interval: Duration,
     /// The server the oracle names, `None` during the start-up grace with no better peer heard.
     leader: Option<NodeId>,
-    /// The latest announcement heard from each peer.
-    announce: Vec<Option<Announce>>,
     /// Until then, listen before claiming leadership for ourselves.
     grace_until: Time,
     next_heartbeat: Time,
@@ -59,18 +37,12 @@ pub(crate) struct Oracle {
 }
 
 impl Oracle {
-    /// The shared part of server `me`'s oracle in a cluster of `servers`.
-    pub(crate) fn new(
-        me: NodeId,
-        servers: usize,
-        heartbeat_interval: Duration,
-        stall_timeout: Duration,
-    ) -> Oracle {
+    /// The shared part of server `me`'s oracle.
+    pub(crate) fn new(me: NodeId, heartbeat_interval: Duration, stall_timeout: Duration) -> Oracle {
         Oracle {
             me,
             heartbeat_interval,
             leader: None,
-            announce: vec![None; servers],
             grace_until: Time::ZERO,
             next_heartbeat: Time::ZERO,
             driver: OracleLeader::new(stall_timeout),
@@ -79,10 +51,9 @@ impl Oracle {
         }
     }
 
-    /// A (re)start: forget every peer's announcement and the view being prepared, and do not
-    /// claim leadership for `grace` (a restarted server listens before it claims).
+    /// A (re)start: forget the view being prepared, and do not claim leadership for `grace` (a
+    /// restarted server listens before it claims).
     pub(crate) fn start(&mut self, now: Time, grace: Duration) {
-        self.announce.iter_mut().for_each(|a| *a = None);
         self.driver.reset();
         self.grace_until = now + grace;
         self.leader = None;
@@ -102,11 +73,6 @@ impl Oracle {
     /// The server the oracle names.
     pub(crate) fn leader(&self) -> Option<NodeId> {
         self.leader
-    }
-
-    /// Records what peer `from` announced.
-    pub(crate) fn heard(&mut self, from: NodeId, announce: Announce) {
-        self.announce[from.index()] = Some(announce);
     }
 
     /// Whether the next heartbeat is due.
@@ -133,7 +99,7 @@ impl Oracle {
             Some(l) if l == self.me => self.driver.lead(now, ctx, &mut self.actions),
             Some(l) => {
                 self.driver.reset();
-                follow(ctx, l, self.announce[l.index()], &mut self.actions);
+                follow(ctx, l, &mut self.actions);
             }
             None => self.driver.reset(),
         }
@@ -242,8 +208,9 @@ impl OracleLeader {
     }
 }
 
-/// The follower side: join the view our leader announces it leads, if we have not installed it
-/// (the rejoin rule, [`ElectionContext::joins_announced_view`]).
+/// The follower side: join the view our leader announced, in the core's `Alive`, as the view it
+/// is regular in ([`ElectionContext::leader_announced_view`]), if we have not installed it (the
+/// rejoin rule, [`ElectionContext::joins_announced_view`]).
 ///
 /// Installing a view as a non-leader without answering its Prepare is safe: it is a promise for that
 /// view, and accepting proposals in the view we promised is exactly what Paxos allows. Oracle
@@ -252,17 +219,14 @@ impl OracleLeader {
 pub(crate) fn follow(
     ctx: &ElectionContext,
     leader: NodeId,
-    announce: Option<Announce>,
     actions: &mut VecDeque<ElectionAction>,
 ) {
-    let Some(a) = announce else {
-        return;
-    };
-    if leader == ctx.me || !a.leading || a.installed.leader(ctx.servers) != leader {
+    let v = ctx.leader_announced_view;
+    if leader == ctx.me || v.leader(ctx.servers) != leader {
         return;
     }
-    if ctx.joins_announced_view(a.installed, true) {
-        actions.push_back(ElectionAction::Install(a.installed));
+    if ctx.joins_announced_view(v, true) {
+        actions.push_back(ElectionAction::Install(v));
     }
 }
 
@@ -294,6 +258,7 @@ pub(crate) mod tests {
             last_attempted: View(0),
             last_installed: View(0),
             max_view_seen: View(0),
+            leader_announced_view: View(0),
             local_aru: paxos_core::Seq(0),
             has_outstanding_work: false,
             incarnation: 1,
@@ -378,24 +343,16 @@ pub(crate) mod tests {
         let mut c = ctx(0, 3);
         c.state = ServerState::RegLeader;
         c.last_installed = View(3);
-        let a = Announce {
-            installed: View(5),
-            leading: true,
-        };
-        follow(&c, NodeId(2), Some(a), &mut out);
+        c.leader_announced_view = View(5);
+        follow(&c, NodeId(2), &mut out);
         assert_eq!(out.pop_front(), Some(ElectionAction::Install(View(5))));
-        // Not leading yet, or a view led by someone else: wait for the Prepare instead.
-        follow(
-            &c,
-            NodeId(2),
-            Some(Announce {
-                leading: false,
-                ..a
-            }),
-            &mut out,
-        );
-        follow(&c, NodeId(1), Some(a), &mut out);
+        // A view led by someone other than our leader, or one we installed: wait instead.
+        follow(&c, NodeId(1), &mut out);
+        c.leader_announced_view = View(3);
+        follow(&c, NodeId(0), &mut out);
+        follow(&c, NodeId(2), &mut out);
         assert!(out.is_empty());
+        c.leader_announced_view = View(5);
         assert!(accepts_leader_prepare(
             Some(NodeId(2)),
             NodeId(2),
