@@ -41,6 +41,13 @@ pub struct ElectionContext {
     pub last_installed: View,
     /// The highest view seen anywhere (own promises, Prepare, Proposal, Alive).
     pub max_view_seen: View,
+    /// The highest view `v` whose own leader (`v.leader(servers)`) sent this server an `Alive`
+    /// naming `v` as the last view it was regular in (`View(0)` until one arrives after a start).
+    /// What a follower that missed `v`'s Prepare joins, by the rejoin rule
+    /// ([`ElectionContext::joins_announced_view`]), when its strategy names that leader. After a
+    /// restart a leader announces the view it last installed, which may be one it only prepared;
+    /// joining it is still safe (a promise), and its leader will prepare a higher view.
+    pub leader_announced_view: View,
     /// Local aru.
     pub local_aru: Seq,
     /// Whether this server knows of work not yet executed (pending or queued client updates,
@@ -209,6 +216,7 @@ mod tests {
             last_attempted: View(installed),
             last_installed: View(installed),
             max_view_seen: View(installed),
+            leader_announced_view: View(0),
             local_aru: Seq(0),
             has_outstanding_work: false,
             incarnation: 1,

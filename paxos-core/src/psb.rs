@@ -356,6 +356,7 @@ mod tests {
             last_attempted: View(attempted),
             last_installed: View(installed),
             max_view_seen: View(attempted),
+            leader_announced_view: View(0),
             local_aru: Seq(0),
             has_outstanding_work: work,
             incarnation: 1,

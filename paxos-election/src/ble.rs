@@ -14,7 +14,7 @@
 //! prepares the view of its ballot, and followers answer any Prepare for a view above their
 //! installed one, as Sequence Paxos answers any higher ballot.
 
-use crate::oracle::{follow, is_peer, Announce};
+use crate::oracle::{follow, is_peer};
 use bytes::Bytes;
 use paxos_core::codec::{decode_with_limit, encode, CodecError};
 use paxos_core::{
@@ -32,9 +32,6 @@ pub struct BleConfig {
     /// How long this server's own Prepare may stall behind a higher view before it raises its
     /// ballot above that view.
     pub prepare_stall_timeout: Duration,
-    /// How long an elected leader with outstanding work may go without executing anything before
-    /// it raises its ballot and prepares again (a watchdog; see docs/elections.md).
-    pub leader_progress_timeout: Duration,
 }
 
 impl Default for BleConfig {
@@ -42,7 +39,6 @@ impl Default for BleConfig {
         BleConfig {
             election_timeout: Duration::from_millis(250),
             prepare_stall_timeout: Duration::from_secs(1),
-            leader_progress_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -95,8 +91,6 @@ pub enum BleMessage {
         ballot: Ballot,
         /// Whether the sender is quorum-connected.
         qc: bool,
-        /// The sender's place in the ordering protocol.
-        announce: Announce,
     },
 }
 
@@ -109,7 +103,6 @@ pub struct QuorumBallot {
     ballot: Ballot,
     round: u64,
     replies: Vec<Option<(Ballot, bool)>>,
-    announce: Vec<Option<Announce>>,
     qc: bool,
     leader: Option<Ballot>,
     period_end: Time,
@@ -117,8 +110,6 @@ pub struct QuorumBallot {
     install_pending: bool,
     /// The view we asked the core to prepare, and when.
     requested: Option<(View, Time)>,
-    /// Last time the installed view executed something (or had nothing to execute).
-    last_progress: Time,
     actions: VecDeque<ElectionAction>,
     messages: VecDeque<(Destination, Bytes)>,
 }
@@ -133,13 +124,11 @@ impl QuorumBallot {
             ballot: Ballot { n: 0, pid: me },
             round: 0,
             replies: vec![None; servers],
-            announce: vec![None; servers],
             qc: true,
             leader: None,
             period_end: Time::ZERO,
             install_pending: false,
             requested: None,
-            last_progress: Time::ZERO,
             actions: VecDeque::new(),
             messages: VecDeque::new(),
         }
@@ -256,7 +245,7 @@ impl QuorumBallot {
         };
         if l.pid != self.me {
             self.requested = None;
-            follow(ctx, l.pid, self.announce[l.pid.index()], &mut self.actions);
+            follow(ctx, l.pid, &mut self.actions);
             return;
         }
         if self.install_pending {
@@ -270,18 +259,9 @@ impl QuorumBallot {
                 && ctx.max_view_seen > v
                 && now.saturating_since(since) >= self.config.prepare_stall_timeout
         });
-        // Watchdog: leading with work outstanding and nothing executed for too long.
-        let leading = ctx.state == ServerState::RegLeader
-            && ctx.last_installed.leader(self.servers) == self.me;
-        if !(leading && ctx.has_outstanding_work) {
-            self.last_progress = now;
-        }
-        let stuck = leading
-            && now.saturating_since(self.last_progress) >= self.config.leader_progress_timeout;
-        // Only a quorum-connected server may raise its ballot (the BLE invariant): a leader cut off
+        // Only a quorum-connected server may raise its ballot (the BLE invariant): a server cut off
         // from its quorum keeps still instead of returning with a ballot that outbids everyone.
-        if self.qc && (stalled || stuck) {
-            self.last_progress = now;
+        if self.qc && stalled {
             self.install(now, ctx);
         }
     }
@@ -325,17 +305,10 @@ impl LeaderElection for QuorumBallot {
                     round,
                     ballot: self.ballot,
                     qc: self.qc,
-                    announce: Announce::of(ctx),
                 };
                 self.send(Destination::Node(from), reply);
             }
-            BleMessage::HeartbeatReply {
-                round,
-                ballot,
-                qc,
-                announce,
-            } => {
-                self.announce[from.index()] = Some(announce);
+            BleMessage::HeartbeatReply { round, ballot, qc } => {
                 if round == self.round && ballot.pid == from {
                     self.replies[from.index()] = Some((ballot, qc));
                 }
@@ -345,21 +318,12 @@ impl LeaderElection for QuorumBallot {
         Ok(())
     }
 
-    fn handle_progress(&mut self, now: Time, _ctx: &ElectionContext) {
-        self.last_progress = now;
-    }
-
-    fn handle_view_installed(&mut self, now: Time, _ctx: &ElectionContext) {
-        self.last_progress = now;
-    }
-
     fn handle_stalled(&mut self, now: Time, ctx: &ElectionContext) {
-        // Raise the ballot and prepare again, as the watchdog would; only while quorum-connected
-        // (the BLE invariant) and while we lead the stalled view.
+        // Raise the ballot and prepare again, only while quorum-connected (the BLE invariant) and
+        // while we lead the stalled view.
         let leading = ctx.state == ServerState::RegLeader
             && ctx.last_installed.leader(self.servers) == self.me;
         if self.qc && leading {
-            self.last_progress = now;
             self.install(now, ctx);
         }
     }

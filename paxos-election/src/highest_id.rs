@@ -5,7 +5,7 @@
 //! server. Simple and fast to settle, but any higher-id server that keeps coming back (after a
 //! crash or a partition) takes the leadership every time it returns.
 
-use crate::oracle::{is_peer, Announce, Oracle};
+use crate::oracle::{is_peer, Oracle};
 use bytes::Bytes;
 use paxos_core::codec::{decode_with_limit, CodecError};
 use paxos_core::{
@@ -23,9 +23,6 @@ pub struct HighestIdConfig {
     pub timeout: Duration,
     /// How long this server's own Prepare may stall before it tries a higher view.
     pub prepare_stall_timeout: Duration,
-    /// How long a leader with outstanding work may go without executing anything before it
-    /// prepares a higher view of its own (a watchdog; see docs/elections.md).
-    pub leader_progress_timeout: Duration,
 }
 
 impl Default for HighestIdConfig {
@@ -34,7 +31,6 @@ impl Default for HighestIdConfig {
             heartbeat_interval: Duration::from_millis(100),
             timeout: Duration::from_millis(500),
             prepare_stall_timeout: Duration::from_secs(1),
-            leader_progress_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -42,8 +38,8 @@ impl Default for HighestIdConfig {
 /// The message of the highest-id strategy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HighestIdMessage {
-    /// `IAmAlive`, with the sender's view for followers that missed its Prepare.
-    Alive(Announce),
+    /// `IAmAlive` (the view its sender leads comes from the core's own `Alive`).
+    Alive,
 }
 
 /// Highest-id alive as a [`LeaderElection`] strategy.
@@ -65,13 +61,7 @@ impl HighestIdAlive {
             servers,
             config,
             last_heard: vec![None; servers],
-            oracle: Oracle::new(
-                me,
-                servers,
-                config.heartbeat_interval,
-                config.prepare_stall_timeout,
-                config.leader_progress_timeout,
-            ),
+            oracle: Oracle::new(me, config.heartbeat_interval, config.prepare_stall_timeout),
         }
     }
 
@@ -100,9 +90,8 @@ impl HighestIdAlive {
             .elect(now, highest_peer.filter(|p| *p > self.me));
     }
 
-    fn heartbeat(&mut self, now: Time, ctx: &ElectionContext) {
-        self.oracle
-            .heartbeat(now, &HighestIdMessage::Alive(Announce::of(ctx)));
+    fn heartbeat(&mut self, now: Time) {
+        self.oracle.heartbeat(now, &HighestIdMessage::Alive);
     }
 }
 
@@ -111,16 +100,16 @@ impl LeaderElection for HighestIdAlive {
         "highest-id"
     }
 
-    fn handle_start(&mut self, now: Time, ctx: &ElectionContext) {
+    fn handle_start(&mut self, now: Time, _ctx: &ElectionContext) {
         self.last_heard.iter_mut().for_each(|t| *t = None);
         self.oracle.start(now, self.config.timeout);
-        self.heartbeat(now, ctx);
+        self.heartbeat(now);
     }
 
     fn handle_tick(&mut self, now: Time, ctx: &ElectionContext) {
         self.expire(now);
         if self.oracle.heartbeat_due(now) {
-            self.heartbeat(now, ctx);
+            self.heartbeat(now);
         }
         self.oracle.drive(now, ctx);
     }
@@ -132,23 +121,14 @@ impl LeaderElection for HighestIdAlive {
         payload: &[u8],
         ctx: &ElectionContext,
     ) -> Result<(), CodecError> {
-        let HighestIdMessage::Alive(a) = decode_with_limit(payload, 64)?;
+        let HighestIdMessage::Alive = decode_with_limit(payload, 64)?;
         if !is_peer(self.me, self.servers, from) {
             return Ok(());
         }
         self.last_heard[from.index()] = Some(now);
-        self.oracle.heard(from, a);
         self.expire(now);
         self.oracle.drive(now, ctx);
         Ok(())
-    }
-
-    fn handle_progress(&mut self, now: Time, _ctx: &ElectionContext) {
-        self.oracle.progress(now);
-    }
-
-    fn handle_view_installed(&mut self, now: Time, _ctx: &ElectionContext) {
-        self.oracle.progress(now);
     }
 
     fn handle_stalled(&mut self, now: Time, ctx: &ElectionContext) {
@@ -179,7 +159,7 @@ mod tests {
     use paxos_core::codec::encode;
 
     fn alive(s: &mut HighestIdAlive, now: Time, from: u32, c: &ElectionContext) {
-        let b = encode(&HighestIdMessage::Alive(Announce::default())).unwrap();
+        let b = encode(&HighestIdMessage::Alive).unwrap();
         s.handle_message(now, NodeId(from), &b, c).unwrap();
     }
 

@@ -43,7 +43,6 @@ pub use experiment::{run_experiment, run_scenario, ClusterDriver, RunOptions, Ru
 pub use highest_id::{HighestIdAlive, HighestIdConfig, HighestIdMessage};
 pub use metrics::{strip, CellSummary, MetricsConfig, Report, RunMetrics, RunRecord, Sample};
 pub use omega::{Omega, OmegaConfig, OmegaMessage};
-pub use oracle::Announce;
 pub use paxos_core::psb::{PsbConfig, PsbMessage, PsbViewChange};
 pub use paxos_core::LeaderElection;
 pub use scenario::{Action, Fault, FaultCursor, Scenario, ScenarioParams, Target, TimedFault};
@@ -151,8 +150,7 @@ impl ElectionConfig {
     /// Every strategy tuned to one failure-detection time `timeout`, for fair comparisons:
     /// heartbeats every `timeout / 5`; highest-id's and Ω's initial timeouts, BLE's round and PSB's
     /// base progress timer equal to `timeout` (PSB's cap is `20 × timeout`, Ω's `20 × timeout`);
-    /// Prepare stalls retried after `2 × timeout`; the leader watchdog fires after
-    /// `10 × timeout`; PSB resends every `timeout / 5`.
+    /// Prepare stalls retried after `2 × timeout`; PSB resends every `timeout / 5`.
     pub fn uniform(timeout: Duration) -> ElectionConfig {
         let hb = (timeout / 5).max(Duration::from_millis(1));
         ElectionConfig {
@@ -165,7 +163,6 @@ impl ElectionConfig {
                 heartbeat_interval: hb,
                 timeout,
                 prepare_stall_timeout: timeout * 2,
-                leader_progress_timeout: timeout * 10,
             },
             omega: OmegaConfig {
                 heartbeat_interval: hb,
@@ -173,12 +170,10 @@ impl ElectionConfig {
                 timeout_increment: timeout / 2,
                 max_timeout: timeout * 20,
                 prepare_stall_timeout: timeout * 2,
-                leader_progress_timeout: timeout * 10,
             },
             ble: BleConfig {
                 election_timeout: timeout,
                 prepare_stall_timeout: timeout * 2,
-                leader_progress_timeout: timeout * 10,
             },
         }
     }
@@ -228,26 +223,14 @@ impl ElectionConfig {
                 "highest_id.prepare_stall_timeout",
                 self.highest_id.prepare_stall_timeout,
             ),
-            (
-                "highest_id.leader_progress_timeout",
-                self.highest_id.leader_progress_timeout,
-            ),
             ("omega.heartbeat_interval", self.omega.heartbeat_interval),
             ("omega.initial_timeout", self.omega.initial_timeout),
             (
                 "omega.prepare_stall_timeout",
                 self.omega.prepare_stall_timeout,
             ),
-            (
-                "omega.leader_progress_timeout",
-                self.omega.leader_progress_timeout,
-            ),
             ("ble.election_timeout", self.ble.election_timeout),
             ("ble.prepare_stall_timeout", self.ble.prepare_stall_timeout),
-            (
-                "ble.leader_progress_timeout",
-                self.ble.leader_progress_timeout,
-            ),
         ];
         if let Some((field, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
             return Err(Zero { field });

@@ -9,7 +9,7 @@
 //! A crash-looping server raises its epoch at each return and drops out of contention; a server that
 //! partitions and heals keeps its epoch and can still win at the wrong moment.
 
-use crate::oracle::{is_peer, Announce, Oracle};
+use crate::oracle::{is_peer, Oracle};
 use bytes::Bytes;
 use paxos_core::codec::{decode_with_limit, CodecError};
 use paxos_core::{
@@ -32,9 +32,6 @@ pub struct OmegaConfig {
     pub max_timeout: Duration,
     /// How long this server's own Prepare may stall before it tries a higher view.
     pub prepare_stall_timeout: Duration,
-    /// How long a leader with outstanding work may go without executing anything before it
-    /// prepares a higher view of its own (a watchdog; see docs/elections.md).
-    pub leader_progress_timeout: Duration,
 }
 
 impl Default for OmegaConfig {
@@ -45,7 +42,6 @@ impl Default for OmegaConfig {
             timeout_increment: Duration::from_millis(250),
             max_timeout: Duration::from_secs(10),
             prepare_stall_timeout: Duration::from_secs(1),
-            leader_progress_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -53,12 +49,10 @@ impl Default for OmegaConfig {
 /// The messages of the Ω strategy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OmegaMessage {
-    /// `IAmAlive{epoch}`, with the sender's view for followers that missed its Prepare.
+    /// `IAmAlive{epoch}` (the view its sender leads comes from the core's own `Alive`).
     Alive {
         /// The sender's epoch (incarnation).
         epoch: u64,
-        /// The sender's place in the ordering protocol.
-        announce: Announce,
     },
     /// `Recovered{epoch}`, sent once at every start.
     Recovered {
@@ -109,13 +103,7 @@ impl Omega {
             config,
             epoch: 0,
             peers: vec![peer; servers],
-            oracle: Oracle::new(
-                me,
-                servers,
-                config.heartbeat_interval,
-                config.prepare_stall_timeout,
-                config.leader_progress_timeout,
-            ),
+            oracle: Oracle::new(me, config.heartbeat_interval, config.prepare_stall_timeout),
         }
     }
 
@@ -174,7 +162,7 @@ impl Omega {
             .elect(now, best_peer.filter(|b| *b < mine).map(|b| b.1 .0));
     }
 
-    fn heard(&mut self, now: Time, from: NodeId, epoch: u64, announce: Option<Announce>) {
+    fn heard(&mut self, now: Time, from: NodeId, epoch: u64) {
         let increment = self.config.timeout_increment;
         let max = self.config.max_timeout;
         let p = &mut self.peers[from.index()];
@@ -196,16 +184,10 @@ impl Omega {
         p.trusted = true;
         p.suspected = false;
         p.last_heard = now;
-        if let Some(a) = announce {
-            self.oracle.heard(from, a);
-        }
     }
 
-    fn heartbeat(&mut self, now: Time, ctx: &ElectionContext) {
-        let m = OmegaMessage::Alive {
-            epoch: self.epoch,
-            announce: Announce::of(ctx),
-        };
+    fn heartbeat(&mut self, now: Time) {
+        let m = OmegaMessage::Alive { epoch: self.epoch };
         self.oracle.heartbeat(now, &m);
     }
 }
@@ -222,13 +204,13 @@ impl LeaderElection for Omega {
         self.oracle.start(now, self.config.initial_timeout);
         self.oracle
             .broadcast(&OmegaMessage::Recovered { epoch: self.epoch });
-        self.heartbeat(now, ctx);
+        self.heartbeat(now);
     }
 
     fn handle_tick(&mut self, now: Time, ctx: &ElectionContext) {
         self.expire(now);
         if self.oracle.heartbeat_due(now) {
-            self.heartbeat(now, ctx);
+            self.heartbeat(now);
         }
         self.oracle.drive(now, ctx);
     }
@@ -245,20 +227,13 @@ impl LeaderElection for Omega {
             return Ok(());
         }
         match m {
-            OmegaMessage::Alive { epoch, announce } => self.heard(now, from, epoch, Some(announce)),
-            OmegaMessage::Recovered { epoch } => self.heard(now, from, epoch, None),
+            OmegaMessage::Alive { epoch } | OmegaMessage::Recovered { epoch } => {
+                self.heard(now, from, epoch)
+            }
         }
         self.expire(now);
         self.oracle.drive(now, ctx);
         Ok(())
-    }
-
-    fn handle_progress(&mut self, now: Time, _ctx: &ElectionContext) {
-        self.oracle.progress(now);
-    }
-
-    fn handle_view_installed(&mut self, now: Time, _ctx: &ElectionContext) {
-        self.oracle.progress(now);
     }
 
     fn handle_stalled(&mut self, now: Time, ctx: &ElectionContext) {
@@ -290,11 +265,7 @@ mod tests {
 
     fn alive(s: &mut Omega, ms: u64, from: u32, epoch: u64) {
         let c = ctx(s.me.0, s.servers);
-        let b = encode(&OmegaMessage::Alive {
-            epoch,
-            announce: Announce::default(),
-        })
-        .unwrap();
+        let b = encode(&OmegaMessage::Alive { epoch }).unwrap();
         s.handle_message(Time::from_millis(ms), NodeId(from), &b, &c)
             .unwrap();
     }

@@ -3,38 +3,18 @@
 //! Shared by the liveness oracles (highest-id alive, Ω), which differ only in their failure
 //! detector, and, for the follower side, by the quorum-connected ballot election. [`Oracle`] holds
 //! everything the two liveness oracles have in common: the leader opinion with its start-up
-//! grace, the peers' announcements, the heartbeat schedule, the leader side ([`OracleLeader`])
-//! and the output queues. The oracle only decides who *tries* to lead; Prepare and PrepareOk still
-//! carry the promises.
+//! grace, the heartbeat schedule, the leader side ([`OracleLeader`]) and the output queues. The
+//! oracle only decides who *tries* to lead; Prepare and PrepareOk still carry the promises.
+//!
+//! Heartbeats say nothing about views: which view a leader regularly leads comes from the core's
+//! own `Alive` messages ([`ElectionContext::leader_announced_view`]).
 
 use bytes::Bytes;
 use paxos_core::codec::encode;
 use paxos_core::{Destination, ElectionAction, ElectionContext, NodeId, ServerState, Time, View};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::VecDeque;
 use std::time::Duration;
-
-/// What a heartbeat says about its sender's place in the ordering protocol.
-///
-/// Followers use it to rejoin a view whose Prepare they missed (the leader of an installed view
-/// no longer resends Prepare), and old leaders use it to step down into their leader's view.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Announce {
-    /// The sender's last installed view.
-    pub installed: View,
-    /// Whether the sender is the regular leader of `installed`.
-    pub leading: bool,
-}
-
-impl Announce {
-    /// The announcement a server with context `ctx` makes.
-    pub fn of(ctx: &ElectionContext) -> Announce {
-        Announce {
-            installed: ctx.last_installed,
-            leading: ctx.state == ServerState::RegLeader,
-        }
-    }
-}
 
 /// The state and rules the liveness oracles (highest-id alive, Ω) share; each strategy owns one
 /// and adds its failure detector, which names the peer that outranks this server, if any.
@@ -48,8 +28,6 @@ pub(crate) struct Oracle {
     heartbeat_interval: Duration,
     /// The server the oracle names, `None` during the start-up grace with no better peer heard.
     leader: Option<NodeId>,
-    /// The latest announcement heard from each peer.
-    announce: Vec<Option<Announce>>,
     /// Until then, listen before claiming leadership for ourselves.
     grace_until: Time,
     next_heartbeat: Time,
@@ -59,31 +37,23 @@ pub(crate) struct Oracle {
 }
 
 impl Oracle {
-    /// The shared part of server `me`'s oracle in a cluster of `servers`.
-    pub(crate) fn new(
-        me: NodeId,
-        servers: usize,
-        heartbeat_interval: Duration,
-        stall_timeout: Duration,
-        progress_timeout: Duration,
-    ) -> Oracle {
+    /// The shared part of server `me`'s oracle.
+    pub(crate) fn new(me: NodeId, heartbeat_interval: Duration, stall_timeout: Duration) -> Oracle {
         Oracle {
             me,
             heartbeat_interval,
             leader: None,
-            announce: vec![None; servers],
             grace_until: Time::ZERO,
             next_heartbeat: Time::ZERO,
-            driver: OracleLeader::new(stall_timeout, progress_timeout),
+            driver: OracleLeader::new(stall_timeout),
             actions: VecDeque::new(),
             messages: VecDeque::new(),
         }
     }
 
-    /// A (re)start: forget every peer's announcement and the view being prepared, and do not
-    /// claim leadership for `grace` (a restarted server listens before it claims).
+    /// A (re)start: forget the view being prepared, and do not claim leadership for `grace` (a
+    /// restarted server listens before it claims).
     pub(crate) fn start(&mut self, now: Time, grace: Duration) {
-        self.announce.iter_mut().for_each(|a| *a = None);
         self.driver.reset();
         self.grace_until = now + grace;
         self.leader = None;
@@ -103,11 +73,6 @@ impl Oracle {
     /// The server the oracle names.
     pub(crate) fn leader(&self) -> Option<NodeId> {
         self.leader
-    }
-
-    /// Records what peer `from` announced.
-    pub(crate) fn heard(&mut self, from: NodeId, announce: Announce) {
-        self.announce[from.index()] = Some(announce);
     }
 
     /// Whether the next heartbeat is due.
@@ -134,19 +99,10 @@ impl Oracle {
             Some(l) if l == self.me => self.driver.lead(now, ctx, &mut self.actions),
             Some(l) => {
                 self.driver.reset();
-                follow(ctx, l, self.announce[l.index()], &mut self.actions);
+                follow(ctx, l, &mut self.actions);
             }
             None => self.driver.reset(),
         }
-    }
-
-    /// The installed view executed an update, or a view was installed
-    /// ([`LeaderElection::handle_progress`], [`LeaderElection::handle_view_installed`]).
-    ///
-    /// [`LeaderElection::handle_progress`]: paxos_core::LeaderElection::handle_progress
-    /// [`LeaderElection::handle_view_installed`]: paxos_core::LeaderElection::handle_view_installed
-    pub(crate) fn progress(&mut self, now: Time) {
-        self.driver.progress(now);
     }
 
     /// The view we lead is stalled ([`paxos_core::LeaderElection::handle_stalled`]).
@@ -175,33 +131,22 @@ impl Oracle {
 /// The leader side of an oracle strategy: prepare a view of our own whenever the oracle names us
 /// and we do not lead an unchallenged installed view.
 ///
-/// It also runs a leader-side progress watchdog: a regular leader that knows of outstanding work
-/// but has executed nothing for `progress_timeout` prepares a higher view of its own. A fresh
-/// Prepare rebuilds the core's per-view state (see the gap noted in docs/elections.md, where a
-/// leader's own update stays marked as bound after its slot was ordered with another update).
+/// A leader that leads its installed view does nothing more, whether or not it executes: the
+/// core's floor wait reports a view that cannot order by itself ([`OracleLeader::stalled`]), and
+/// there is no leader-side progress watchdog (docs/elections.md, "Leader watchdog (removed)").
 #[derive(Debug, Clone)]
 pub(crate) struct OracleLeader {
     stall_timeout: Duration,
-    progress_timeout: Duration,
     /// The view we asked the core to prepare, and when.
     requested: Option<(View, Time)>,
-    /// Last time the installed view executed something (or had nothing to execute).
-    last_progress: Time,
 }
 
 impl OracleLeader {
-    pub(crate) fn new(stall_timeout: Duration, progress_timeout: Duration) -> OracleLeader {
+    pub(crate) fn new(stall_timeout: Duration) -> OracleLeader {
         OracleLeader {
             stall_timeout,
-            progress_timeout,
             requested: None,
-            last_progress: Time::ZERO,
         }
-    }
-
-    /// The installed view executed an update, or a view was installed.
-    pub(crate) fn progress(&mut self, now: Time) {
-        self.last_progress = now;
     }
 
     /// Forgets the view being prepared (after a restart, or when the oracle names someone else).
@@ -226,7 +171,6 @@ impl OracleLeader {
             .max(ctx.last_installed);
         let v = top.next_led_by(ctx.me, ctx.servers);
         self.requested = Some((v, now));
-        self.last_progress = now;
         actions.push_back(ElectionAction::Install(v));
     }
 
@@ -248,14 +192,7 @@ impl OracleLeader {
             && top <= ctx.last_installed;
         if leading {
             self.requested = None;
-            if !ctx.has_outstanding_work {
-                self.last_progress = now;
-            }
-            if now.saturating_since(self.last_progress) < self.progress_timeout {
-                return;
-            }
-            // Leading but stuck with work outstanding: re-prepare (watchdog).
-            self.last_progress = now;
+            return;
         }
         // Still preparing the view we asked for (or the core has not caught up with the request):
         // no view above it exists and the stall timeout has not expired.
@@ -271,8 +208,9 @@ impl OracleLeader {
     }
 }
 
-/// The follower side: join the view our leader announces it leads, if we have not installed it
-/// (the rejoin rule, [`ElectionContext::joins_announced_view`]).
+/// The follower side: join the view our leader announced, in the core's `Alive`, as the view it
+/// is regular in ([`ElectionContext::leader_announced_view`]), if we have not installed it (the
+/// rejoin rule, [`ElectionContext::joins_announced_view`]).
 ///
 /// Installing a view as a non-leader without answering its Prepare is safe: it is a promise for that
 /// view, and accepting proposals in the view we promised is exactly what Paxos allows. Oracle
@@ -281,17 +219,14 @@ impl OracleLeader {
 pub(crate) fn follow(
     ctx: &ElectionContext,
     leader: NodeId,
-    announce: Option<Announce>,
     actions: &mut VecDeque<ElectionAction>,
 ) {
-    let Some(a) = announce else {
-        return;
-    };
-    if leader == ctx.me || !a.leading || a.installed.leader(ctx.servers) != leader {
+    let v = ctx.leader_announced_view;
+    if leader == ctx.me || v.leader(ctx.servers) != leader {
         return;
     }
-    if ctx.joins_announced_view(a.installed, true) {
-        actions.push_back(ElectionAction::Install(a.installed));
+    if ctx.joins_announced_view(v, true) {
+        actions.push_back(ElectionAction::Install(v));
     }
 }
 
@@ -323,6 +258,7 @@ pub(crate) mod tests {
             last_attempted: View(0),
             last_installed: View(0),
             max_view_seen: View(0),
+            leader_announced_view: View(0),
             local_aru: paxos_core::Seq(0),
             has_outstanding_work: false,
             incarnation: 1,
@@ -332,7 +268,7 @@ pub(crate) mod tests {
     #[test]
     fn leader_prepares_smallest_own_view_above_all_seen_once() {
         // spec §15.1: v = smallest view above every view seen with v mod N == me.
-        let mut l = OracleLeader::new(Duration::from_secs(1), Duration::from_secs(5));
+        let mut l = OracleLeader::new(Duration::from_secs(1));
         let mut out = VecDeque::new();
         let mut c = ctx(2, 5);
         c.max_view_seen = View(8);
@@ -364,7 +300,7 @@ pub(crate) mod tests {
     fn stalled_leader_prepares_a_higher_view_of_its_own_only_while_leading() {
         // The core's floor wait expired (handle_stalled): a fresh Prepare, answered by the
         // servers still reachable, replaces the PrepareOk quorum that included the lost sender.
-        let mut l = OracleLeader::new(Duration::from_secs(1), Duration::from_secs(5));
+        let mut l = OracleLeader::new(Duration::from_secs(1));
         let mut out = VecDeque::new();
         let mut c = ctx(1, 3);
         c.last_attempted = View(4);
@@ -385,24 +321,20 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn leader_without_progress_on_outstanding_work_reprepares() {
-        let mut l = OracleLeader::new(Duration::from_secs(1), Duration::from_secs(5));
+    fn a_leader_of_its_unchallenged_view_never_reprepares_on_its_own() {
+        // No leader watchdog: outstanding work without progress is the core's business (its
+        // floor wait calls `stalled`), not a reason to leave a view the oracle still names us for.
+        let mut l = OracleLeader::new(Duration::from_secs(1));
         let mut out = VecDeque::new();
         let mut c = ctx(1, 3);
         c.state = ServerState::RegLeader;
         c.last_attempted = View(4);
         c.last_installed = View(4);
         c.max_view_seen = View(4);
-        // Idle: no watchdog, however long.
         l.lead(Time::from_millis(10_000), &c, &mut out);
-        assert!(out.is_empty());
         c.has_outstanding_work = true;
-        l.lead(Time::from_millis(12_000), &c, &mut out);
-        l.progress(Time::from_millis(14_000));
-        l.lead(Time::from_millis(18_000), &c, &mut out);
-        assert!(out.is_empty(), "progress resets the watchdog");
-        l.lead(Time::from_millis(19_000), &c, &mut out);
-        assert_eq!(out.pop_front(), Some(ElectionAction::Install(View(7))));
+        l.lead(Time::from_millis(60_000), &c, &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]
@@ -411,24 +343,16 @@ pub(crate) mod tests {
         let mut c = ctx(0, 3);
         c.state = ServerState::RegLeader;
         c.last_installed = View(3);
-        let a = Announce {
-            installed: View(5),
-            leading: true,
-        };
-        follow(&c, NodeId(2), Some(a), &mut out);
+        c.leader_announced_view = View(5);
+        follow(&c, NodeId(2), &mut out);
         assert_eq!(out.pop_front(), Some(ElectionAction::Install(View(5))));
-        // Not leading yet, or a view led by someone else: wait for the Prepare instead.
-        follow(
-            &c,
-            NodeId(2),
-            Some(Announce {
-                leading: false,
-                ..a
-            }),
-            &mut out,
-        );
-        follow(&c, NodeId(1), Some(a), &mut out);
+        // A view led by someone other than our leader, or one we installed: wait instead.
+        follow(&c, NodeId(1), &mut out);
+        c.leader_announced_view = View(3);
+        follow(&c, NodeId(0), &mut out);
+        follow(&c, NodeId(2), &mut out);
         assert!(out.is_empty());
+        c.leader_announced_view = View(5);
         assert!(accepts_leader_prepare(
             Some(NodeId(2)),
             NodeId(2),

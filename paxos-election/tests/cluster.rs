@@ -89,7 +89,8 @@ fn isolated_old_leader_steps_down_into_the_new_view_without_a_prepare() {
     // The core demotes an old leader only when a Prepare reaches it, and a leader of an installed
     // view no longer sends Prepare. With BLE, the isolated leader keeps believing in itself (it is
     // not QC, so nothing changes) while the others elect a new one; after healing it learns the
-    // higher ballot, and the follower rule installs the new leader's view from its announcement.
+    // higher ballot, and the follower rule installs the view the new leader announces in the
+    // core's Alive.
     let mut c = cluster(5, Strategy::QuorumBallot);
     c.run_for(Duration::from_secs(2));
     let old = c.leader().expect("leader");

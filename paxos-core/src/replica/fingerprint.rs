@@ -45,6 +45,7 @@ where
             last_installed,
             regular_view,
             max_view_seen,
+            leader_announced_view,
             local_aru,
             max_seen_seq,
             history,
@@ -66,6 +67,7 @@ where
         incarnation.hash(h);
         role.hash_at(|t| rel(t, now), h);
         (last_attempted, last_installed, regular_view, max_view_seen).hash(h);
+        leader_announced_view.hash(h);
         (local_aru, max_seen_seq).hash(h);
         history.hash(h);
         rel(*next_proposal_resend, now).hash(h);

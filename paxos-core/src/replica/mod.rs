@@ -129,6 +129,8 @@ pub struct Replica<S: StateMachine, E: LeaderElection> {
     /// as an installed view.
     regular_view: View,
     max_view_seen: View,
+    /// The highest view whose own leader announced it in `Alive` (`ElectionContext`).
+    leader_announced_view: View,
 
     // ordering
     local_aru: Seq,
@@ -184,6 +186,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             // reports the promise, as before a restart.
             regular_view: durable.view.last_installed,
             max_view_seen: durable.view.last_attempted.max(durable.view.last_installed),
+            leader_announced_view: View(0),
             local_aru: snapshot_seq,
             max_seen_seq: snapshot_seq,
             history: History::new(snapshot_seq.next()),

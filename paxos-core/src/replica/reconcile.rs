@@ -190,6 +190,9 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     pub(super) fn on_alive(&mut self, from: NodeId, aru: Seq, installed: View) {
         self.recon.heard_from(from.index());
         self.see_view(installed);
+        if installed.leader(self.n) == from && installed > self.leader_announced_view {
+            self.leader_announced_view = installed;
+        }
         self.note_peer_aru(from, aru);
     }
 

@@ -11,6 +11,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             last_attempted: self.last_attempted,
             last_installed: self.last_installed,
             max_view_seen: self.max_view_seen,
+            leader_announced_view: self.leader_announced_view,
             local_aru: self.local_aru,
             has_outstanding_work: self.clients.has_work() || self.max_seen_seq > self.local_aru,
             incarnation: self.incarnation,
