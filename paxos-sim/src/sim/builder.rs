@@ -405,17 +405,7 @@ pub fn durability_name(d: Durability) -> &'static str {
 /// The command-line name of a planted bug.
 #[cfg(feature = "planted-bugs")]
 pub fn planted_bug_name(b: PlantedBug) -> &'static str {
-    match b {
-        PlantedBug::SkipPrepare => "skip-prepare",
-        PlantedBug::SendBeforeDurable => "send-before-durable",
-        PlantedBug::AcceptLowerView => "accept-lower-view",
-        PlantedBug::ExecuteDuplicate => "execute-duplicate",
-        PlantedBug::MislabelledAccept => "mislabelled-accept",
-        PlantedBug::SelfAcceptBeforeDurable => "self-accept-before-durable",
-        PlantedBug::MinorityQuorum => "minority-quorum",
-        PlantedBug::PrepareOkOmitsAccepted => "prepare-ok-omits-accepted",
-        PlantedBug::SnapshotDropsClientTable => "snapshot-drops-client-table",
-    }
+    b.name()
 }
 
 /// Everything a world needs, after the seed's draws.
