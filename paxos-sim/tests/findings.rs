@@ -126,6 +126,8 @@ fn ble_five_nodes_light_seed_1735_converges() {
 /// and BLE (an outside server without a quorum of heartbeat replies has `qc = false`) converge on
 /// every such seed. These strategies assume a stable component (protocol doc §15.2–15.3); the
 /// tests pin the behaviour down so a change to it is noticed (docs/simulator.md, liveness).
+/// Without the leader watchdog (issue #12) the seeds that show it moved (14 and 59 converge now);
+/// it still shows on 23 (highest-id) and 12 (Ω) of 300 seeds at N = 3.
 fn stalls_in_a_majority_set(strategy: Strategy, nodes: usize, seed: u64) {
     let cfg = ElectionConfig::uniform(Duration::from_millis(300));
     let sim = Simulation::new(nodes, seed).election(
@@ -149,12 +151,12 @@ fn stalls_in_a_majority_set(strategy: Strategy, nodes: usize, seed: u64) {
 
 #[test]
 fn highest_id_stalls_behind_an_outside_server_of_a_majority_set() {
-    stalls_in_a_majority_set(Strategy::HighestIdAlive, 3, 14);
+    stalls_in_a_majority_set(Strategy::HighestIdAlive, 3, 22);
 }
 
 #[test]
 fn omega_stalls_behind_an_outside_server_of_a_majority_set() {
-    stalls_in_a_majority_set(Strategy::Omega, 3, 59);
+    stalls_in_a_majority_set(Strategy::Omega, 3, 48);
 }
 
 /// Simulator finding (the checker, not the core): with `k` inputs per round a lagging replica
