@@ -14,9 +14,9 @@
 //! prepares the view of its ballot, and followers answer any Prepare for a view above their
 //! installed one, as Sequence Paxos answers any higher ballot.
 
-use crate::oracle::{follow, is_peer};
+use crate::oracle::{decode_from_peer, follow};
 use bytes::Bytes;
-use paxos_core::codec::{decode_with_limit, encode, CodecError};
+use paxos_core::codec::{encode, CodecError};
 use paxos_core::{
     Destination, ElectionAction, ElectionContext, LeaderElection, NodeId, ServerState, Time, View,
 };
@@ -295,10 +295,9 @@ impl LeaderElection for QuorumBallot {
         payload: &[u8],
         ctx: &ElectionContext,
     ) -> Result<(), CodecError> {
-        let m: BleMessage = decode_with_limit(payload, 64)?;
-        if !is_peer(self.me, self.servers, from) {
+        let Some(m) = decode_from_peer::<BleMessage>(self.me, self.servers, from, payload)? else {
             return Ok(());
-        }
+        };
         match m {
             BleMessage::HeartbeatRequest { round } => {
                 let reply = BleMessage::HeartbeatReply {

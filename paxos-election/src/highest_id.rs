@@ -5,9 +5,9 @@
 //! server. Simple and fast to settle, but any higher-id server that keeps coming back (after a
 //! crash or a partition) takes the leadership every time it returns.
 
-use crate::oracle::{is_peer, Oracle};
+use crate::oracle::{decode_from_peer, delegate_to_oracle, Oracle};
 use bytes::Bytes;
-use paxos_core::codec::{decode_with_limit, CodecError};
+use paxos_core::codec::CodecError;
 use paxos_core::{
     Destination, ElectionAction, ElectionContext, LeaderElection, NodeId, Time, View,
 };
@@ -121,35 +121,17 @@ impl LeaderElection for HighestIdAlive {
         payload: &[u8],
         ctx: &ElectionContext,
     ) -> Result<(), CodecError> {
-        let HighestIdMessage::Alive = decode_with_limit(payload, 64)?;
-        if !is_peer(self.me, self.servers, from) {
+        let Some(HighestIdMessage::Alive) = decode_from_peer(self.me, self.servers, from, payload)?
+        else {
             return Ok(());
-        }
+        };
         self.last_heard[from.index()] = Some(now);
         self.expire(now);
         self.oracle.drive(now, ctx);
         Ok(())
     }
 
-    fn handle_stalled(&mut self, now: Time, ctx: &ElectionContext) {
-        self.oracle.stalled(now, ctx);
-    }
-
-    fn accepts_prepare(&self, from: NodeId, view: View, ctx: &ElectionContext) -> bool {
-        self.oracle.accepts_prepare(from, view, ctx)
-    }
-
-    fn poll_action(&mut self) -> Option<ElectionAction> {
-        self.oracle.poll_action()
-    }
-
-    fn poll_message(&mut self) -> Option<(Destination, Bytes)> {
-        self.oracle.poll_message()
-    }
-
-    fn leader(&self, _ctx: &ElectionContext) -> Option<NodeId> {
-        self.oracle.leader()
-    }
+    delegate_to_oracle!();
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@
 //! A crash-looping server raises its epoch at each return and drops out of contention; a server that
 //! partitions and heals keeps its epoch and can still win at the wrong moment.
 
-use crate::oracle::{is_peer, Oracle};
+use crate::oracle::{decode_from_peer, delegate_to_oracle, Oracle};
 use bytes::Bytes;
-use paxos_core::codec::{decode_with_limit, CodecError};
+use paxos_core::codec::CodecError;
 use paxos_core::{
     Destination, ElectionAction, ElectionContext, LeaderElection, NodeId, Time, View,
 };
@@ -222,10 +222,10 @@ impl LeaderElection for Omega {
         payload: &[u8],
         ctx: &ElectionContext,
     ) -> Result<(), CodecError> {
-        let m: OmegaMessage = decode_with_limit(payload, 64)?;
-        if !is_peer(self.me, self.servers, from) {
+        let Some(m) = decode_from_peer::<OmegaMessage>(self.me, self.servers, from, payload)?
+        else {
             return Ok(());
-        }
+        };
         match m {
             OmegaMessage::Alive { epoch } | OmegaMessage::Recovered { epoch } => {
                 self.heard(now, from, epoch)
@@ -236,32 +236,14 @@ impl LeaderElection for Omega {
         Ok(())
     }
 
-    fn handle_stalled(&mut self, now: Time, ctx: &ElectionContext) {
-        self.oracle.stalled(now, ctx);
-    }
-
-    fn accepts_prepare(&self, from: NodeId, view: View, ctx: &ElectionContext) -> bool {
-        self.oracle.accepts_prepare(from, view, ctx)
-    }
-
-    fn poll_action(&mut self) -> Option<ElectionAction> {
-        self.oracle.poll_action()
-    }
-
-    fn poll_message(&mut self) -> Option<(Destination, Bytes)> {
-        self.oracle.poll_message()
-    }
-
-    fn leader(&self, _ctx: &ElectionContext) -> Option<NodeId> {
-        self.oracle.leader()
-    }
+    delegate_to_oracle!();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::oracle::tests::ctx;
-    use paxos_core::codec::encode;
+    use paxos_core::codec::{decode_with_limit, encode};
 
     fn alive(s: &mut Omega, ms: u64, from: u32, epoch: u64) {
         let c = ctx(s.me.0, s.servers);

@@ -10,8 +10,9 @@
 //! own `Alive` messages ([`ElectionContext::leader_announced_view`]).
 
 use bytes::Bytes;
-use paxos_core::codec::encode;
+use paxos_core::codec::{decode_with_limit, encode, CodecError};
 use paxos_core::{Destination, ElectionAction, ElectionContext, NodeId, ServerState, Time, View};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -244,6 +245,50 @@ pub(crate) fn accepts_leader_prepare(
 pub(crate) fn is_peer(me: NodeId, servers: usize, from: NodeId) -> bool {
     from != me && from.index() < servers
 }
+
+/// The largest strategy message any strategy sends (all are a few fixed-size fields).
+pub(crate) const MAX_STRATEGY_MESSAGE: usize = 64;
+
+/// A strategy message received from `from`: the decode error for a malformed payload, `None` for
+/// one that claims to come from this server or from outside the cluster (dropped), else the
+/// message.
+pub(crate) fn decode_from_peer<M: DeserializeOwned>(
+    me: NodeId,
+    servers: usize,
+    from: NodeId,
+    payload: &[u8],
+) -> Result<Option<M>, CodecError> {
+    let m = decode_with_limit(payload, MAX_STRATEGY_MESSAGE)?;
+    Ok(is_peer(me, servers, from).then_some(m))
+}
+
+/// The [`paxos_core::LeaderElection`] methods a liveness oracle strategy hands to its
+/// [`Oracle`] unchanged (stall, Prepare acceptance, output queues, leader opinion). Expands inside
+/// the strategy's `impl LeaderElection`; the strategy must have a field `oracle: Oracle`.
+macro_rules! delegate_to_oracle {
+    () => {
+        fn handle_stalled(&mut self, now: Time, ctx: &ElectionContext) {
+            self.oracle.stalled(now, ctx);
+        }
+
+        fn accepts_prepare(&self, from: NodeId, view: View, ctx: &ElectionContext) -> bool {
+            self.oracle.accepts_prepare(from, view, ctx)
+        }
+
+        fn poll_action(&mut self) -> Option<ElectionAction> {
+            self.oracle.poll_action()
+        }
+
+        fn poll_message(&mut self) -> Option<(Destination, Bytes)> {
+            self.oracle.poll_message()
+        }
+
+        fn leader(&self, _ctx: &ElectionContext) -> Option<NodeId> {
+            self.oracle.leader()
+        }
+    };
+}
+pub(crate) use delegate_to_oracle;
 
 #[cfg(test)]
 pub(crate) mod tests {
