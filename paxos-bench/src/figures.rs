@@ -13,7 +13,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
-use paxos_sim::figures::FONT;
+use paxos_sim::figures::{colour, write_png_svg, FONT};
 
 /// Finds a TrueType font and registers it with plotters (once per process); returns its path.
 pub fn load_font() -> Result<PathBuf, BenchError> {
@@ -45,20 +45,6 @@ pub struct LineFigure {
     pub y_label: String,
     /// The curves, ours first.
     pub curves: Vec<Curve>,
-}
-
-fn colour(i: usize) -> RGBColor {
-    const C: [RGBColor; 8] = [
-        RGBColor(31, 119, 180),
-        RGBColor(214, 39, 40),
-        RGBColor(44, 160, 44),
-        RGBColor(255, 127, 14),
-        RGBColor(148, 103, 189),
-        RGBColor(140, 86, 75),
-        RGBColor(227, 119, 194),
-        RGBColor(23, 190, 207),
-    ];
-    C[i % C.len()]
 }
 
 fn err<E: std::fmt::Display>(e: E) -> BenchError {
@@ -166,12 +152,7 @@ impl LineFigure {
         load_font()?;
         std::fs::create_dir_all(dir)
             .map_err(|e| BenchError::Io(format!("{}: {e}", dir.display())))?;
-        let size = (1100, 700);
-        let png = dir.join(format!("{stem}.png"));
-        let svg = dir.join(format!("{stem}.svg"));
-        self.draw(BitMapBackend::new(&png, size).into_drawing_area())?;
-        self.draw(SVGBackend::new(&svg, size).into_drawing_area())?;
-        Ok(vec![png, svg])
+        write_png_svg(dir, stem, (1100, 700), |a| self.draw(a), |a| self.draw(a))
     }
 }
 

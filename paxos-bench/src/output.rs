@@ -1,7 +1,7 @@
 //! Result files: JSON (provenance, every result with its raw samples), CSV (one row per result)
 //! and markdown tables.
 
-use crate::{BenchError, Provenance, ThroughputResult};
+use crate::{BenchError, Provenance, RunConfig, ThroughputResult};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -124,11 +124,10 @@ pub fn markdown_header() -> String {
     "| servers | clients | durability | aggregation | storage | transport | election | updates/s | mean ms | p50 ms | p99 ms | p99.9 ms | max ms | cores used | updates per core-s | client CPU |\n|---:|---:|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n".to_owned()
 }
 
-/// One markdown table row for a result.
-pub fn markdown_row(r: &ThroughputResult) -> String {
-    let c = &r.config;
+/// The first seven cells of a markdown row (servers to election), with their leading `| `.
+pub fn config_cells(c: &RunConfig) -> String {
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {:.0} | {:.0}% |\n",
+        "| {} | {} | {} | {} | {} | {} | {} ",
         c.servers,
         c.clients,
         c.durability,
@@ -136,6 +135,14 @@ pub fn markdown_row(r: &ThroughputResult) -> String {
         c.storage,
         c.transport,
         c.election,
+    )
+}
+
+/// One markdown table row for a result.
+pub fn markdown_row(r: &ThroughputResult) -> String {
+    format!(
+        "{}| {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {:.0} | {:.0}% |\n",
+        config_cells(&r.config),
         r.throughput,
         r.mean_us / 1e3,
         r.p50_us as f64 / 1e3,

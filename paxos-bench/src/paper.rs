@@ -352,14 +352,8 @@ pub fn markdown(report: &Report) -> String {
             match (&r.result, &r.failed_config) {
                 (Some(res), _) => s.push_str(&crate::output::markdown_row(res)),
                 (None, Some(c)) => s.push_str(&format!(
-                    "| {} | {} | {} | {} | {} | {} | {} | failed: {} |||||||||\n",
-                    c.servers,
-                    c.clients,
-                    c.durability,
-                    if c.aggregation { "on" } else { "off" },
-                    c.storage,
-                    c.transport,
-                    c.election,
+                    "{}| failed: {} |||||||||\n",
+                    crate::output::config_cells(c),
                     r.error.as_deref().unwrap_or("?")
                 )),
                 _ => {}

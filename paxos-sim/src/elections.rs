@@ -136,11 +136,7 @@ impl SimCluster {
         let world = &mut self.world;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(world)));
         if let Err(payload) = outcome {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic".to_string());
+            let msg = crate::sim::panic_message(payload.as_ref());
             self.world.panicked(msg);
         }
     }

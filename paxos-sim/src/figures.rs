@@ -61,17 +61,36 @@ pub fn load_font_from(env: &[&str]) -> Result<PathBuf, String> {
         .clone()
 }
 
-/// The colour of the `i`-th strategy (table order: psb, highest-id, omega, ble).
-fn colour(i: usize) -> RGBColor {
-    const C: [RGBColor; 6] = [
+/// The colour of the `i`-th curve or series (table order of strategies: psb, highest-id, omega,
+/// ble); shared with `paxos-bench`'s figures.
+pub fn colour(i: usize) -> RGBColor {
+    const C: [RGBColor; 8] = [
         RGBColor(31, 119, 180),
         RGBColor(214, 39, 40),
         RGBColor(44, 160, 44),
         RGBColor(255, 127, 14),
         RGBColor(148, 103, 189),
         RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(23, 190, 207),
     ];
     C[i % C.len()]
+}
+
+/// Draws one figure twice, as `stem.png` and `stem.svg` in `dir` (which must exist), at `size`
+/// pixels; returns the paths written. The font must be registered first ([`load_font`]).
+pub fn write_png_svg<E>(
+    dir: &Path,
+    stem: &str,
+    size: (u32, u32),
+    draw: impl Fn(DrawingArea<BitMapBackend, Shift>) -> Result<(), E>,
+    draw_svg: impl Fn(DrawingArea<SVGBackend, Shift>) -> Result<(), E>,
+) -> Result<Vec<PathBuf>, E> {
+    let png = dir.join(format!("{stem}.png"));
+    let svg = dir.join(format!("{stem}.svg"));
+    draw(BitMapBackend::new(&png, size).into_drawing_area())?;
+    draw_svg(SVGBackend::new(&svg, size).into_drawing_area())?;
+    Ok(vec![png, svg])
 }
 
 fn err<E: std::fmt::Display>(e: E) -> String {
@@ -224,11 +243,7 @@ impl Bars {
     pub fn write(&self, dir: &Path, stem: &str) -> Result<Vec<PathBuf>, String> {
         load_font()?;
         let size = (1500, 620);
-        let png = dir.join(format!("{stem}.png"));
-        let svg = dir.join(format!("{stem}.svg"));
-        self.draw(BitMapBackend::new(&png, size).into_drawing_area())?;
-        self.draw(SVGBackend::new(&svg, size).into_drawing_area())?;
-        Ok(vec![png, svg])
+        write_png_svg(dir, stem, size, |a| self.draw(a), |a| self.draw(a))
     }
 }
 
@@ -370,10 +385,6 @@ impl Timelines {
     pub fn write(&self, dir: &Path, stem: &str) -> Result<Vec<PathBuf>, String> {
         load_font()?;
         let size = (1400, 330 * self.panels.len().max(1) as u32 + 40);
-        let png = dir.join(format!("{stem}.png"));
-        let svg = dir.join(format!("{stem}.svg"));
-        self.draw(BitMapBackend::new(&png, size).into_drawing_area())?;
-        self.draw(SVGBackend::new(&svg, size).into_drawing_area())?;
-        Ok(vec![png, svg])
+        write_png_svg(dir, stem, size, |a| self.draw(a), |a| self.draw(a))
     }
 }

@@ -53,6 +53,15 @@ use network::Network;
 pub(crate) use schedule::SchedParams;
 use schedule::{Input, Sched, SchedOptions};
 pub use schedule::{ScheduleMode, Workload};
+
+/// The message of a caught panic (`&str` or `String` payloads; anything else is named as such).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".to_string())
+}
 pub use stable::LivenessSet;
 
 type SimReplica = Replica<SimStateMachine, Box<dyn LeaderElection>>;

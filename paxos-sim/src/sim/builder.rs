@@ -382,11 +382,7 @@ impl Simulation {
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
         if let Err(payload) = outcome {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic".to_string());
+            let msg = crate::sim::panic_message(payload.as_ref());
             world.violation(ViolationKind::Panic, format!("panic: {msg}"));
         }
         world.into_report(election_name, self.replay_command())
