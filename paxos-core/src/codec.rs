@@ -161,15 +161,25 @@ mod tests {
                 updates: vec![],
                 complete: false,
             },
-            Message::SnapshotTransfer(Snapshot {
+            Message::snapshot_chunk(
+                &Snapshot::new(
+                    Seq(3),
+                    Bytes::from_static(b"abc"),
+                    &[ClientRecord {
+                        client: ClientId(1),
+                        last_executed: Timestamp(4),
+                        last_result: Bytes::new(),
+                    }],
+                ),
+                0,
+                usize::MAX,
+            ),
+            Message::SnapshotPull {
                 seq: Seq(3),
-                app_state: Bytes::from_static(b"abc"),
-                clients: vec![ClientRecord {
-                    client: ClientId(1),
-                    last_executed: Timestamp(4),
-                    last_result: Bytes::new(),
-                }],
-            }),
+                digest: crate::snapshot::Digest::of(b"x"),
+                offset: 7,
+                len: 9,
+            },
             Message::Election(Bytes::from_static(&[1, 2, 3])),
         ]
     }

@@ -42,12 +42,15 @@ pub enum PlantedBug {
     PrepareOkOmitsAccepted,
     /// Installing a snapshot from a peer leaves the exactly-once table as it was.
     SnapshotDropsClientTable,
+    /// A snapshot built off the loop holds the state as it is when the build returns, not as it
+    /// was at the snapshot point it is labelled with (a "frozen" state that was not frozen).
+    SnapshotJobNotFrozen,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 9] = [
+    pub const ALL: [PlantedBug; 10] = [
         PlantedBug::SkipPrepare,
         PlantedBug::SendBeforeDurable,
         PlantedBug::AcceptLowerView,
@@ -57,6 +60,7 @@ impl PlantedBug {
         PlantedBug::MinorityQuorum,
         PlantedBug::PrepareOkOmitsAccepted,
         PlantedBug::SnapshotDropsClientTable,
+        PlantedBug::SnapshotJobNotFrozen,
     ];
 
     /// The bug's command-line name.
@@ -71,6 +75,7 @@ impl PlantedBug {
             PlantedBug::MinorityQuorum => "minority-quorum",
             PlantedBug::PrepareOkOmitsAccepted => "prepare-ok-omits-accepted",
             PlantedBug::SnapshotDropsClientTable => "snapshot-drops-client-table",
+            PlantedBug::SnapshotJobNotFrozen => "snapshot-job-not-frozen",
         }
     }
 
@@ -119,6 +124,18 @@ pub struct Config {
     pub snapshot_interval: Option<u64>,
     /// Executed slots kept in memory below the snapshot point for peers that lag a little.
     pub history_retention: u64,
+    /// Build snapshots off the driver loop: the replica hands out [`crate::SnapshotJob`]s through
+    /// `poll_snapshot_job` and waits for `handle_snapshot_built` instead of serialising the state
+    /// itself. Off (the default), snapshots are built inline.
+    pub snapshot_off_loop: bool,
+    /// Bytes of snapshot image per SnapshotChunk in state transfer (well under the transport's
+    /// message limit). Default 256 KiB.
+    pub snapshot_chunk_bytes: u32,
+    /// SnapshotPulls a receiver keeps outstanding: with `snapshot_chunk_bytes`, the bytes in flight
+    /// per transfer and the memory held for chunks that arrived out of order. Default 8.
+    pub snapshot_window: u32,
+    /// The largest snapshot image a server accepts from a peer. Default 64 GiB.
+    pub max_snapshot_bytes: u64,
     /// Report every execution through `poll_executed` (for the simulator, tests and metrics).
     pub record_executions: bool,
     /// A deliberately planted bug (test builds only).
@@ -147,6 +164,10 @@ impl Config {
             max_queue: 100_000,
             snapshot_interval: Some(100_000),
             history_retention: 20_000,
+            snapshot_off_loop: false,
+            snapshot_chunk_bytes: 256 << 10,
+            snapshot_window: 8,
+            max_snapshot_bytes: 64 << 30,
             record_executions: false,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
@@ -190,6 +211,14 @@ impl Config {
         }
         if self.snapshot_interval == Some(0) {
             return Err(ConfigError::Invalid("snapshot_interval must be at least 1"));
+        }
+        if self.snapshot_chunk_bytes < 64 {
+            return Err(ConfigError::Invalid(
+                "snapshot_chunk_bytes must be at least 64",
+            ));
+        }
+        if self.snapshot_window == 0 {
+            return Err(ConfigError::Invalid("snapshot_window must be at least 1"));
         }
         for (name, d) in [
             ("proposal_resend", self.proposal_resend),

@@ -68,10 +68,7 @@ impl PersistBatch {
             .chain(self.ordered.iter().map(|o| o.update.wire_size() + 8))
             .chain(self.pending.iter().map(ClientUpdate::wire_size))
             .sum::<usize>();
-        let snap = self
-            .snapshot
-            .as_ref()
-            .map_or(0, |s| s.app_state.len() + s.clients.len() * 24);
+        let snap = self.snapshot.as_ref().map_or(0, |s| s.image().len());
         32 + updates + snap
     }
 }
@@ -112,7 +109,7 @@ impl DurableState {
             );
             self.view = v;
         }
-        let floor = self.snapshot.as_ref().map_or(Seq(0), |s| s.seq);
+        let floor = self.snapshot.as_ref().map_or(Seq(0), |s| s.seq());
         for a in &batch.accepted {
             if a.seq <= floor {
                 continue;
@@ -140,8 +137,8 @@ impl DurableState {
             }
         }
         if let Some(s) = &batch.snapshot {
-            if s.seq > floor {
-                self.truncate_through(s.seq);
+            if s.seq() > floor {
+                self.truncate_through(s.seq());
                 self.snapshot = Some(s.clone());
             }
         }
@@ -155,7 +152,7 @@ impl DurableState {
 
     /// The slot covered by the snapshot (0 when there is none).
     pub fn snapshot_seq(&self) -> Seq {
-        self.snapshot.as_ref().map_or(Seq(0), |s| s.seq)
+        self.snapshot.as_ref().map_or(Seq(0), |s| s.seq())
     }
 }
 
@@ -207,11 +204,7 @@ mod tests {
         s.apply(&b);
         s.apply(&PersistBatch {
             id: BatchId(2),
-            snapshot: Some(Snapshot {
-                seq: Seq(3),
-                app_state: Bytes::new(),
-                clients: vec![],
-            }),
+            snapshot: Some(Snapshot::new(Seq(3), Bytes::new(), &[])),
             ..Default::default()
         });
         assert_eq!(

@@ -15,6 +15,7 @@ pub mod durable;
 pub mod election;
 pub mod message;
 pub mod psb;
+pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 
@@ -26,6 +27,7 @@ pub use message::{
     AcceptedProposal, ClientRecord, ClientReply, ClientUpdate, DataItem, Envelope, Message,
     OrderedUpdate, ProposalItem, SeqRange, Snapshot,
 };
+pub use snapshot::{Digest, SnapshotJob, SnapshotParts, SnapshotSource};
 pub use state_machine::{NullStateMachine, SnapshotError, StateMachine};
 pub use types::{
     ClientId, Destination, NodeId, Seq, Time, Timestamp, UpdateId, View, MAX_WIRE_INDEX,

@@ -5,6 +5,8 @@
 //! always carry lists, so aggregation [TR §7.6] is the same code path with longer lists: with
 //! aggregation off every list has one element (see docs/architecture.md, "Deviations").
 
+use crate::snapshot::Digest;
+pub use crate::snapshot::Snapshot;
 use crate::types::{ClientId, NodeId, Seq, Timestamp, UpdateId, View};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -112,17 +114,6 @@ pub struct ClientRecord {
     pub last_result: Bytes,
 }
 
-/// A state-machine snapshot at a slot, with the exactly-once table at that point.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// Every slot up to and including this one is reflected in the snapshot.
-    pub seq: Seq,
-    /// The application's own snapshot bytes (from [`crate::StateMachine::snapshot`]).
-    pub app_state: Bytes,
-    /// The exactly-once table.
-    pub clients: Vec<ClientRecord>,
-}
-
 /// A message between servers.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Message {
@@ -184,8 +175,34 @@ pub enum Message {
         /// Whether the whole requested range was supplied.
         complete: bool,
     },
-    /// State transfer for a server whose missing slots were compacted away.
-    SnapshotTransfer(Snapshot),
+    /// A piece of a snapshot image, for a server whose missing slots were compacted away: sent at
+    /// offset 0 in answer to a ReconRequest below the sender's history, then in answer to each
+    /// SnapshotPull (replica/transfer.rs).
+    SnapshotChunk {
+        /// The slot the snapshot covers.
+        seq: Seq,
+        /// The whole image's digest, checked before the snapshot is installed.
+        digest: Digest,
+        /// The whole image's length.
+        total_len: u64,
+        /// Where in the image `data` starts.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// Asks for the piece of snapshot `seq` (`digest`) at `offset`, at most `len` bytes. The
+    /// receiver of a transfer keeps a few of these outstanding (flow control) and repeats them
+    /// when nothing arrives; the sender keeps no per-receiver state.
+    SnapshotPull {
+        /// The snapshot being transferred.
+        seq: Seq,
+        /// Its digest.
+        digest: Digest,
+        /// Where the wanted piece starts.
+        offset: u64,
+        /// The most bytes wanted.
+        len: u32,
+    },
     /// An election strategy's own message, opaque to the core.
     Election(Bytes),
 }
@@ -202,8 +219,28 @@ impl Message {
             Message::Alive { .. } => "alive",
             Message::ReconRequest { .. } => "recon_request",
             Message::ReconReply { .. } => "recon_reply",
-            Message::SnapshotTransfer(_) => "snapshot_transfer",
+            Message::SnapshotChunk { .. } => "snapshot_chunk",
+            Message::SnapshotPull { .. } => "snapshot_pull",
             Message::Election(_) => "election",
+        }
+    }
+}
+
+impl Message {
+    /// The piece of `snapshot`'s image at `offset`, at most `len` bytes, as a SnapshotChunk (the
+    /// whole image when `offset` is 0 and `len` is `usize::MAX`; for tests and tools).
+    pub fn snapshot_chunk(snapshot: &Snapshot, offset: u64, len: usize) -> Message {
+        let image = snapshot.image();
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(image.len());
+        let end = start.saturating_add(len).min(image.len());
+        Message::SnapshotChunk {
+            seq: snapshot.seq(),
+            digest: snapshot.digest(),
+            total_len: snapshot.len(),
+            offset: start as u64,
+            data: image.slice(start..end),
         }
     }
 }

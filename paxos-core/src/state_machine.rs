@@ -1,8 +1,10 @@
 //! The application the replicas run, as a trait.
 
 use crate::message::ClientUpdate;
+use crate::snapshot::SnapshotSource;
 use crate::types::Seq;
 use bytes::Bytes;
+use std::sync::Arc;
 use thiserror::Error;
 
 /// A snapshot the state machine could not restore.
@@ -22,7 +24,16 @@ pub trait StateMachine {
     /// Serialises the whole state (used for log compaction and state transfer).
     fn snapshot(&self) -> Bytes;
 
-    /// Replaces the state with a snapshot taken by [`StateMachine::snapshot`].
+    /// A frozen copy of the state, serialised later and possibly on another thread (snapshots off
+    /// the driver loop, `Config::snapshot_off_loop`). It must not see updates applied after this
+    /// call. The default serialises at once; a state machine with a persistent or copy-on-write
+    /// representation returns a cheap handle instead.
+    fn freeze(&self) -> Arc<dyn SnapshotSource> {
+        Arc::new(self.snapshot())
+    }
+
+    /// Replaces the state with a snapshot taken by [`StateMachine::snapshot`] (or written by a
+    /// [`StateMachine::freeze`] source).
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError>;
 }
 

@@ -135,7 +135,20 @@ impl fmt::Display for MessageDisplay<'_> {
                     .collect();
                 write!(f, "ReconReply([{}], complete {complete})", items.join(", "))
             }
-            Message::SnapshotTransfer(s) => write!(f, "SnapshotTransfer({})", s.seq),
+            Message::SnapshotChunk {
+                seq,
+                offset,
+                data,
+                total_len,
+                ..
+            } => write!(
+                f,
+                "SnapshotChunk({seq}, {offset}+{} of {total_len})",
+                data.len()
+            ),
+            Message::SnapshotPull { seq, offset, .. } => {
+                write!(f, "SnapshotPull({seq}, {offset})")
+            }
             Message::Election(_) => write!(f, "Election"),
         }
     }

@@ -123,6 +123,8 @@ pub(crate) struct Checker {
     submitted_at: Vec<(usize, usize)>,
     client_server: Vec<NodeId>,
     pub(crate) duplicates_skipped: u64,
+    /// The digest of the first snapshot written at each slot, by any server.
+    snapshot_digests: std::collections::BTreeMap<u64, (usize, paxos_core::Digest)>,
     pub(crate) noops: u64,
     pub(crate) executions: u64,
     /// The effect-stream oracles.
@@ -155,6 +157,7 @@ impl Checker {
             submitted_at: vec![(0, 0); c],
             client_server,
             duplicates_skipped: 0,
+            snapshot_digests: Default::default(),
             noops: 0,
             executions: 0,
             oracles: Oracles::new(config),
@@ -186,6 +189,8 @@ impl Checker {
     /// Forgets canonical and ghost slots below `floor` (nobody can report them again).
     pub(crate) fn trim(&mut self, floor: u64) {
         self.oracles.trim(floor);
+        // No server can write a snapshot below every server's executed prefix any more.
+        self.snapshot_digests = self.snapshot_digests.split_off(&floor);
         while self.base < floor && self.canon.len() > 1 {
             let c = self.canon.pop_front().expect("non-empty");
             self.base_chain = c.chain;
@@ -211,6 +216,22 @@ impl Checker {
 
     /// `poll_persist` of `node` handed out `b` (see [`Oracles::on_written`]).
     pub(crate) fn on_written(&mut self, node: usize, b: &PersistBatch) -> Check {
+        if let Some(s) = &b.snapshot {
+            let (first, digest) = *self
+                .snapshot_digests
+                .entry(s.seq().0)
+                .or_insert((node, s.digest()));
+            if digest != s.digest() {
+                return Err((
+                    ViolationKind::SnapshotDivergence,
+                    format!(
+                        "n{node}'s snapshot at {} has digest {}, n{first}'s {digest}",
+                        s.seq(),
+                        s.digest()
+                    ),
+                ));
+            }
+        }
         self.oracles.on_written(node, b)
     }
 

@@ -47,6 +47,9 @@ pub enum ViolationKind {
     Codec,
     /// The core (or the simulator) panicked; the run stopped there.
     Panic,
+    /// Two snapshots of one slot (taken by different servers, or installed from a peer) have
+    /// different images: replicas disagree about the state or the exactly-once table there.
+    SnapshotDivergence,
 }
 
 /// One broken invariant, with the virtual time it was detected at.
@@ -79,6 +82,10 @@ pub struct Counters {
     pub snapshots_taken: u64,
     /// Snapshots installed from peers (state transfer).
     pub snapshots_installed: u64,
+    /// Snapshots built off the replica's loop (`snapshot_off_loop`).
+    pub snapshot_jobs: u64,
+    /// Snapshot image bytes received in state transfer.
+    pub snapshot_bytes: u64,
     /// Client updates ordered again and skipped as duplicates (canonical order, no-ops excluded).
     pub duplicates_skipped: u64,
     /// No-op fillers ordered (canonical order).
@@ -135,6 +142,8 @@ impl Counters {
         self.reconciliations += o.reconciliations;
         self.snapshots_taken += o.snapshots_taken;
         self.snapshots_installed += o.snapshots_installed;
+        self.snapshot_jobs += o.snapshot_jobs;
+        self.snapshot_bytes += o.snapshot_bytes;
         self.duplicates_skipped += o.duplicates_skipped;
         self.noops += o.noops;
         self.floor_wait_stalls += o.floor_wait_stalls;
@@ -179,6 +188,8 @@ impl Counters {
             ("reconciliations", self.reconciliations),
             ("snapshots_taken", self.snapshots_taken),
             ("snapshots_installed", self.snapshots_installed),
+            ("snapshot_jobs", self.snapshot_jobs),
+            ("snapshot_bytes", self.snapshot_bytes),
             ("duplicates_skipped", self.duplicates_skipped),
             ("noops", self.noops),
             ("floor_wait_stalls", self.floor_wait_stalls),

@@ -25,6 +25,7 @@ use crate::checker::Checker;
 use crate::report::{Counters, RunReport, Violation, ViolationKind};
 use crate::state_machine::{finish, mix, SimStateMachine};
 use paxos_core::{Durability, LeaderElection, Metrics, NodeId, Replica, ServerState, Time};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::time::Duration;
 
@@ -212,6 +213,7 @@ impl World {
         counters.reconciliations += m.recon_requests;
         counters.snapshots_taken += m.snapshots_taken;
         counters.snapshots_installed += m.snapshots_installed;
+        counters.snapshot_bytes += m.snapshot_bytes_received;
         counters.floor_wait_stalls += m.floor_wait_stalls;
     }
 
@@ -268,6 +270,13 @@ impl World {
             }
             Ev::Deliver { from, to, msg } => self.deliver(from as usize, to as usize, msg),
             Ev::Synced { node, gen } => self.synced(node as usize, gen),
+            Ev::SnapshotBuilt { node, gen, job } => {
+                let i = node as usize;
+                if self.nodes[i].gen == gen && self.nodes[i].replica.is_some() {
+                    self.counters.snapshot_jobs += 1;
+                    self.input(i, Input::SnapshotBuilt(Box::new(job.build())));
+                }
+            }
             Ev::Submit { client } => self.scheduled_submit(client as usize),
             Ev::Timeout { client, ts } => self.client_timeout(client, ts),
             Ev::Chaos => self.chaos(),
@@ -306,6 +315,19 @@ impl World {
         };
         while let Some(b) = r.poll_persist() {
             self.write(i, b);
+        }
+        while let Some(job) = r.poll_snapshot_job() {
+            // Built off the loop: the replica keeps executing meanwhile, as under the node.
+            let delay = Duration::from_nanos(self.rng.gen_range(0..20_000_000));
+            let gen = self.nodes[i].gen;
+            self.schedule(
+                self.now + delay,
+                Ev::SnapshotBuilt {
+                    node: i as u8,
+                    gen,
+                    job,
+                },
+            );
         }
         while let Some((to, msg)) = r.poll_message() {
             let durable = &self.nodes[i].disk.durable;

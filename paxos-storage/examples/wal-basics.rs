@@ -52,11 +52,11 @@ fn main() -> Result<(), paxos_storage::StorageError> {
     store.append(&batches, true)?;
 
     // A snapshot through slot 2 drops the history it covers.
-    store.save_snapshot(&Snapshot {
-        seq: Seq(2),
-        app_state: Bytes::from_static(b"state after slot 2"),
-        clients: vec![],
-    })?;
+    store.save_snapshot(&Snapshot::new(
+        Seq(2),
+        Bytes::from_static(b"state after slot 2"),
+        &[],
+    ))?;
     drop(store); // a restart
 
     let mut store = open_config(&config)?;

@@ -53,8 +53,8 @@ impl Storage for MemoryStorage {
 
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         self.with(|s| {
-            if snapshot.seq > s.snapshot_seq() {
-                s.truncate_through(snapshot.seq);
+            if snapshot.seq() > s.snapshot_seq() {
+                s.truncate_through(snapshot.seq());
                 s.snapshot = Some(snapshot.clone());
             }
         });

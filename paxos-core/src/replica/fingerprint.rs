@@ -54,8 +54,11 @@ where
             next_pending_scan,
             next_alive,
             recon,
-            executed_since_snapshot,
+            next_snapshot_at,
+            snapshot_job,
+            snapshot_building,
             latest_snapshot,
+            transfer,
             outbox,
             executed,
             metrics: _,
@@ -75,8 +78,11 @@ where
         rel(*next_pending_scan, now).hash(h);
         rel(*next_alive, now).hash(h);
         recon.hash_at(|t| rel(t, now), h);
-        executed_since_snapshot.hash(h);
+        next_snapshot_at.hash(h);
+        snapshot_job.as_ref().map(|j| j.seq()).hash(h);
+        snapshot_building.hash(h);
         latest_snapshot.hash(h);
+        transfer.hash_at(|t| rel(t, now), h);
         outbox.hash(h);
         executed.hash(h);
     }

@@ -53,9 +53,12 @@ use role::{Leading, Preparing, Role};
 mod seam;
 mod snapshot;
 mod status;
+mod transfer;
+use transfer::Transfer;
 mod view_change;
 
 pub use status::{ClientUpdateError, Executed, Metrics, Status};
+pub use transfer::TransferProgress;
 
 /// The client id reserved for no-op fillers (see docs/architecture.md, "Deviations").
 pub const NOOP_CLIENT: ClientId = ClientId(u64::MAX);
@@ -93,7 +96,7 @@ fn in_bounds(m: &Message) -> bool {
         } => ok(local_aru.0) && ok(last_installed.0),
         Message::ReconRequest { from, to } => ok(from.0) && ok(to.0),
         Message::ReconReply { updates, .. } => updates.iter().all(|o| update_ok(o.seq)),
-        Message::SnapshotTransfer(s) => ok(s.seq.0),
+        Message::SnapshotChunk { seq, .. } | Message::SnapshotPull { seq, .. } => ok(seq.0),
     }
 }
 
@@ -146,9 +149,15 @@ pub struct Replica<S: StateMachine, E: LeaderElection> {
     next_alive: Time,
     recon: Reconciliation,
 
-    // compaction
-    executed_since_snapshot: u64,
+    // compaction and state transfer
+    /// The aru at which the next snapshot is due (staggered per server, `snapshot.rs`).
+    next_snapshot_at: Seq,
+    /// A snapshot job waiting for `poll_snapshot_job`.
+    snapshot_job: Option<crate::snapshot::SnapshotJob>,
+    /// The slot of the snapshot a driver is building off the loop.
+    snapshot_building: Option<Seq>,
     latest_snapshot: Option<Snapshot>,
+    transfer: Transfer,
 
     // durability and outputs
     outbox: Outbox,
@@ -195,21 +204,28 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             next_pending_scan: now,
             next_alive: now,
             recon: Reconciliation::new(me, n),
-            executed_since_snapshot: 0,
+            next_snapshot_at: Seq(u64::MAX),
+            snapshot_job: None,
+            snapshot_building: None,
             latest_snapshot: None,
+            transfer: Transfer::default(),
             outbox: Outbox::new(&config),
             executed: VecDeque::new(),
             metrics: Metrics::default(),
             config,
         };
         if let Some(snap) = durable.snapshot {
-            if let Err(e) = r.sm.restore(&snap.app_state) {
-                // Our own durable snapshot must restore; anything else is a corrupted store.
-                panic!("durable snapshot at {} does not restore: {e}", snap.seq);
+            // Our own durable snapshot must restore; anything else is a corrupted store.
+            let parts = snap
+                .parts()
+                .unwrap_or_else(|e| panic!("durable snapshot at {} is corrupt: {e}", snap.seq()));
+            if let Err(e) = r.sm.restore(&parts.app_state) {
+                panic!("durable snapshot at {} does not restore: {e}", snap.seq());
             }
-            r.clients.restore(&snap.clients);
+            r.clients.restore(&parts.clients);
             r.latest_snapshot = Some(snap);
         }
+        r.next_snapshot_at = r.snapshot_point_after(snapshot_seq);
         for (seq, a) in durable.accepted {
             if let Some(slot) = r.history.get_or_create(seq) {
                 slot.accepted = Some((a.view, 0));
@@ -266,7 +282,19 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             Message::ReconReply { updates, complete } => {
                 self.on_recon_reply(from, updates, complete)
             }
-            Message::SnapshotTransfer(s) => self.on_snapshot(s),
+            Message::SnapshotChunk {
+                seq,
+                digest,
+                total_len,
+                offset,
+                data,
+            } => self.on_snapshot_chunk(from, seq, digest, total_len, offset, data),
+            Message::SnapshotPull {
+                seq,
+                digest,
+                offset,
+                len,
+            } => self.on_snapshot_pull(from, seq, digest, offset, len),
             Message::Election(payload) => {
                 let ctx = self.ctx();
                 if self
@@ -349,6 +377,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.next_pending_scan = now + self.config.update_resend / 2;
             self.resend_pending(now);
         }
+        self.transfer_tick(now);
         self.reconcile_if_behind(now);
     }
 
@@ -409,6 +438,11 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         &self.sm
     }
 
+    /// The latest snapshot (taken here or installed from a peer), if any.
+    pub fn latest_snapshot(&self) -> Option<&Snapshot> {
+        self.latest_snapshot.as_ref()
+    }
+
     /// The election strategy.
     pub fn election(&self) -> &E {
         &self.election
@@ -446,6 +480,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             pending,
             queued,
             peer_aru,
+            transfer: self.transfer.progress(),
         }
     }
 

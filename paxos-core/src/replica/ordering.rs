@@ -334,11 +334,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 self.election.handle_progress(self.now, &ctx);
                 self.drain_election();
             }
-            if let Some(interval) = self.config.snapshot_interval {
-                if self.executed_since_snapshot >= interval {
-                    self.take_snapshot();
-                }
-            }
+            self.snapshot_if_due();
         }
     }
 
@@ -358,7 +354,6 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
 
     pub(super) fn execute(&mut self, seq: Seq, update: &ClientUpdate, mode: Execution) {
         self.metrics.executed += 1;
-        self.executed_since_snapshot += 1;
         let c = update.client_id;
         #[allow(unused_mut)]
         let mut duplicate = c == NOOP_CLIENT || self.clients.is_executed(update);

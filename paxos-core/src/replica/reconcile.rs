@@ -208,6 +208,9 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     }
 
     pub(super) fn reconcile_if_behind(&mut self, now: Time) {
+        if self.transfer.receiving(now, self.config.recon_timeout) {
+            return; // the snapshot under way covers what is missing
+        }
         if let Some((peer, from, to)) = self.recon.next_request(now, self.local_aru, &self.config) {
             self.metrics.recon_requests += 1;
             self.send(Destination::Node(peer), Message::ReconRequest { from, to });
@@ -221,12 +224,10 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         }
         if lo < self.history.first() {
             // Compacted here: state transfer instead.
-            if let Some(s) = &self.latest_snapshot {
-                if s.seq >= lo {
-                    let s = s.clone();
-                    self.send(Destination::Node(from), Message::SnapshotTransfer(s));
-                    return;
-                }
+            if self.latest_snapshot.as_ref().is_some_and(|s| s.seq() >= lo)
+                && self.offer_snapshot(from)
+            {
+                return;
             }
         }
         let hi = Seq(hi.0.min(lo.0.saturating_add(self.config.recon_chunk - 1)));

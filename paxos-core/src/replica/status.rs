@@ -43,6 +43,8 @@ pub struct Status {
     pub queued: usize,
     /// Highest aru each peer announced (own aru at own index).
     pub peer_aru: Vec<Seq>,
+    /// The snapshot this server is receiving, if any.
+    pub transfer: Option<super::TransferProgress>,
 }
 
 /// Counters for observability.
@@ -70,6 +72,23 @@ pub struct Metrics {
     pub snapshots_installed: u64,
     /// Snapshots taken locally.
     pub snapshots_taken: u64,
+    /// Received snapshots refused: digest mismatch, undecodable image, or the state machine
+    /// rejected it.
+    pub snapshots_rejected: u64,
+    /// State transfers offered (first chunk sent in answer to a ReconRequest).
+    pub snapshot_offers: u64,
+    /// State transfers started as receiver.
+    pub snapshot_transfers_started: u64,
+    /// Incoming transfers abandoned for a newer (or, once stalled, another) snapshot.
+    pub snapshot_transfers_replaced: u64,
+    /// Snapshot image bytes sent in chunks.
+    pub snapshot_bytes_sent: u64,
+    /// Snapshot image bytes received (new, in-window chunks only).
+    pub snapshot_bytes_received: u64,
+    /// Times unanswered pulls were sent again.
+    pub snapshot_pull_retries: u64,
+    /// Pulls for a snapshot this server no longer has (and no newer one to offer).
+    pub snapshot_pulls_unserved: u64,
     /// Persist batches produced.
     pub batches: u64,
     /// Proposal messages sent (each may carry many updates).

@@ -119,15 +119,19 @@ fn stale_proposal_covered_by_a_snapshot_no_longer_binds_its_update() {
     r.handle_message(
         at(301),
         NodeId(0),
-        Message::SnapshotTransfer(Snapshot {
-            seq: Seq(2),
-            app_state: Bytes::from(postcard::to_allocvec(&applied).unwrap()),
-            clients: vec![ClientRecord {
-                client: w.client_id,
-                last_executed: w.timestamp,
-                last_result: Bytes::new(),
-            }],
-        }),
+        Message::snapshot_chunk(
+            &Snapshot::new(
+                Seq(2),
+                Bytes::from(postcard::to_allocvec(&applied).unwrap()),
+                &[ClientRecord {
+                    client: w.client_id,
+                    last_executed: w.timestamp,
+                    last_result: Bytes::new(),
+                }],
+            ),
+            0,
+            usize::MAX,
+        ),
     );
     assert_eq!(r.status().local_aru, Seq(2));
     outbox(&mut r);

@@ -64,16 +64,27 @@ struct Net {
     replies: Vec<Vec<ClientReply>>,
     executed: Vec<Vec<Executed>>,
     sent: Vec<(NodeId, Destination, Message)>,
+    /// Messages this returns true for are lost in transit.
+    lose: Option<fn(&Message) -> bool>,
+    /// Snapshot jobs handed out (`snapshot_off_loop`), built at the next tick.
+    jobs: Vec<(usize, SnapshotJob)>,
 }
 
 impl Net {
     fn new(n: usize, durability: Durability) -> Net {
+        Net::with(n, durability, |_| {})
+    }
+
+    /// A cluster whose configurations `tune` adjusts.
+    fn with(n: usize, durability: Durability, tune: impl Fn(&mut Config)) -> Net {
         let now = Time::ZERO;
         let nodes = (0..n)
             .map(|i| {
+                let mut c = config(i as u32, n, durability);
+                tune(&mut c);
                 Some(
                     R::new(
-                        config(i as u32, n, durability),
+                        c,
                         Log::default(),
                         psb(i as u32, n),
                         DurableState::default(),
@@ -94,6 +105,8 @@ impl Net {
             replies: vec![vec![]; n],
             executed: vec![vec![]; n],
             sent: vec![],
+            lose: None,
+            jobs: vec![],
         };
         net.drain_all();
         net
@@ -139,6 +152,9 @@ impl Net {
         while let Some(e) = r.poll_executed() {
             self.executed[i].push(e);
         }
+        while let Some(job) = r.poll_snapshot_job() {
+            self.jobs.push((i, job));
+        }
     }
 
     fn drain_all(&mut self) {
@@ -154,7 +170,10 @@ impl Net {
                 return;
             };
             let (f, t) = (from.index(), to.index());
-            if self.cut.contains(&(f, t)) || self.nodes[t].is_none() {
+            if self.cut.contains(&(f, t))
+                || self.nodes[t].is_none()
+                || self.lose.is_some_and(|lose| lose(&m))
+            {
                 continue;
             }
             let now = self.now;
@@ -168,6 +187,14 @@ impl Net {
     fn run(&mut self, ms: u64) {
         for _ in 0..ms / 5 {
             self.now = self.now + Duration::from_millis(5);
+            for (i, job) in std::mem::take(&mut self.jobs) {
+                let snap = job.build();
+                let now = self.now;
+                if let Some(r) = self.nodes[i].as_mut() {
+                    r.handle_snapshot_built(now, snap);
+                    self.drain(i);
+                }
+            }
             for i in 0..self.nodes.len() {
                 if self.nodes[i].is_some() {
                     let now = self.now;
@@ -267,3 +294,4 @@ mod cluster;
 mod findings;
 mod handlers;
 mod random;
+mod transfer;

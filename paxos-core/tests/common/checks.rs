@@ -192,7 +192,7 @@ impl Checker {
         self.applied = durable
             .snapshot
             .iter()
-            .flat_map(|s| &s.clients)
+            .flat_map(|s| s.parts().map(|p| p.clients).unwrap_or_default())
             .map(|c| (c.client, c.last_executed))
             .collect();
         self.ordered = durable
@@ -453,13 +453,13 @@ impl Checker {
         if e.seq != self.exec_floor.next() {
             // Only a snapshot installed from a peer may skip slots: executions resume after it.
             while let Some(s) = self.snapshot_jumps.front() {
-                if s.seq >= e.seq {
+                if s.seq() >= e.seq {
                     break;
                 }
                 let s = self.snapshot_jumps.pop_front().expect("front");
-                if s.seq > self.exec_floor {
-                    self.exec_floor = s.seq;
-                    for c in &s.clients {
+                if s.seq() > self.exec_floor {
+                    self.exec_floor = s.seq();
+                    for c in &s.parts().map(|p| p.clients).unwrap_or_default() {
                         self.applied.insert(c.client, c.last_executed);
                     }
                 }

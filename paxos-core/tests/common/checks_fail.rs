@@ -24,6 +24,7 @@ fn status(installed: u64, aru: u64) -> Status {
         pending: 0,
         queued: 0,
         peer_aru: vec![Seq(0); 3],
+        transfer: None,
     }
 }
 

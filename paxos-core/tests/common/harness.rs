@@ -173,7 +173,15 @@ impl Harness {
             _ => {}
         }
         let snap = match &msg {
-            Message::SnapshotTransfer(s) => Some(s.clone()),
+            Message::SnapshotChunk {
+                digest,
+                total_len,
+                offset: 0,
+                data,
+                ..
+            } if data.len() as u64 == *total_len => {
+                paxos_core::Snapshot::from_image(data.clone(), Some(*digest)).ok()
+            }
             _ => None,
         };
         let installed = self.r.metrics().snapshots_installed;

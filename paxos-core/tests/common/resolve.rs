@@ -194,23 +194,24 @@ impl Ctx {
                     .collect(),
                 complete: *complete,
             },
-            M::SnapshotTransfer { seq, app, clients } => Message::SnapshotTransfer(Snapshot {
-                seq: self.seq(*seq),
-                app_state: match *app {
+            M::SnapshotTransfer { seq, app, clients } => {
+                let app_state = match *app {
                     App::AppValid(c, h) => {
                         Ledger::encode(u64::from(c), u64::from(h).wrapping_mul(0x9e37_79b9))
                     }
                     App::AppGarbage(len, seed) => garbage(len, seed),
-                },
-                clients: clients
+                };
+                let clients: Vec<ClientRecord> = clients
                     .iter()
                     .map(|&(c, ts)| ClientRecord {
                         client: ClientId(u64::from(c)),
                         last_executed: Timestamp(u64::from(ts)),
                         last_result: Bytes::new(),
                     })
-                    .collect(),
-            }),
+                    .collect();
+                let snap = Snapshot::new(self.seq(*seq), app_state, &clients);
+                Message::snapshot_chunk(&snap, 0, usize::MAX)
+            }
             M::ViewChange(_) => psb(PsbMessage::ViewChange { attempted: v }),
             M::VcProof(_) => psb(PsbMessage::VcProof { installed: v }),
             M::ElectionGarbage(len, seed) => Message::Election(garbage(*len, *seed)),

@@ -156,7 +156,8 @@ impl Oracles {
             }
             Message::Alive { .. }
             | Message::ReconRequest { .. }
-            | Message::SnapshotTransfer(_)
+            | Message::SnapshotChunk { .. }
+            | Message::SnapshotPull { .. }
             | Message::Election(_) => {}
         }
         Ok(())

@@ -273,6 +273,13 @@ impl Simulation {
         config.recon_chunk = [2, 16, 256][rng.gen_range(0..3)];
         config.max_message_bytes = [1024, 4096, 60_000][rng.gen_range(0..3)];
         config.leader_accepts_separately = rng.gen_bool(0.25);
+        // State transfer and snapshot building, from a side stream so that the draws above and
+        // after keep their values.
+        let mut side = rng.clone();
+        side.set_stream(0x5a);
+        config.snapshot_off_loop = side.gen_bool(0.5);
+        config.snapshot_chunk_bytes = [64, 700, 256 << 10][side.gen_range(0..3)];
+        config.snapshot_window = [1, 3, 8][side.gen_range(0..3)];
         #[cfg(feature = "planted-bugs")]
         {
             config.planted_bug = self.planted_bug;

@@ -38,6 +38,12 @@ pub(super) enum Ev {
     Script { index: u32 },
     /// Scheduling and process faults (`schedule.rs`, `nemesis.rs`).
     Sched(SchedEv),
+    /// A snapshot job of `node` finished building (ignored once the server crashed).
+    SnapshotBuilt {
+        node: u8,
+        gen: u32,
+        job: paxos_core::SnapshotJob,
+    },
 }
 
 impl Ev {
@@ -59,6 +65,7 @@ impl Ev {
             Ev::Check => 10,
             Ev::Script { index } => 11 | u64::from(*index) << 8,
             Ev::Sched(e) => 12 | e.code() << 8,
+            Ev::SnapshotBuilt { node, job, .. } => 13 | u64::from(*node) << 8 | job.seq().0 << 16,
         }
     }
 }
@@ -73,8 +80,9 @@ fn msg_code(m: &Message) -> u64 {
         Message::Alive { .. } => 5,
         Message::ReconRequest { .. } => 6,
         Message::ReconReply { .. } => 7,
-        Message::SnapshotTransfer(_) => 8,
+        Message::SnapshotChunk { .. } => 8,
         Message::Election(_) => 9,
+        Message::SnapshotPull { .. } => 10,
     }
 }
 

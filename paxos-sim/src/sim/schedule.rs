@@ -258,9 +258,14 @@ impl Simulation {
 /// One input of a server.
 pub(crate) enum Input {
     Tick,
-    Message { from: NodeId, msg: Message },
+    Message {
+        from: NodeId,
+        msg: Message,
+    },
     Persisted(BatchId),
     Client(ClientUpdate),
+    /// A snapshot job finished off the loop (`Config::snapshot_off_loop`).
+    SnapshotBuilt(Box<paxos_core::Snapshot>),
 }
 
 /// Scheduler events.
@@ -490,6 +495,7 @@ impl World {
                 r.handle_message(t, from, msg);
             }
             Input::Persisted(id) => r.handle_persisted(t, id),
+            Input::SnapshotBuilt(snap) => r.handle_snapshot_built(t, *snap),
             Input::Client(u) => {
                 let c = u.client_id.0;
                 if let Err(e) = r.handle_client_update(t, u) {

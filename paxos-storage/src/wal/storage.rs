@@ -84,10 +84,10 @@ impl Storage for WalStorage {
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         self.guarded(|s| {
             let l = s.loaded();
-            if snapshot.seq <= l.state.snapshot_seq() {
+            if snapshot.seq() <= l.state.snapshot_seq() {
                 return Ok(());
             }
-            l.state.truncate_through(snapshot.seq);
+            l.state.truncate_through(snapshot.seq());
             l.state.snapshot = Some(snapshot.clone());
             s.checkpoint()
         })

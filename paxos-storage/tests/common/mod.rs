@@ -66,15 +66,15 @@ pub fn update(client: u64, ts: u64, len: usize, fill: u8) -> ClientUpdate {
 }
 
 pub fn snapshot(seq: u64) -> Snapshot {
-    Snapshot {
-        seq: Seq(seq),
-        app_state: Bytes::from(format!("app state through {seq}").into_bytes()),
-        clients: vec![ClientRecord {
+    Snapshot::new(
+        Seq(seq),
+        Bytes::from(format!("app state through {seq}").into_bytes()),
+        &[ClientRecord {
             client: ClientId(seq % 5),
             last_executed: Timestamp(seq),
             last_result: Bytes::from_static(b"ok"),
         }],
-    }
+    )
 }
 
 /// Turns specs into batches whose views only move forward.
@@ -134,8 +134,8 @@ impl Materializer {
 
 /// The reference: [`DurableState::apply`] and the in-memory backend's rules for the other calls.
 pub fn model_save_snapshot(model: &mut DurableState, snap: &Snapshot) {
-    if snap.seq > model.snapshot_seq() {
-        model.truncate_through(snap.seq);
+    if snap.seq() > model.snapshot_seq() {
+        model.truncate_through(snap.seq());
         model.snapshot = Some(snap.clone());
     }
 }
