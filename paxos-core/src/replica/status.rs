@@ -5,7 +5,7 @@ use crate::message::ClientUpdate;
 use crate::types::{ClientId, NodeId, Seq, View};
 use thiserror::Error;
 
-/// One executed slot, reported by [`Replica::poll_executed`] when `record_executions` is on.
+/// One executed slot, reported by [`crate::Replica::poll_executed`] when `record_executions` is on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Executed {
     /// The slot.
