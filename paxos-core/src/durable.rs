@@ -6,7 +6,7 @@
 //! into a [`DurableState`], which is what a restarted server is rebuilt from.
 
 use crate::message::{AcceptedProposal, ClientUpdate, OrderedUpdate, Snapshot};
-use crate::types::{ClientId, Seq, View};
+use crate::types::{ClientId, Seq, UpdateId, View};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -45,6 +45,9 @@ pub struct PersistBatch {
     pub ordered: Vec<OrderedUpdate>,
     /// Client updates this server initiated and keeps pending (the latest per client wins).
     pub pending: Vec<ClientUpdate>,
+    /// Pending updates that executed: delete the client's pending entry when its timestamp is at
+    /// most the one named (applied after `pending`).
+    pub pending_done: Vec<UpdateId>,
     /// A snapshot; history at or below its slot may be dropped once it is durable.
     pub snapshot: Option<Snapshot>,
 }
@@ -56,6 +59,7 @@ impl PersistBatch {
             && self.accepted.is_empty()
             && self.ordered.is_empty()
             && self.pending.is_empty()
+            && self.pending_done.is_empty()
             && self.snapshot.is_none()
     }
 
@@ -136,6 +140,15 @@ impl DurableState {
                 }
             }
         }
+        for done in &batch.pending_done {
+            if self
+                .pending
+                .get(&done.client)
+                .is_some_and(|p| p.timestamp <= done.timestamp)
+            {
+                self.pending.remove(&done.client);
+            }
+        }
         if let Some(s) = &batch.snapshot {
             if s.seq() > floor {
                 self.truncate_through(s.seq());
@@ -186,6 +199,16 @@ mod tests {
         s.apply(&b);
         assert_eq!(s.pending[&ClientId(1)].timestamp, Timestamp(2));
         assert_eq!(s.ordered.len(), 1);
+        // An executed earlier update does not delete the later pending one; the later one does.
+        let done = |ts| PersistBatch {
+            id: BatchId(2),
+            pending_done: vec![upd(1, ts).id()],
+            ..Default::default()
+        };
+        s.apply(&done(1));
+        assert!(s.pending.contains_key(&ClientId(1)));
+        s.apply(&done(2));
+        assert!(s.pending.is_empty());
     }
 
     #[test]

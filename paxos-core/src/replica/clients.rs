@@ -136,19 +136,22 @@ impl ClientTable {
     }
 
     /// Pending updates the table now lists as executed (a snapshot covered them): removed, and
-    /// answered from the table.
-    pub(super) fn answer_executed_pending(&mut self) {
+    /// answered from the table. Returns their names, for deletion from storage.
+    pub(super) fn answer_executed_pending(&mut self) -> Vec<UpdateId> {
         let done: Vec<ClientId> = self
             .pending
             .iter()
             .filter(|(_, p)| self.is_executed(&p.update))
             .map(|(c, _)| *c)
             .collect();
+        let mut finished = Vec::with_capacity(done.len());
         for c in done {
             if let Some(p) = self.pending.remove(&c) {
                 self.reply(c, p.update.timestamp);
+                finished.push(p.update.id());
             }
         }
+        finished
     }
 
     /// The pending updates due for a resend at `now` (all of them when `now` is `None`), each

@@ -373,6 +373,9 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         // The pending copy is done whichever server initiated the executed one: a client that
         // switched servers may have left the same update pending here too.
         let was_pending = self.clients.finish_pending(c, update.timestamp);
+        if was_pending {
+            self.outbox.persist_pending_done(update.id());
+        }
         if mode == Execution::Serving
             && c != NOOP_CLIENT
             && (update.server_id == self.me || was_pending)

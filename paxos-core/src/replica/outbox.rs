@@ -93,6 +93,14 @@ impl Outbox {
         }
     }
 
+    /// Records that a pending update executed, so storage can delete it (no sync: a restart that
+    /// still finds it drops it, the client table saying it executed).
+    pub(super) fn persist_pending_done(&mut self, id: UpdateId) {
+        if self.persists() {
+            self.open.pending_done.push(id);
+        }
+    }
+
     /// Records a globally ordered update (no sync: nothing waits for it).
     pub(super) fn persist_ordered(&mut self, ordered: OrderedUpdate) {
         if self.persists() {

@@ -140,7 +140,9 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             }
         }
         // Local clients whose updates the snapshot covers are answered from the table.
-        self.clients.answer_executed_pending();
+        for id in self.clients.answer_executed_pending() {
+            self.outbox.persist_pending_done(id);
+        }
         self.outbox.persist_snapshot(&snap);
         self.next_snapshot_at = self.snapshot_point_after(seq);
         let old = self.latest_snapshot.replace(snap);

@@ -127,6 +127,7 @@ impl Materializer {
             accepted,
             ordered,
             pending,
+            pending_done: vec![],
             snapshot: spec.snapshot.map(|s| snapshot(s.into())),
         }
     }
