@@ -134,6 +134,7 @@ mod tests {
                         update: update(2, 1, 0),
                     }),
                 ],
+                part: crate::message::PrepareOkPart::WHOLE,
             },
             Message::Proposal {
                 view: View(5),

@@ -45,12 +45,15 @@ pub enum PlantedBug {
     /// A snapshot built off the loop holds the state as it is when the build returns, not as it
     /// was at the snapshot point it is labelled with (a "frozen" state that was not frozen).
     SnapshotJobNotFrozen,
+    /// A leader counts a server's PrepareOk at its first part, before the rest of its data list
+    /// (the accepted proposals in later parts) arrived.
+    PrepareOkCountsFirstPart,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 10] = [
+    pub const ALL: [PlantedBug; 11] = [
         PlantedBug::SkipPrepare,
         PlantedBug::SendBeforeDurable,
         PlantedBug::AcceptLowerView,
@@ -61,6 +64,7 @@ impl PlantedBug {
         PlantedBug::PrepareOkOmitsAccepted,
         PlantedBug::SnapshotDropsClientTable,
         PlantedBug::SnapshotJobNotFrozen,
+        PlantedBug::PrepareOkCountsFirstPart,
     ];
 
     /// The bug's command-line name.
@@ -76,6 +80,7 @@ impl PlantedBug {
             PlantedBug::PrepareOkOmitsAccepted => "prepare-ok-omits-accepted",
             PlantedBug::SnapshotDropsClientTable => "snapshot-drops-client-table",
             PlantedBug::SnapshotJobNotFrozen => "snapshot-job-not-frozen",
+            PlantedBug::PrepareOkCountsFirstPart => "prepare-ok-counts-first-part",
         }
     }
 

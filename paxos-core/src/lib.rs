@@ -25,7 +25,7 @@ pub use durable::{BatchId, DurableState, PersistBatch, ViewRecord};
 pub use election::{ElectionAction, ElectionContext, LeaderElection, ServerState};
 pub use message::{
     AcceptedProposal, ClientRecord, ClientReply, ClientUpdate, DataItem, Envelope, Message,
-    OrderedUpdate, ProposalItem, SeqRange, Snapshot,
+    OrderedUpdate, PrepareOkPart, ProposalItem, SeqRange, Snapshot,
 };
 pub use snapshot::{Digest, SnapshotJob, SnapshotParts, SnapshotSource};
 pub use state_machine::{NullStateMachine, SnapshotError, StateMachine};

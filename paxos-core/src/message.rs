@@ -77,6 +77,30 @@ pub enum DataItem {
     Ordered(OrderedUpdate),
 }
 
+/// The slots one PrepareOk's data list covers: those above `after`, through `through` (`None`:
+/// every slot above, the last part). The leader counts a PrepareOk once it has parts covering
+/// every slot above the sender's floor without a gap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PrepareOkPart {
+    /// The part covers slots above this one.
+    pub after: Seq,
+    /// The last slot the part covers; `None` for the last part.
+    pub through: Option<Seq>,
+}
+
+impl PrepareOkPart {
+    /// A whole data list in one message.
+    pub const WHOLE: PrepareOkPart = PrepareOkPart {
+        after: Seq(0),
+        through: None,
+    };
+
+    /// Whether this is the last part.
+    pub fn is_last(self) -> bool {
+        self.through.is_none()
+    }
+}
+
 /// An inclusive range of slots, `start..=end`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SeqRange {
@@ -133,8 +157,12 @@ pub enum Message {
         /// The sender's own local aru; slots up to it are ordered at the sender and the leader
         /// reconciles them instead of receiving them in `data_list` (docs/architecture.md).
         local_aru: Seq,
-        /// Proposals and ordered updates above `max(prepare.local_aru, local_aru)`.
+        /// Proposals and ordered updates above `max(prepare.local_aru, local_aru)`, or the part of
+        /// them that `part` names.
         data_list: Vec<DataItem>,
+        /// Which slots this message's `data_list` covers: a data list larger than
+        /// `max_message_bytes` goes in several PrepareOks (replica/view_change.rs).
+        part: PrepareOkPart,
     },
     /// The leader proposes updates for slots in `view` (one item, or many with aggregation).
     Proposal {

@@ -128,6 +128,7 @@ fn leader_proposes(leader: &mut Server, view: u64, voters: &[u32], u: ClientUpda
                 view: View(view),
                 local_aru: Seq(0),
                 data_list: vec![],
+                part: paxos_core::PrepareOkPart::WHOLE,
             },
         );
     }

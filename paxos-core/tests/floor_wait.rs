@@ -52,6 +52,7 @@ fn psb_leader_with_an_unreachable_floor_suspects_its_view_instead_of_preparing_i
             view: View(1),
             local_aru: Seq(5),
             data_list: vec![],
+            part: paxos_core::PrepareOkPart::WHOLE,
         },
     );
     assert_eq!(r.status().state, ServerState::RegLeader);

@@ -105,6 +105,7 @@ fn queued_update_bound_by_a_stale_proposal_is_proposed_once_that_slot_is_ordered
                 view: View(6),
                 local_aru: Seq(2),
                 data_list: vec![],
+                part: paxos_core::PrepareOkPart::WHOLE,
             },
         );
     }

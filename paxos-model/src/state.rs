@@ -101,6 +101,7 @@ impl fmt::Display for MessageDisplay<'_> {
                 view,
                 local_aru,
                 data_list,
+                part,
             } => {
                 let items: Vec<String> = data_list
                     .iter()
@@ -109,10 +110,12 @@ impl fmt::Display for MessageDisplay<'_> {
                         DataItem::Ordered(o) => format!("{}={} ordered", o.seq, upd(&o.update)),
                     })
                     .collect();
+                let through = part.through.map_or("end".to_string(), |t| t.to_string());
                 write!(
                     f,
-                    "PrepareOk({view}, aru {local_aru}, [{}])",
-                    items.join(", ")
+                    "PrepareOk({view}, aru {local_aru}, [{}], {}..{through})",
+                    items.join(", "),
+                    part.after
                 )
             }
             Message::Proposal { view, items } => {

@@ -205,6 +205,22 @@ fn snapshot_job_not_frozen_is_caught() {
     );
 }
 
+#[test]
+fn prepare_ok_counts_first_part_is_caught() {
+    // Data lists cut into parts (`max_message_bytes` is drawn down to 1 KiB) under view churn:
+    // a leader that counts a server before its later parts arrive misses accepted proposals.
+    let (mix, election) = churn();
+    hunt(
+        PlantedBug::PrepareOkCountsFirstPart,
+        Simulation::new(3, 0).mix(mix).election(election, None),
+        &[
+            ViolationKind::ChosenTwice,
+            ViolationKind::UnchosenOrdered,
+            ViolationKind::Agreement,
+        ],
+    );
+}
+
 /// The process faults and scheduling that give a follower a round with a Proposal of one view and
 /// the message installing a later one: pauses (a backlog of a second or more), `Sync` (so the
 /// durability oracle judges every Accept), heavy network faults for view changes.

@@ -30,7 +30,7 @@ use crate::fxmap::{FxHashMap, FxHashSet};
 use crate::history::History;
 use crate::message::{
     AcceptedProposal, ClientRecord, ClientReply, ClientUpdate, DataItem, Message, OrderedUpdate,
-    ProposalItem, SeqRange, Snapshot,
+    PrepareOkPart, ProposalItem, SeqRange, Snapshot,
 };
 use crate::state_machine::StateMachine;
 use crate::types::{
@@ -78,9 +78,12 @@ fn in_bounds(m: &Message) -> bool {
             view,
             local_aru,
             data_list,
+            part,
         } => {
             ok(view.0)
                 && ok(local_aru.0)
+                && ok(part.after.0)
+                && part.through.is_none_or(|t| ok(t.0) && t > part.after)
                 && data_list.iter().all(|d| match d {
                     DataItem::Proposal(p) => ok(p.view.0) && update_ok(p.seq),
                     DataItem::Ordered(o) => update_ok(o.seq),
@@ -271,7 +274,8 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 view,
                 local_aru,
                 data_list,
-            } => self.on_prepare_ok(from, view, local_aru, data_list),
+                part,
+            } => self.on_prepare_ok(from, view, local_aru, data_list, part),
             Message::Proposal { view, items } => self.on_proposal(from, view, items),
             Message::Accept { view, seqs } => self.on_accept(from, view, &seqs),
             Message::Alive {
@@ -332,13 +336,13 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.next_proposal_resend = now + self.config.proposal_resend;
             match self.role.state() {
                 ServerState::LeaderElection => {
-                    if let Some(p) = self.role.preparing().copied() {
-                        if p.view.leader(self.n) == self.me && p.view == self.last_attempted {
+                    if let Some((view, aru)) = self.role.preparing().map(|p| (p.view, p.aru)) {
+                        if view.leader(self.n) == self.me && view == self.last_attempted {
                             self.send_durable(
                                 Destination::All,
                                 Message::Prepare {
-                                    view: p.view,
-                                    local_aru: p.aru,
+                                    view,
+                                    local_aru: aru,
                                 },
                             );
                         }

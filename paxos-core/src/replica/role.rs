@@ -13,7 +13,7 @@ use crate::types::{Seq, Time, UpdateId, View};
 use std::hash::{Hash, Hasher};
 
 /// The Prepare phase of a view this server leads [TR §5.4, Fig 7].
-#[derive(Clone, Copy, Debug, Hash)]
+#[derive(Clone, Debug, Hash)]
 pub(super) struct Preparing {
     /// The view being prepared.
     pub(super) view: View,
@@ -24,6 +24,9 @@ pub(super) struct Preparing {
     /// Slots at or below it are ordered at some PrepareOk sender: the leader never re-proposes
     /// there, it waits to learn them (docs/architecture.md, deviation 15).
     pub(super) floor: Seq,
+    /// Per server, the slot through which its PrepareOk parts arrived without a gap (`None`: no
+    /// part yet). A server counts in `oks` once its last part joins on.
+    pub(super) covered: Vec<Option<Seq>>,
 }
 
 impl Preparing {

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub snapshots_installed: u64,
     /// Snapshots taken locally.
     pub snapshots_taken: u64,
+    /// PrepareOk parts that arrived before the part they follow (dropped; resent).
+    pub prepare_ok_parts_out_of_order: u64,
     /// Received snapshots refused: digest mismatch, undecodable image, or the state machine
     /// rejected it.
     pub snapshots_rejected: u64,

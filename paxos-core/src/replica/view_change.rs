@@ -13,6 +13,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             aru: self.local_aru,
             oks: 1 << self.me.index(),
             floor: self.local_aru,
+            covered: vec![None; self.n],
         }));
         self.clients.forget_enqueued();
         self.persist_view();
@@ -88,14 +89,41 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 data_list.remove(i);
             }
         }
-        self.send_durable(
-            Destination::Node(leader),
-            Message::PrepareOk {
-                view,
-                local_aru: self.local_aru,
-                data_list,
-            },
-        );
+        // Cut into parts of at most `max_message_bytes` of updates (at least one item each), so
+        // that a full window of large values still reaches the leader.
+        let mut parts: Vec<Vec<DataItem>> = vec![Vec::new()];
+        let mut bytes = 0usize;
+        for item in data_list {
+            let size = match &item {
+                DataItem::Proposal(p) => p.update.wire_size() + 16,
+                DataItem::Ordered(o) => o.update.wire_size() + 8,
+            };
+            let last = parts.last_mut().expect("one part at least");
+            if !last.is_empty() && bytes + size > self.config.max_message_bytes {
+                parts.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += size;
+            parts.last_mut().expect("one part at least").push(item);
+        }
+        let count = parts.len();
+        let mut after = floor;
+        for (k, data_list) in parts.into_iter().enumerate() {
+            let through = (k + 1 < count).then(|| data_list.last().map_or(after, item_seq));
+            let part = PrepareOkPart { after, through };
+            if let Some(t) = through {
+                after = t;
+            }
+            self.send_durable(
+                Destination::Node(leader),
+                Message::PrepareOk {
+                    view,
+                    local_aru: self.local_aru,
+                    data_list,
+                    part,
+                },
+            );
+        }
     }
 
     /// Everything known above `floor`: ordered updates, else the latest accepted proposal.
@@ -127,6 +155,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         view: View,
         their_aru: Seq,
         data: Vec<DataItem>,
+        part: PrepareOkPart,
     ) {
         let me = self.me;
         let n = self.n;
@@ -146,7 +175,34 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         if p.oks & bit != 0 {
             return;
         }
-        p.oks |= bit;
+        // Parts join on to what arrived before without a gap: the first covers everything above
+        // the sender's floor, `max(prepare aru, their aru)`; a part that would leave a gap waits
+        // for the sender's next retransmission (receiver-driven, on each resent Prepare).
+        let floor = p.aru.max(their_aru);
+        let covered = p.covered[from.index()].map_or(floor, |c| c.max(floor));
+        let outside = |d: &DataItem| {
+            item_seq(d) <= part.after || part.through.is_some_and(|t| item_seq(d) > t)
+        };
+        if part.after > covered || data.iter().any(outside) {
+            if part.after > covered {
+                self.metrics.prepare_ok_parts_out_of_order += 1;
+            } else {
+                self.metrics.dropped_invalid += 1;
+            }
+            return;
+        }
+        #[cfg(feature = "planted-bugs")]
+        let count_now = part.is_last()
+            || self.config.planted_bug == Some(crate::config::PlantedBug::PrepareOkCountsFirstPart);
+        #[cfg(not(feature = "planted-bugs"))]
+        let count_now = part.is_last();
+        let Role::Election(Some(p)) = &mut self.role else {
+            return;
+        };
+        p.covered[from.index()] = Some(part.through.map_or(Seq(u64::MAX), |t| covered.max(t)));
+        if count_now {
+            p.oks |= bit;
+        }
         for item in data {
             match item {
                 DataItem::Proposal(p) => {
@@ -233,5 +289,13 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         let ctx = self.ctx();
         self.election.handle_view_installed(self.now, &ctx);
         self.drain_election();
+    }
+}
+
+/// The slot a data-list item is about.
+fn item_seq(d: &DataItem) -> Seq {
+    match d {
+        DataItem::Proposal(p) => p.seq,
+        DataItem::Ordered(o) => o.seq,
     }
 }

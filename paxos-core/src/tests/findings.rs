@@ -73,6 +73,7 @@ fn leader_of_view_6_with_stale_proposal(
                 view: View(6),
                 local_aru: Seq(peer_aru),
                 data_list: vec![],
+                part: crate::message::PrepareOkPart::WHOLE,
             },
         );
     }
@@ -300,6 +301,7 @@ fn alive_announces_only_a_view_installed_by_a_majority() {
             view: View(1),
             local_aru: Seq(0),
             data_list: vec![],
+            part: crate::message::PrepareOkPart::WHOLE,
         },
     );
     assert_eq!(r.status().state, ServerState::RegLeader);

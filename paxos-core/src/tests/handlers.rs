@@ -125,6 +125,7 @@ fn prepare_ok_majority_makes_leader_that_reproposes_constrained_and_fills_holes(
                 view: View(0),
                 update: constrained.clone(),
             })],
+            part: crate::message::PrepareOkPart::WHOLE,
         },
     );
     assert_eq!(r.status().state, ServerState::RegLeader);
@@ -190,6 +191,7 @@ fn enqueue_rejects_executed_and_already_enqueued_updates() {
             view: View(1),
             local_aru: Seq(0),
             data_list: vec![],
+            part: crate::message::PrepareOkPart::WHOLE,
         },
     );
     assert_eq!(r.status().state, ServerState::RegLeader);

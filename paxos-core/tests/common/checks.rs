@@ -334,12 +334,13 @@ impl Checker {
                 view,
                 local_aru,
                 data_list,
+                part,
             } => {
                 self.stats.prepare_oks_sent += 1;
                 if self.sync {
                     promise(*view, "PrepareOk")?;
                 }
-                self.data_list_complete(*view, *local_aru, data_list)?;
+                self.data_list_complete(*view, *local_aru, data_list, *part)?;
             }
             Message::Accept { view, seqs } => {
                 self.stats.accepts_sent += 1;
@@ -415,11 +416,19 @@ impl Checker {
     /// same round) is in the data list, ordered or as a proposal at least as recent. The floor
     /// taken is the highest leader aru fed in a Prepare(view), so the check never asks for more
     /// than the core was asked for.
-    fn data_list_complete(&self, view: View, aru: Seq, data: &[DataItem]) -> Result<(), Err> {
+    fn data_list_complete(
+        &self,
+        view: View,
+        aru: Seq,
+        data: &[DataItem],
+        part: paxos_core::PrepareOkPart,
+    ) -> Result<(), Err> {
         let Some(leader_aru) = self.prepare_arus.get(&view) else {
             return Ok(());
         };
-        let floor = aru.max(*leader_aru);
+        // This part covers the slots above `part.after` through `part.through`.
+        let floor = aru.max(*leader_aru).max(part.after);
+        let through = part.through.unwrap_or(Seq(u64::MAX));
         let listed: BTreeMap<Seq, Option<View>> = data
             .iter()
             .map(|d| match d {
@@ -428,7 +437,7 @@ impl Checker {
             })
             .collect();
         for (v, s) in self.accepted.keys() {
-            if *s <= floor || *v >= view {
+            if *s <= floor || *s > through || *v >= view {
                 continue;
             }
             match listed.get(s) {

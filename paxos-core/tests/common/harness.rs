@@ -279,6 +279,7 @@ impl Harness {
                     view,
                     local_aru: ctx.seq(S::AruPlus(0)),
                     data_list: vec![],
+                    part: paxos_core::PrepareOkPart::WHOLE,
                 };
                 self.r.handle_message(self.now, from, m);
             }

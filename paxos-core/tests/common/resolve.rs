@@ -161,6 +161,7 @@ impl Ctx {
                         }),
                     })
                     .collect(),
+                part: paxos_core::PrepareOkPart::WHOLE,
             },
             M::Proposal { items: xs, .. } => Message::Proposal {
                 view: v,

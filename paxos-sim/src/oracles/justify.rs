@@ -27,7 +27,7 @@
 use super::ghost::Ghost;
 use crate::checker::Check;
 use crate::report::ViolationKind;
-use paxos_core::{ClientUpdate, DataItem, DurableState, PersistBatch, Seq, View};
+use paxos_core::{ClientUpdate, DataItem, DurableState, PersistBatch, PrepareOkPart, Seq, View};
 
 fn unjustified(detail: String) -> Check {
     Err((ViolationKind::UnjustifiedMessage, detail))
@@ -69,13 +69,16 @@ pub(super) fn prepare(node: usize, view: View, d: &DurableState) -> Check {
     ))
 }
 
-/// `node` sent `PrepareOk(view)` with `data_list`; `floor` is `max(prepare aru, sender aru)`
-/// (`None`: the Prepare was not seen, only the promise is checked).
+/// `node` sent `PrepareOk(view)` with `data_list`, the part `part` of its whole data list; `floor`
+/// is `max(prepare aru, sender aru)` (`None`: the Prepare was not seen, only the promise is
+/// checked). Each part is checked over the slots it covers; the parts cover every slot above the
+/// floor.
 pub(super) fn prepare_ok(
     node: usize,
     view: View,
     floor: Option<Seq>,
     data_list: &[DataItem],
+    part: PrepareOkPart,
     d: &DurableState,
 ) -> Check {
     if d.view.last_installed < view {
@@ -91,8 +94,10 @@ pub(super) fn prepare_ok(
         DataItem::Proposal(p) => p.seq,
         DataItem::Ordered(o) => o.seq,
     };
-    for (seq, a) in d.accepted.range(floor.next()..) {
-        if a.view >= view {
+    let from = floor.max(part.after).next();
+    let through = part.through.unwrap_or(Seq(u64::MAX));
+    for (seq, a) in d.accepted.range(from..=through.max(from)) {
+        if a.view >= view || *seq > through {
             continue;
         }
         // The core builds the list in slot order.
@@ -212,22 +217,57 @@ mod tests {
         });
         let full = [p(&acc(5, 1)), ordered.clone()];
         // Slot 2 is below the floor; slot 7 was accepted in the promised view itself.
-        prepare_ok(1, View(4), Some(Seq(3)), &full, &d).unwrap();
+        prepare_ok(1, View(4), Some(Seq(3)), &full, PrepareOkPart::WHOLE, &d).unwrap();
         let higher = [p(&acc(5, 3)), ordered.clone()];
-        prepare_ok(1, View(4), Some(Seq(3)), &higher, &d).unwrap();
+        prepare_ok(1, View(4), Some(Seq(3)), &higher, PrepareOkPart::WHOLE, &d).unwrap();
         let omits = [p(&acc(5, 1))];
         assert_eq!(
-            kind(prepare_ok(1, View(4), Some(Seq(3)), &omits, &d)),
+            kind(prepare_ok(
+                1,
+                View(4),
+                Some(Seq(3)),
+                &omits,
+                PrepareOkPart::WHOLE,
+                &d
+            )),
             Some(ViolationKind::UnjustifiedMessage)
         );
         let lower = [p(&acc(5, 0)), ordered];
         assert_eq!(
-            kind(prepare_ok(1, View(4), Some(Seq(3)), &lower, &d)),
+            kind(prepare_ok(
+                1,
+                View(4),
+                Some(Seq(3)),
+                &lower,
+                PrepareOkPart::WHOLE,
+                &d
+            )),
             Some(ViolationKind::UnjustifiedMessage)
         );
-        prepare_ok(1, View(4), Some(Seq(6)), &[], &d).unwrap();
+        prepare_ok(1, View(4), Some(Seq(6)), &[], PrepareOkPart::WHOLE, &d).unwrap();
+        // A part is judged over its own slots: slot 5 lies in a later part, then in this one.
+        let first = PrepareOkPart {
+            after: Seq(3),
+            through: Some(Seq(4)),
+        };
+        prepare_ok(1, View(4), Some(Seq(3)), &[], first, &d).unwrap();
+        let second = PrepareOkPart {
+            after: Seq(4),
+            through: None,
+        };
         assert_eq!(
-            kind(prepare_ok(1, View(5), None, &full, &d)),
+            kind(prepare_ok(1, View(4), Some(Seq(3)), &[], second, &d)),
+            Some(ViolationKind::UnjustifiedMessage)
+        );
+        assert_eq!(
+            kind(prepare_ok(
+                1,
+                View(5),
+                None,
+                &full,
+                PrepareOkPart::WHOLE,
+                &d
+            )),
             Some(ViolationKind::UnjustifiedMessage)
         );
         prepare(1, View(4), &d).unwrap();

@@ -27,6 +27,9 @@ pub(crate) struct Oracles {
     durability: Durability,
     /// `!leader_accepts_separately`: a leader's Proposal is its accept.
     proposal_is_accept: bool,
+    /// Per server and client, the highest timestamp whose pending entry a durable batch deleted
+    /// as executed (`PersistBatch::pending_done`): a forward of it needs no pending entry any more.
+    done: Vec<std::collections::HashMap<paxos_core::ClientId, paxos_core::Timestamp>>,
 }
 
 impl Oracles {
@@ -36,6 +39,7 @@ impl Oracles {
             n: config.servers,
             durability: config.durability,
             proposal_is_accept: !config.leader_accepts_separately,
+            done: vec![Default::default(); config.servers],
         }
     }
 
@@ -67,6 +71,10 @@ impl Oracles {
     /// durable view promise.
     pub(crate) fn on_durable(&mut self, node: usize, b: &PersistBatch, d: &DurableState) -> Check {
         justify::accepts_keep_promise(node, b, d)?;
+        for id in &b.pending_done {
+            let ts = self.done[node].entry(id.client).or_default();
+            *ts = (*ts).max(id.timestamp);
+        }
         for a in &b.accepted {
             if a.seq > d.snapshot_seq() {
                 let what = format!("n{node}'s durable accepted record");
@@ -94,6 +102,7 @@ impl Oracles {
                 view,
                 local_aru,
                 data_list,
+                part,
             } => {
                 for item in data_list {
                     match item {
@@ -111,7 +120,7 @@ impl Oracles {
                 }
                 if sync {
                     let floor = self.ghost.prepare_aru(*view).map(|a| a.max(*local_aru));
-                    justify::prepare_ok(node, *view, floor, data_list, d)?;
+                    justify::prepare_ok(node, *view, floor, data_list, *part, d)?;
                 }
             }
             Message::Proposal { view, items } => {
@@ -145,7 +154,9 @@ impl Oracles {
                 }
             }
             Message::ClientUpdate(u) => {
-                if sync {
+                // An update that executed may still leave in a forward queued before: harmless.
+                let done = self.done[node].get(&u.client_id);
+                if sync && done.is_none_or(|&ts| ts < u.timestamp) {
                     justify::forwarded(node, u, d)?;
                 }
             }
@@ -301,6 +312,7 @@ mod mislabelled_accept {
                 view: View(3),
                 local_aru: Seq(0),
                 data_list: vec![],
+                part: paxos_core::PrepareOkPart::WHOLE,
             };
             v3.input(v, ok);
         }
