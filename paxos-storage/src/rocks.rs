@@ -228,10 +228,17 @@ impl RocksStorage {
                     wb.put_cf(meta, key(PREFIX_PENDING, p.client_id.0), enc(cur)?);
                 }
             }
+            // Executed pending updates: `apply` removed the entry when the stored one was not
+            // newer, so the key goes too (a later batch's newer pending entry stays put).
+            for done in &b.pending_done {
+                if !state.pending.contains_key(&done.client) {
+                    wb.delete_cf(meta, key(PREFIX_PENDING, done.client.0));
+                }
+            }
             if state.snapshot_seq() > floor {
                 if let Some(s) = &state.snapshot {
                     wb.put_cf(snap, KEY_SNAPSHOT, enc(s)?);
-                    self.delete_through(&mut wb, s.seq)?;
+                    self.delete_through(&mut wb, s.seq())?;
                 }
             }
         }
@@ -278,15 +285,15 @@ impl Storage for RocksStorage {
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         self.guarded(|this| {
             let floor = this.state.as_ref().map_or(Seq(0), |s| s.snapshot_seq());
-            if snapshot.seq <= floor {
+            if snapshot.seq() <= floor {
                 return Ok(());
             }
             let mut wb = WriteBatch::default();
             wb.put_cf(this.cf(CF_SNAPSHOT)?, KEY_SNAPSHOT, enc(snapshot)?);
-            this.delete_through(&mut wb, snapshot.seq)?;
+            this.delete_through(&mut wb, snapshot.seq())?;
             this.write(wb, true)?;
             if let Some(s) = this.state.as_mut() {
-                s.truncate_through(snapshot.seq);
+                s.truncate_through(snapshot.seq());
                 s.snapshot = Some(snapshot.clone());
             }
             Ok(())
