@@ -170,6 +170,7 @@ mod tests {
                         client: ClientId(1),
                         last_executed: Timestamp(4),
                         last_result: Bytes::new(),
+                        last_active: Time::ZERO,
                     }],
                 ),
                 0,

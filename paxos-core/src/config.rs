@@ -48,12 +48,17 @@ pub enum PlantedBug {
     /// A leader counts a server's PrepareOk at its first part, before the rest of its data list
     /// (the accepted proposals in later parts) arrived.
     PrepareOkCountsFirstPart,
+    /// Sessions expire by each replica's own clock instead of the log's clock entries.
+    SessionExpiresByLocalClock,
+    /// An update of a session the table does not hold is applied (the session silently reopens)
+    /// instead of being answered "session expired".
+    ExpiredSessionReopens,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 11] = [
+    pub const ALL: [PlantedBug; 13] = [
         PlantedBug::SkipPrepare,
         PlantedBug::SendBeforeDurable,
         PlantedBug::AcceptLowerView,
@@ -65,6 +70,8 @@ impl PlantedBug {
         PlantedBug::SnapshotDropsClientTable,
         PlantedBug::SnapshotJobNotFrozen,
         PlantedBug::PrepareOkCountsFirstPart,
+        PlantedBug::SessionExpiresByLocalClock,
+        PlantedBug::ExpiredSessionReopens,
     ];
 
     /// The bug's command-line name.
@@ -81,6 +88,8 @@ impl PlantedBug {
             PlantedBug::SnapshotDropsClientTable => "snapshot-drops-client-table",
             PlantedBug::SnapshotJobNotFrozen => "snapshot-job-not-frozen",
             PlantedBug::PrepareOkCountsFirstPart => "prepare-ok-counts-first-part",
+            PlantedBug::SessionExpiresByLocalClock => "session-expires-by-local-clock",
+            PlantedBug::ExpiredSessionReopens => "expired-session-reopens",
         }
     }
 
@@ -141,6 +150,13 @@ pub struct Config {
     pub snapshot_window: u32,
     /// The largest snapshot image a server accepts from a peer. Default 64 GiB.
     pub max_snapshot_bytes: u64,
+    /// Client sessions that are registered through the log and expire (Raft dissertation §6.3;
+    /// docs/architecture.md, "Client sessions"). None (the default): any client id may submit
+    /// from timestamp 1 and the exactly-once table keeps every client forever.
+    pub sessions: Option<SessionRules>,
+    /// Most local client updates a server keeps pending; a new client beyond it is refused
+    /// ([`crate::ClientUpdateError::TooManyPending`]). Default 1,000,000.
+    pub max_pending: usize,
     /// Report every execution through `poll_executed` (for the simulator, tests and metrics).
     pub record_executions: bool,
     /// A deliberately planted bug (test builds only).
@@ -173,6 +189,8 @@ impl Config {
             snapshot_chunk_bytes: 256 << 10,
             snapshot_window: 8,
             max_snapshot_bytes: 64 << 30,
+            sessions: None,
+            max_pending: 1_000_000,
             record_executions: false,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
@@ -225,6 +243,12 @@ impl Config {
         if self.snapshot_window == 0 {
             return Err(ConfigError::Invalid("snapshot_window must be at least 1"));
         }
+        if self.max_pending == 0 {
+            return Err(ConfigError::Invalid("max_pending must be at least 1"));
+        }
+        if let Some(r) = &self.sessions {
+            r.validate()?;
+        }
         for (name, d) in [
             ("proposal_resend", self.proposal_resend),
             ("update_resend", self.update_resend),
@@ -236,6 +260,62 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// How registered client sessions are bounded (see [`Config::sessions`]). Every rule is applied
+/// when an entry executes, from the log alone, so every replica expires the same sessions.
+///
+/// A client opens a session with an update of timestamp 0 (its client id is then a nonce below
+/// [`crate::SESSION_ID_BASE`]); the reply names the session id, `SESSION_ID_BASE + slot` of the
+/// registration, which the client uses from timestamp 1 on. An update of a session the table
+/// does not hold is never applied: it is answered [`crate::ReplyOutcome::SessionExpired`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionRules {
+    /// A session with no update executed for this long in log time expires. Log time advances
+    /// only through the leader's clock entries (see `clock_interval`).
+    pub expire_after: Duration,
+    /// Most sessions held; registering one more expires the least recently active.
+    pub max_sessions: usize,
+    /// Most bytes of stored replies (each session's last result); beyond it the least recently
+    /// active sessions expire.
+    pub max_result_bytes: usize,
+    /// How often a leader orders a clock entry carrying the time it measured since its previous
+    /// one (at most `4 x clock_interval` is counted per entry, so a clock jump cannot expire
+    /// everyone at once). Only while the table holds sessions.
+    pub clock_interval: Duration,
+}
+
+impl SessionRules {
+    /// Ten-minute expiry, 1,000,000 sessions, 1 GiB of stored replies, a clock entry every second.
+    pub fn new() -> SessionRules {
+        SessionRules {
+            expire_after: Duration::from_secs(600),
+            max_sessions: 1_000_000,
+            max_result_bytes: 1 << 30,
+            clock_interval: Duration::from_secs(1),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_sessions == 0 {
+            return Err(ConfigError::Invalid(
+                "sessions.max_sessions must be at least 1",
+            ));
+        }
+        if self.expire_after.is_zero() {
+            return Err(ConfigError::ZeroDuration("sessions.expire_after"));
+        }
+        if self.clock_interval.is_zero() {
+            return Err(ConfigError::ZeroDuration("sessions.clock_interval"));
+        }
+        Ok(())
+    }
+}
+
+impl Default for SessionRules {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -20,12 +20,12 @@ pub mod state_machine;
 pub mod types;
 
 pub use codec::{decode, decode_envelope, encode, encode_envelope, CodecError, WIRE_VERSION};
-pub use config::{Config, ConfigError, Durability};
+pub use config::{Config, ConfigError, Durability, SessionRules};
 pub use durable::{BatchId, DurableState, PersistBatch, ViewRecord};
 pub use election::{ElectionAction, ElectionContext, LeaderElection, ServerState};
 pub use message::{
     AcceptedProposal, ClientRecord, ClientReply, ClientUpdate, DataItem, Envelope, Message,
-    OrderedUpdate, PrepareOkPart, ProposalItem, SeqRange, Snapshot,
+    OrderedUpdate, PrepareOkPart, ProposalItem, ReplyOutcome, SeqRange, Snapshot,
 };
 pub use snapshot::{Digest, SnapshotJob, SnapshotParts, SnapshotSource};
 pub use state_machine::{NullStateMachine, SnapshotError, StateMachine};
@@ -33,8 +33,8 @@ pub use types::{
     ClientId, Destination, NodeId, Seq, Time, Timestamp, UpdateId, View, MAX_WIRE_INDEX,
 };
 pub mod replica;
-pub use replica::NOOP_CLIENT;
 pub use replica::{ClientUpdateError, Executed, Metrics, Replica, Status};
+pub use replica::{CLOCK_CLIENT, NOOP_CLIENT, SESSION_ID_BASE};
 mod fxmap;
 mod history;
 pub use psb::{PsbConfig, PsbViewChange};

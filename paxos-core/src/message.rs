@@ -7,7 +7,7 @@
 
 use crate::snapshot::Digest;
 pub use crate::snapshot::Snapshot;
-use crate::types::{ClientId, NodeId, Seq, Timestamp, UpdateId, View};
+use crate::types::{ClientId, NodeId, Seq, Time, Timestamp, UpdateId, View};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -136,6 +136,8 @@ pub struct ClientRecord {
     pub last_executed: Timestamp,
     /// The reply that update produced, re-sent when a client retries it.
     pub last_result: Bytes,
+    /// Log time of the client's last executed update (session expiry; zero without sessions).
+    pub last_active: Time,
 }
 
 /// A message between servers.
@@ -289,6 +291,20 @@ pub struct ClientReply {
     pub client_id: ClientId,
     /// The timestamp of the executed update.
     pub timestamp: Timestamp,
-    /// The state machine's result.
+    /// The state machine's result (empty unless `outcome` is `Applied`).
     pub result: Bytes,
+    /// What became of the update.
+    pub outcome: ReplyOutcome,
+}
+
+/// What became of a client update (see [`crate::config::SessionRules`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReplyOutcome {
+    /// Executed exactly once; `result` is the state machine's reply.
+    Applied,
+    /// A registration (timestamp 0) executed: the client's session id from now on.
+    SessionOpened(ClientId),
+    /// The update's session is not (or no longer) in the exactly-once table: it was not applied
+    /// now, and whether an earlier copy of it was applied before the session expired is unknown.
+    SessionExpired,
 }

@@ -5,7 +5,8 @@
 //! SHA-256 [`Digest`]. The image holds the exactly-once table and the application's own bytes:
 //!
 //! ```text
-//! version u8 (= 1) | seq u64 LE | table_len u64 LE | table (postcard Vec<ClientRecord>) | app bytes
+//! version u8 (= 2) | seq u64 LE | table_len u64 LE | table | app bytes
+//! table = postcard (log_time Time, Vec<ClientRecord>)
 //! ```
 //!
 //! Because it is one byte string it can be cut into chunks at any offset (state transfer sends it
@@ -19,7 +20,7 @@
 
 use crate::message::ClientRecord;
 use crate::state_machine::SnapshotError;
-use crate::types::Seq;
+use crate::types::{Seq, Time};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -27,7 +28,7 @@ use std::fmt;
 use std::sync::Arc;
 
 /// The image format version, the first byte of every image.
-pub const IMAGE_VERSION: u8 = 1;
+pub const IMAGE_VERSION: u8 = 2;
 
 /// Bytes before the table in an image: version, seq, table length.
 const HEADER_BYTES: usize = 1 + 8 + 8;
@@ -123,19 +124,29 @@ pub struct Snapshot {
 pub struct SnapshotParts {
     /// The exactly-once table.
     pub clients: Vec<ClientRecord>,
+    /// The log's clock at the snapshot point (session expiry; see `SessionRules`).
+    pub log_time: Time,
     /// The application's bytes (a slice of the image).
     pub app_state: Bytes,
 }
 
 impl Snapshot {
-    /// The snapshot of `app_state` and `clients` at `seq` (serialises and digests at once).
+    /// The snapshot of `app_state` and `clients` at `seq`, log time zero (serialises and digests
+    /// at once).
     pub fn new(seq: Seq, app_state: Bytes, clients: &[ClientRecord]) -> Snapshot {
-        Self::build(seq, clients, &app_state)
+        Self::build(seq, Time::ZERO, clients, &app_state)
     }
 
-    /// Serialises `clients` and `source` into an image at `seq` and digests it.
-    pub fn build(seq: Seq, clients: &[ClientRecord], source: &dyn SnapshotSource) -> Snapshot {
-        let table = postcard::to_allocvec(clients).expect("client records always serialise");
+    /// Serialises the table (`log_time`, `clients`) and `source` into an image at `seq` and
+    /// digests it.
+    pub fn build(
+        seq: Seq,
+        log_time: Time,
+        clients: &[ClientRecord],
+        source: &dyn SnapshotSource,
+    ) -> Snapshot {
+        let table =
+            postcard::to_allocvec(&(log_time, clients)).expect("client records always serialise");
         let mut out = Vec::with_capacity(HEADER_BYTES + table.len() + source.size_hint());
         out.push(IMAGE_VERSION);
         out.extend_from_slice(&seq.0.to_le_bytes());
@@ -207,10 +218,12 @@ impl Snapshot {
             .checked_add(table_len)
             .filter(|&e| e <= self.image.len())
             .ok_or_else(|| SnapshotError("image shorter than its client table".into()))?;
-        let clients: Vec<ClientRecord> = postcard::from_bytes(&self.image[HEADER_BYTES..table_end])
-            .map_err(|e| SnapshotError(format!("client table: {e}")))?;
+        let (log_time, clients): (Time, Vec<ClientRecord>) =
+            postcard::from_bytes(&self.image[HEADER_BYTES..table_end])
+                .map_err(|e| SnapshotError(format!("client table: {e}")))?;
         Ok(SnapshotParts {
             clients,
+            log_time,
             app_state: self.image.slice(table_end..),
         })
     }
@@ -254,15 +267,23 @@ impl fmt::Debug for Snapshot {
 #[derive(Clone)]
 pub struct SnapshotJob {
     seq: Seq,
+    log_time: Time,
     clients: Vec<ClientRecord>,
     source: Arc<dyn SnapshotSource>,
 }
 
 impl SnapshotJob {
-    /// A job for the state `source` froze at `seq`, with the table at that point.
-    pub fn new(seq: Seq, clients: Vec<ClientRecord>, source: Arc<dyn SnapshotSource>) -> Self {
+    /// A job for the state `source` froze at `seq`, with the table (`log_time`, `clients`) at
+    /// that point.
+    pub fn new(
+        seq: Seq,
+        log_time: Time,
+        clients: Vec<ClientRecord>,
+        source: Arc<dyn SnapshotSource>,
+    ) -> Self {
         SnapshotJob {
             seq,
+            log_time,
             clients,
             source,
         }
@@ -275,7 +296,7 @@ impl SnapshotJob {
 
     /// Serialises and digests the snapshot (the slow part; any thread).
     pub fn build(&self) -> Snapshot {
-        Snapshot::build(self.seq, &self.clients, self.source.as_ref())
+        Snapshot::build(self.seq, self.log_time, &self.clients, self.source.as_ref())
     }
 }
 
@@ -298,6 +319,7 @@ mod tests {
             client: ClientId(c),
             last_executed: Timestamp(c + 1),
             last_result: Bytes::from(vec![c as u8; 3]),
+            last_active: Time::ZERO,
         }
     }
 
@@ -330,7 +352,7 @@ mod tests {
     fn job_builds_what_new_builds() {
         let clients = vec![record(3)];
         let app = Bytes::from_static(b"state");
-        let job = SnapshotJob::new(Seq(4), clients.clone(), Arc::new(app.clone()));
+        let job = SnapshotJob::new(Seq(4), Time::ZERO, clients.clone(), Arc::new(app.clone()));
         assert_eq!(job.build(), Snapshot::new(Seq(4), app, &clients));
     }
 }

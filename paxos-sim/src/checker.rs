@@ -502,6 +502,11 @@ mod tests {
                 payload: make_payload(7, c, ts, None),
             },
             applied,
+            verdict: if applied {
+                paxos_core::replica::Verdict::Applied
+            } else {
+                paxos_core::replica::Verdict::Duplicate
+            },
         }
     }
 

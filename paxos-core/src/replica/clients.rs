@@ -6,6 +6,7 @@
 //! replica half of this file is the client side of the protocol: accepting updates from local
 //! clients, forwarding them to the leader, queueing them for proposal and the update timer.
 
+use super::sessions::{is_reserved, Sessions};
 use super::*;
 
 /// A local client's update not yet executed, and when to send it to the leader again.
@@ -33,8 +34,8 @@ pub(super) struct ClientTable {
     pending: FxHashMap<ClientId, Pending>,
     /// Updates waiting for a slot at this server (`update_queue`).
     queue: VecDeque<ClientUpdate>,
-    /// Per client, the timestamp of its last executed update and that update's result.
-    last_executed: FxHashMap<ClientId, (Timestamp, Bytes)>,
+    /// The exactly-once table (`last_executed`), with session expiry.
+    pub(super) sessions: Sessions,
     /// Per client, the highest timestamp queued or bound at this server in the current view.
     last_enqueued: FxHashMap<ClientId, Timestamp>,
     /// Replies ready for local clients.
@@ -42,6 +43,14 @@ pub(super) struct ClientTable {
 }
 
 impl ClientTable {
+    /// An empty table whose sessions follow `rules`.
+    pub(super) fn new(rules: Option<crate::config::SessionRules>) -> ClientTable {
+        ClientTable {
+            sessions: Sessions::new(rules),
+            ..ClientTable::default()
+        }
+    }
+
     /// Whether `u` (or a later update of its client) was executed.
     pub(super) fn is_executed(&self, u: &ClientUpdate) -> bool {
         self.is_done(u.client_id, u.timestamp)
@@ -49,56 +58,38 @@ impl ClientTable {
 
     /// Whether `client` executed an update with timestamp `ts` or later.
     pub(super) fn is_done(&self, client: ClientId, ts: Timestamp) -> bool {
-        self.last_executed
-            .get(&client)
-            .is_some_and(|(done, _)| ts <= *done)
+        self.sessions.is_done(client, ts)
     }
 
     /// The timestamp of `client`'s last executed update.
     pub(super) fn executed_timestamp(&self, client: ClientId) -> Option<Timestamp> {
-        self.last_executed.get(&client).map(|(ts, _)| *ts)
+        self.sessions.last(client).map(|(ts, _)| ts)
     }
 
     /// The exactly-once reply: answers `client`'s update `ts` from the table, if that is the
     /// update the table last executed for it (a later one executed means the client moved on).
     pub(super) fn reply(&mut self, client: ClientId, ts: Timestamp) {
-        if let Some((done, result)) = self.last_executed.get(&client) {
-            if *done == ts {
+        if let Some((done, result)) = self.sessions.last(client) {
+            if done == ts {
                 self.replies.push_back(ClientReply {
                     client_id: client,
                     timestamp: ts,
                     result: result.clone(),
+                    outcome: ReplyOutcome::Applied,
                 });
             }
         }
     }
 
-    /// Records that `client`'s update `ts` executed with `result`.
-    pub(super) fn record_execution(&mut self, client: ClientId, ts: Timestamp, result: Bytes) {
-        self.last_executed.insert(client, (ts, result));
-    }
-
-    /// Loads executed entries from a snapshot's client records.
-    pub(super) fn restore(&mut self, records: &[ClientRecord]) {
-        for c in records {
-            self.last_executed
-                .insert(c.client, (c.last_executed, c.last_result.clone()));
-        }
-    }
-
-    /// The executed entries as snapshot records, sorted by client.
-    pub(super) fn records(&self) -> Vec<ClientRecord> {
-        let mut v: Vec<ClientRecord> = self
-            .last_executed
-            .iter()
-            .map(|(c, (ts, r))| ClientRecord {
-                client: *c,
-                last_executed: *ts,
-                last_result: r.clone(),
-            })
-            .collect();
-        v.sort_by_key(|r| r.client);
-        v
+    /// Answers `client`'s update `ts` with an outcome that has no stored result (a session opened
+    /// or expired).
+    pub(super) fn reply_outcome(&mut self, client: ClientId, ts: Timestamp, outcome: ReplyOutcome) {
+        self.replies.push_back(ClientReply {
+            client_id: client,
+            timestamp: ts,
+            result: Bytes::new(),
+            outcome,
+        });
     }
 
     /// The pending update of `client`, if any.
@@ -193,6 +184,11 @@ impl ClientTable {
         Enqueued::Queued
     }
 
+    /// Puts an entry the leader makes itself (a clock entry) at the head of the queue.
+    pub(super) fn queue_first(&mut self, u: ClientUpdate) {
+        self.queue.push_front(u);
+    }
+
     /// Whether an update with this id is queued.
     pub(super) fn is_queued(&self, id: UpdateId) -> bool {
         self.queue.iter().any(|q| q.id() == id)
@@ -277,15 +273,13 @@ impl ClientTable {
         let ClientTable {
             pending,
             queue,
-            last_executed,
+            sessions,
             last_enqueued,
             replies,
         } = self;
         queue.hash(h);
         // Hash maps iterate in an order that depends on their insertion history: sort first.
-        let mut executed_table: Vec<_> = last_executed.iter().collect();
-        executed_table.sort_unstable_by_key(|(c, _)| **c);
-        executed_table.hash(h);
+        sessions.hash_into(h);
         let mut enqueued: Vec<_> = last_enqueued.iter().collect();
         enqueued.sort_unstable();
         enqueued.hash(h);
@@ -313,10 +307,27 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 me: self.me,
             });
         }
-        if update.client_id == NOOP_CLIENT {
+        if is_reserved(update.client_id) {
             return Err(ClientUpdateError::ReservedClient(update.client_id));
         }
         let c = update.client_id;
+        if self.clients.sessions.rules().is_some() {
+            if update.timestamp == Timestamp(0) {
+                if c.0 >= SESSION_ID_BASE {
+                    return Err(ClientUpdateError::RegistrationNamesSession(c));
+                }
+            } else if self.session_surely_gone(c) {
+                // Answered here, without a log entry: this server executed past the session's
+                // registration and no longer holds it (or the id was never a session's).
+                self.metrics.expired_session_updates += 1;
+                self.clients
+                    .reply_outcome(c, update.timestamp, ReplyOutcome::SessionExpired);
+                return Ok(());
+            }
+        }
+        if self.clients.pending(c).is_none() && self.clients.counts().0 >= self.config.max_pending {
+            return Err(ClientUpdateError::TooManyPending(self.config.max_pending));
+        }
         if let Some(ts) = self.clients.executed_timestamp(c) {
             if update.timestamp <= ts {
                 // A retry of an executed update is answered from the exactly-once table.
@@ -359,6 +370,13 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         Ok(())
     }
 
+    /// Whether `c` names no session this server could still hold: not a session id at all, or
+    /// one whose registration slot is executed here while the table no longer holds it.
+    fn session_surely_gone(&self, c: ClientId) -> bool {
+        c.0 < SESSION_ID_BASE
+            || (c.0 - SESSION_ID_BASE <= self.local_aru.0 && !self.clients.sessions.holds(c))
+    }
+
     /// Queues `u` for proposal (see [`ClientTable::enqueue`]); counts a full queue.
     pub(super) fn enqueue(&mut self, u: ClientUpdate) -> bool {
         match self.clients.enqueue(u, self.config.max_queue, |id| {
@@ -380,7 +398,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     }
 
     pub(super) fn on_forwarded_update(&mut self, from: NodeId, u: ClientUpdate) {
-        if u.server_id != from || u.client_id == NOOP_CLIENT {
+        if u.server_id != from || is_reserved(u.client_id) {
             self.metrics.dropped_invalid += 1;
             return;
         }

@@ -30,7 +30,7 @@ use crate::fxmap::{FxHashMap, FxHashSet};
 use crate::history::History;
 use crate::message::{
     AcceptedProposal, ClientRecord, ClientReply, ClientUpdate, DataItem, Message, OrderedUpdate,
-    PrepareOkPart, ProposalItem, SeqRange, Snapshot,
+    PrepareOkPart, ProposalItem, ReplyOutcome, SeqRange, Snapshot,
 };
 use crate::state_machine::StateMachine;
 use crate::types::{
@@ -51,13 +51,15 @@ mod role;
 use reconcile::Reconciliation;
 use role::{Leading, Preparing, Role};
 mod seam;
+mod sessions;
+pub use sessions::{CLOCK_CLIENT, SESSION_ID_BASE};
 mod snapshot;
 mod status;
 mod transfer;
 use transfer::Transfer;
 mod view_change;
 
-pub use status::{ClientUpdateError, Executed, Metrics, Status};
+pub use status::{ClientUpdateError, Executed, Metrics, Status, Verdict};
 pub use transfer::TransferProgress;
 
 /// The client id reserved for no-op fillers (see docs/architecture.md, "Deviations").
@@ -203,7 +205,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             max_seen_seq: snapshot_seq,
             history: History::new(snapshot_seq.next()),
             next_proposal_resend: now,
-            clients: ClientTable::default(),
+            clients: ClientTable::new(config.sessions),
             next_pending_scan: now,
             next_alive: now,
             recon: Reconciliation::new(me, n),
@@ -225,7 +227,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             if let Err(e) = r.sm.restore(&parts.app_state) {
                 panic!("durable snapshot at {} does not restore: {e}", snap.seq());
             }
-            r.clients.restore(&parts.clients);
+            r.clients.sessions.restore(parts.log_time, &parts.clients);
             r.latest_snapshot = Some(snap);
         }
         r.next_snapshot_at = r.snapshot_point_after(snapshot_seq);
@@ -331,6 +333,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 },
             );
         }
+        self.propose_clock_if_due(now);
         // Sender-driven retransmission of Prepare and of unordered proposals.
         if now >= self.next_proposal_resend {
             self.next_proposal_resend = now + self.config.proposal_resend;
@@ -485,6 +488,8 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             queued,
             peer_aru,
             transfer: self.transfer.progress(),
+            sessions: self.clients.sessions.len(),
+            log_time: self.clients.sessions.log_time(),
         }
     }
 

@@ -355,20 +355,20 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     pub(super) fn execute(&mut self, seq: Seq, update: &ClientUpdate, mode: Execution) {
         self.metrics.executed += 1;
         let c = update.client_id;
-        #[allow(unused_mut)]
-        let mut duplicate = c == NOOP_CLIENT || self.clients.is_executed(update);
-        #[cfg(feature = "planted-bugs")]
-        if self.config.planted_bug == Some(crate::config::PlantedBug::ExecuteDuplicate)
-            && c != NOOP_CLIENT
-        {
-            duplicate = false;
-        }
-        if duplicate {
+        let verdict = self.verdict(seq, update);
+        match verdict {
+            Verdict::Applied => {
+                let result = self.sm.apply(seq, update);
+                self.metrics.sessions_expired +=
+                    self.clients.sessions.record(c, update.timestamp, result);
+            }
+            Verdict::Opened(id) => {
+                self.metrics.sessions_opened += 1;
+                self.metrics.sessions_expired += self.clients.sessions.open(id);
+            }
+            Verdict::Expired => self.metrics.expired_session_updates += 1,
             // Pitfall 3(b): an update bound twice executes once; the aru still advances.
-            self.metrics.duplicates_skipped += 1;
-        } else {
-            let result = self.sm.apply(seq, update);
-            self.clients.record_execution(c, update.timestamp, result);
+            Verdict::Duplicate | Verdict::Filler => self.metrics.duplicates_skipped += 1,
         }
         // The pending copy is done whichever server initiated the executed one: a client that
         // switched servers may have left the same update pending here too.
@@ -377,17 +377,83 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.outbox.persist_pending_done(update.id());
         }
         if mode == Execution::Serving
-            && c != NOOP_CLIENT
+            && verdict != Verdict::Filler
             && (update.server_id == self.me || was_pending)
         {
-            self.clients.reply(c, update.timestamp);
+            match verdict {
+                Verdict::Opened(id) => {
+                    self.clients
+                        .reply_outcome(c, update.timestamp, ReplyOutcome::SessionOpened(id))
+                }
+                Verdict::Expired => {
+                    self.clients
+                        .reply_outcome(c, update.timestamp, ReplyOutcome::SessionExpired)
+                }
+                _ => self.clients.reply(c, update.timestamp),
+            }
         }
         if self.config.record_executions {
             self.executed.push_back(Executed {
                 seq,
                 update: update.clone(),
-                applied: !duplicate,
+                applied: verdict == Verdict::Applied,
+                verdict,
             });
         }
+    }
+
+    /// What executing `update` at `seq` does: a pure function of the executed log (so every
+    /// replica decides the same), except for a clock entry, which moves the log's clock here.
+    fn verdict(&mut self, seq: Seq, update: &ClientUpdate) -> Verdict {
+        let c = update.client_id;
+        if c == NOOP_CLIENT {
+            return Verdict::Filler;
+        }
+        if c == CLOCK_CLIENT {
+            self.execute_clock(update);
+            return Verdict::Filler;
+        }
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bug == Some(crate::config::PlantedBug::ExecuteDuplicate) {
+            return Verdict::Applied;
+        }
+        if self.clients.is_executed(update) {
+            return Verdict::Duplicate;
+        }
+        if self.clients.sessions.rules().is_none() {
+            return Verdict::Applied;
+        }
+        if update.timestamp == Timestamp(0) {
+            // A registration names a nonce; a session id there is refused like a stale session.
+            return if c.0 < SESSION_ID_BASE {
+                Verdict::Opened(ClientId(SESSION_ID_BASE + seq.0))
+            } else {
+                Verdict::Expired
+            };
+        }
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bug == Some(crate::config::PlantedBug::ExpiredSessionReopens) {
+            return Verdict::Applied;
+        }
+        if self.clients.sessions.holds(c) {
+            Verdict::Applied
+        } else {
+            Verdict::Expired
+        }
+    }
+
+    /// A clock entry: the log's clock moves by the time its leader measured (the payload, in
+    /// nanoseconds; a malformed one counts as zero) and idle sessions expire.
+    fn execute_clock(&mut self, update: &ClientUpdate) {
+        let nanos = <[u8; 8]>::try_from(update.payload.as_ref()).map_or(0, u64::from_le_bytes);
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bug == Some(crate::config::PlantedBug::SessionExpiresByLocalClock) {
+            self.metrics.sessions_expired += self.clients.sessions.set_clock(self.now);
+            return;
+        }
+        self.metrics.sessions_expired += self
+            .clients
+            .sessions
+            .advance_clock(std::time::Duration::from_nanos(nanos));
     }
 }

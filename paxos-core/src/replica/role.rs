@@ -54,6 +54,8 @@ pub(super) struct Leading {
     pub(super) last_proposed: Seq,
     /// The aru at the last proposal-resend check: unchanged since means resend.
     pub(super) aru_at_last_resend: Seq,
+    /// When this leader's last clock entry measured up to (see `sessions.rs`).
+    pub(super) clock_mark: Time,
 }
 
 /// The server's role [TR Fig 2], with its role-only state.
@@ -123,9 +125,11 @@ impl Role {
                 bound,
                 last_proposed,
                 aru_at_last_resend,
+                clock_mark,
             }) => {
                 (floor, max_constrained, last_proposed, aru_at_last_resend).hash(h);
                 floor_wait_since.map(&rel).hash(h);
+                rel(*clock_mark).hash(h);
                 let mut b: Vec<_> = bound.iter().collect();
                 b.sort_unstable();
                 b.hash(h);

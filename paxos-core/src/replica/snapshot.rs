@@ -44,7 +44,8 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             if self.config.planted_bug == Some(crate::config::PlantedBug::SnapshotJobNotFrozen) {
                 Snapshot::build(
                     snap.seq(),
-                    &self.clients.records(),
+                    self.clients.sessions.log_time(),
+                    &self.clients.sessions.records(),
                     self.sm.freeze().as_ref(),
                 )
             } else {
@@ -57,7 +58,12 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     /// The table and frozen state at the aru, and the next snapshot point after it.
     fn capture_snapshot(&mut self) -> SnapshotJob {
         self.next_snapshot_at = self.snapshot_point_after(self.local_aru);
-        SnapshotJob::new(self.local_aru, self.clients.records(), self.sm.freeze())
+        SnapshotJob::new(
+            self.local_aru,
+            self.clients.sessions.log_time(),
+            self.clients.sessions.records(),
+            self.sm.freeze(),
+        )
     }
 
     /// Called after execution: at a snapshot point, snapshot inline or queue a job (one at a time).
@@ -121,7 +127,9 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         #[cfg(not(feature = "planted-bugs"))]
         let skip_table = false;
         if !skip_table {
-            self.clients.restore(&parts.clients);
+            self.clients
+                .sessions
+                .restore(parts.log_time, &parts.clients);
         }
         self.local_aru = seq;
         if let Some(l) = self.role.leading_mut() {

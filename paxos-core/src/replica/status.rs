@@ -14,6 +14,23 @@ pub struct Executed {
     pub update: ClientUpdate,
     /// False when the update was a duplicate of one already executed (or a no-op) and was skipped.
     pub applied: bool,
+    /// What execution did with it.
+    pub verdict: Verdict,
+}
+
+/// What executing one slot did (see [`Executed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Applied to the state machine.
+    Applied,
+    /// A duplicate of an update already executed: skipped.
+    Duplicate,
+    /// A no-op filler or a clock entry: nothing to apply.
+    Filler,
+    /// A registration: the session it opened.
+    Opened(ClientId),
+    /// An update of a session the table does not hold: skipped and answered "session expired".
+    Expired,
 }
 
 /// A picture of a replica's role and positions, for status pages and tests.
@@ -45,6 +62,10 @@ pub struct Status {
     pub peer_aru: Vec<Seq>,
     /// The snapshot this server is receiving, if any.
     pub transfer: Option<super::TransferProgress>,
+    /// Entries in the exactly-once table (sessions, with `Config::sessions`).
+    pub sessions: usize,
+    /// The log's clock (session expiry; zero without sessions).
+    pub log_time: crate::types::Time,
 }
 
 /// Counters for observability.
@@ -108,6 +129,14 @@ pub struct Metrics {
     /// Buffered accepts not sent because the slot was accepted again in a higher view (or
     /// compacted) before the drain.
     pub accepts_superseded: u64,
+    /// Sessions opened (registrations executed).
+    pub sessions_opened: u64,
+    /// Sessions dropped from the exactly-once table (idle, count or bytes bound).
+    pub sessions_expired: u64,
+    /// Updates answered "session expired" (at execution, or at once by the local server).
+    pub expired_session_updates: u64,
+    /// Clock entries this server proposed as leader.
+    pub clock_entries_proposed: u64,
 }
 
 /// Why a client update was refused.
@@ -124,4 +153,11 @@ pub enum ClientUpdateError {
     /// The client id is reserved.
     #[error("client id {0:?} is reserved")]
     ReservedClient(ClientId),
+    /// A registration (timestamp 0) must name a nonce below `SESSION_ID_BASE`, not a session.
+    #[error("registration names session id {0:?}; a registration names a nonce")]
+    RegistrationNamesSession(ClientId),
+    /// The server already keeps `max_pending` local updates pending; the client should retry
+    /// later or elsewhere.
+    #[error("{0} local updates already pending here")]
+    TooManyPending(usize),
 }

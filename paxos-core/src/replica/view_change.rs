@@ -245,6 +245,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             bound: self.bound_above_aru(),
             last_proposed: self.local_aru,
             aru_at_last_resend: self.local_aru,
+            clock_mark: self.now,
         });
         self.regular_view = self.last_installed;
         self.metrics.views_installed += 1;

@@ -128,6 +128,7 @@ fn stale_proposal_covered_by_a_snapshot_no_longer_binds_its_update() {
                     client: w.client_id,
                     last_executed: w.timestamp,
                     last_result: Bytes::new(),
+                    last_active: Time::ZERO,
                 }],
             ),
             0,

@@ -294,4 +294,5 @@ mod cluster;
 mod findings;
 mod handlers;
 mod random;
+mod sessions;
 mod transfer;

@@ -35,6 +35,7 @@ fn image_of(entries: u64) -> Snapshot {
             client: ClientId(1),
             last_executed: Timestamp(entries),
             last_result: Bytes::new(),
+            last_active: Time::ZERO,
         }],
     )
 }

@@ -468,9 +468,15 @@ impl Checker {
                 let s = self.snapshot_jumps.pop_front().expect("front");
                 if s.seq() > self.exec_floor {
                     self.exec_floor = s.seq();
-                    for c in &s.parts().map(|p| p.clients).unwrap_or_default() {
-                        self.applied.insert(c.client, c.last_executed);
-                    }
+                    // An installed snapshot's table replaces the replica's (it is the whole
+                    // exactly-once state at its slot, expired sessions left out).
+                    self.applied = s
+                        .parts()
+                        .map(|p| p.clients)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|c| (c.client, c.last_executed))
+                        .collect();
                 }
             }
             if e.seq != self.exec_floor.next() {

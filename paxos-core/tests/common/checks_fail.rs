@@ -25,6 +25,8 @@ fn status(installed: u64, aru: u64) -> Status {
         queued: 0,
         peer_aru: vec![Seq(0); 3],
         transfer: None,
+        sessions: 0,
+        log_time: paxos_core::Time::ZERO,
     }
 }
 
@@ -136,6 +138,11 @@ fn accepted_values_and_orders() {
         seq: Seq(seq),
         update: u,
         applied,
+        verdict: if applied {
+            paxos_core::replica::Verdict::Applied
+        } else {
+            paxos_core::replica::Verdict::Duplicate
+        },
     };
     assert_eq!(
         kind(c.executed(&exec(1, upd(2, 1), true))),

@@ -208,6 +208,7 @@ impl Ctx {
                         client: ClientId(u64::from(c)),
                         last_executed: Timestamp(u64::from(ts)),
                         last_result: Bytes::new(),
+                        last_active: paxos_core::Time::ZERO,
                     })
                     .collect();
                 let snap = Snapshot::new(self.seq(*seq), app_state, &clients);

@@ -73,6 +73,7 @@ pub fn snapshot(seq: u64) -> Snapshot {
             client: ClientId(seq % 5),
             last_executed: Timestamp(seq),
             last_result: Bytes::from_static(b"ok"),
+            last_active: paxos_core::Time::ZERO,
         }],
     )
 }
