@@ -171,6 +171,7 @@ mod tests {
                         last_executed: Timestamp(4),
                         last_result: Bytes::new(),
                         last_active: Time::ZERO,
+                        nonce: None,
                     }],
                 ),
                 0,

@@ -138,6 +138,9 @@ pub struct ClientRecord {
     pub last_result: Bytes,
     /// Log time of the client's last executed update (session expiry; zero without sessions).
     pub last_active: Time,
+    /// The nonce whose registration opened this session (sessions only), so that a retried
+    /// registration is answered with the same session while it lives.
+    pub nonce: Option<ClientId>,
 }
 
 /// A message between servers.

@@ -320,6 +320,7 @@ mod tests {
             last_executed: Timestamp(c + 1),
             last_result: Bytes::from(vec![c as u8; 3]),
             last_active: Time::ZERO,
+            nonce: None,
         }
     }
 

@@ -15,14 +15,16 @@
 //!   chosen value and the ghost is trimmed with the canonical order.
 
 mod durable;
+mod sessions;
 
 use crate::oracles::Oracles;
 use crate::report::ViolationKind;
 use crate::state_machine::{payload_hash, SimStateMachine};
 use bytes::Bytes;
 use paxos_core::{
-    decode_envelope, encode_envelope, ClientReply, ClientUpdate, Config, DurableState, Envelope,
-    Executed, Message, NodeId, PersistBatch, Seq, ViewRecord, NOOP_CLIENT,
+    decode_envelope, encode_envelope, replica::Verdict, ClientReply, ClientUpdate, Config,
+    DurableState, Envelope, Executed, Message, NodeId, PersistBatch, ReplyOutcome, Seq, ViewRecord,
+    CLOCK_CLIENT, NOOP_CLIENT, SESSION_ID_BASE,
 };
 use std::collections::VecDeque;
 
@@ -127,6 +129,10 @@ pub(crate) struct Checker {
     snapshot_digests: std::collections::BTreeMap<u64, (usize, paxos_core::Digest)>,
     pub(crate) noops: u64,
     pub(crate) executions: u64,
+    /// The session rules' reference model, with sessions on.
+    session_model: Option<sessions::SessionModel>,
+    /// The client (index) that registered each session, from the canonical order.
+    session_owner: std::collections::HashMap<u64, usize>,
     /// The effect-stream oracles.
     pub(crate) oracles: Oracles,
 }
@@ -160,6 +166,8 @@ impl Checker {
             snapshot_digests: Default::default(),
             noops: 0,
             executions: 0,
+            session_model: config.sessions.map(sessions::SessionModel::new),
+            session_owner: Default::default(),
             oracles: Oracles::new(config),
         }
     }
@@ -293,7 +301,7 @@ impl Checker {
     /// order applied, with the result that execution produced (a late duplicate is fine).
     pub(crate) fn on_reply(&self, node: usize, rep: &ClientReply) -> Check {
         let i = node;
-        let c = rep.client_id.0 as usize;
+        let c = self.client_index(rep.client_id.0);
         if c >= self.submitted.len() {
             return Err((
                 ViolationKind::Validity,
@@ -301,6 +309,29 @@ impl Checker {
             ));
         }
         let ts = rep.timestamp.0;
+        match rep.outcome {
+            ReplyOutcome::Applied if ts > 0 => {}
+            ReplyOutcome::SessionOpened(sid) if ts == 0 => {
+                return match self.session_owner.get(&sid.0) {
+                    Some(&owner) if owner == c => Ok(()),
+                    _ => Err((
+                        ViolationKind::Validity,
+                        format!(
+                            "n{i} told {c} it opened session {}, which it did not",
+                            sid.0
+                        ),
+                    )),
+                };
+            }
+            // Refused: nothing to compare (the canonical verdict is checked by the model).
+            ReplyOutcome::SessionExpired if self.session_model.is_some() => return Ok(()),
+            o => {
+                return Err((
+                    ViolationKind::Validity,
+                    format!("n{i} answered {c}:{ts} with {o:?}"),
+                ))
+            }
+        }
         let (applied_ts, applied_chain) = self.applied(c);
         if ts > self.submitted[c] {
             return Err((
@@ -321,6 +352,16 @@ impl Checker {
             ));
         }
         Ok(())
+    }
+
+    /// The client index behind a client id: a session's owner, or the id itself (a client's
+    /// nonce, or its id without sessions). Unknown sessions map past every client.
+    fn client_index(&self, id: u64) -> usize {
+        if id >= SESSION_ID_BASE {
+            self.session_owner.get(&id).copied().unwrap_or(usize::MAX)
+        } else {
+            id as usize
+        }
     }
 
     pub(crate) fn on_executed(&mut self, node: usize, e: &Executed) -> Check {
@@ -393,7 +434,46 @@ impl Checker {
         let client = u.client_id.0;
         let ts = u.timestamp.0;
         let mut chain = prev;
-        if u.client_id == NOOP_CLIENT {
+        if let Some(m) = &mut self.session_model {
+            let want = m.step(s, u);
+            if want != e.verdict {
+                return Err((
+                    ViolationKind::ExactlyOnce,
+                    format!(
+                        "n{node} gave {client}:{ts} at slot {s} the verdict {:?}; the session \
+                         rules give {want:?}",
+                        e.verdict
+                    ),
+                ));
+            }
+        }
+        if let Verdict::Opened(sid) = e.verdict {
+            let c = client as usize;
+            if ts != 0 || c >= self.submitted.len() || u.server_id != self.client_server[c] {
+                return Err((
+                    ViolationKind::Validity,
+                    format!("slot {s} registers {client}:{ts}, which no client sent"),
+                ));
+            }
+            self.session_owner.insert(sid.0, c);
+        } else if ts == 0 && self.session_model.is_some() {
+            // A registration retried while its session is open: a duplicate, nothing applied.
+            let c = client as usize;
+            if e.applied || c >= self.submitted.len() {
+                return Err((
+                    ViolationKind::Validity,
+                    format!("slot {s} holds registration {client}:0 as {:?}", e.verdict),
+                ));
+            }
+        } else if e.verdict == Verdict::Expired {
+            let c = self.client_index(client);
+            if c >= self.submitted.len() || ts > self.submitted[c] {
+                return Err((
+                    ViolationKind::Validity,
+                    format!("slot {s} refuses {client}:{ts}, which no client submitted"),
+                ));
+            }
+        } else if u.client_id == NOOP_CLIENT || u.client_id == CLOCK_CLIENT {
             if e.applied {
                 return Err((
                     ViolationKind::ExactlyOnce,
@@ -402,7 +482,7 @@ impl Checker {
             }
             self.noops += 1;
         } else {
-            let c = client as usize;
+            let c = self.client_index(client);
             if c >= self.submitted.len() || ts == 0 || ts > self.submitted[c] {
                 return Err((
                     ViolationKind::Validity,
@@ -420,7 +500,8 @@ impl Checker {
             }
             let same_buffer = ts == self.submitted[c]
                 && self.submitted_at[c] == (u.payload.as_ptr() as usize, u.payload.len());
-            if !same_buffer && !payload_matches(self.seed, client, ts, self.payload_len, &u.payload)
+            if !same_buffer
+                && !payload_matches(self.seed, c as u64, ts, self.payload_len, &u.payload)
             {
                 return Err((
                     ViolationKind::Validity,

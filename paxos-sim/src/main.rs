@@ -157,6 +157,10 @@ struct RunArgs {
     /// default drawn per seed.
     #[arg(long)]
     liveness: Option<LivenessSet>,
+    /// Client sessions (registered through the log, expiring): on, off, or random (drawn per
+    /// seed with short expiries and small bounds).
+    #[arg(long, default_value = "random")]
+    sessions: String,
     /// Workload per seed: long (default) or classic (the draws before issue #11).
     #[arg(long, default_value = "long")]
     workload: Workload,
@@ -166,7 +170,8 @@ struct RunArgs {
     classic: bool,
     /// Plant a core bug: skip-prepare, send-before-durable, accept-lower-view, execute-duplicate,
     /// mislabelled-accept, self-accept-before-durable, minority-quorum, prepare-ok-omits-accepted,
-    /// snapshot-drops-client-table.
+    /// snapshot-drops-client-table, snapshot-job-not-frozen, prepare-ok-counts-first-part,
+    /// session-expires-by-local-clock, expired-session-reopens.
     #[cfg(feature = "planted-bugs")]
     #[arg(long)]
     planted_bug: Option<String>,
@@ -238,6 +243,12 @@ fn simulation(a: &RunArgs) -> Result<Simulation> {
     }
     if let Some(l) = a.liveness {
         sim = sim.liveness_set(l);
+    }
+    match a.sessions.as_str() {
+        "random" => {}
+        "on" => sim = sim.sessions(true),
+        "off" => sim = sim.sessions(false),
+        _ => bail!("--sessions must be on, off or random"),
     }
     if !a.classic {
         sim = sim.workload(a.workload);

@@ -112,6 +112,10 @@ pub struct Counters {
     pub codec_roundtrips: u64,
     /// Client retries after a timeout.
     pub client_retries: u64,
+    /// Sessions the clients registered.
+    pub sessions_opened: u64,
+    /// Client updates answered "session expired".
+    pub updates_expired: u64,
     /// Client updates completed (reply received).
     pub updates_completed: u64,
     /// Slots in the canonical order.
@@ -157,6 +161,8 @@ impl Counters {
         self.messages_duplicated += o.messages_duplicated;
         self.codec_roundtrips += o.codec_roundtrips;
         self.client_retries += o.client_retries;
+        self.sessions_opened += o.sessions_opened;
+        self.updates_expired += o.updates_expired;
         self.updates_completed += o.updates_completed;
         self.ordered += o.ordered;
         self.executions += o.executions;
@@ -203,6 +209,8 @@ impl Counters {
             ("messages_duplicated", self.messages_duplicated),
             ("codec_roundtrips", self.codec_roundtrips),
             ("client_retries", self.client_retries),
+            ("sessions_opened", self.sessions_opened),
+            ("updates_expired", self.updates_expired),
             ("updates_completed", self.updates_completed),
             ("ordered", self.ordered),
             ("executions", self.executions),

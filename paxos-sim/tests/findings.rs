@@ -130,7 +130,7 @@ fn ble_five_nodes_light_seed_1735_converges() {
 /// it still shows on 23 (highest-id) and 12 (Ω) of 300 seeds at N = 3.
 fn stalls_in_a_majority_set(strategy: Strategy, nodes: usize, seed: u64) {
     let cfg = ElectionConfig::uniform(Duration::from_millis(300));
-    let sim = Simulation::new(nodes, seed).election(
+    let sim = Simulation::new(nodes, seed).sessions(false).election(
         strategy_factory(strategy, cfg),
         Some(format!("--election {strategy}")),
     );

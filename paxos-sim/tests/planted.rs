@@ -206,23 +206,48 @@ fn snapshot_job_not_frozen_is_caught() {
 }
 
 #[test]
-#[ignore = "no teeth yet: 0 of 200 seeds cut a data list into parts that matter (issue #13, open)"]
 fn prepare_ok_counts_first_part_is_caught() {
-    // Data lists cut into parts (`max_message_bytes` is drawn down to 1 KiB) under view churn:
-    // a leader that counts a server before its later parts arrive misses accepted proposals.
+    // Data lists cut into many parts: 64 clients keep a 256-slot window busy, PrepareOks are
+    // limited to 1 KiB (a dozen updates a part), and views churn. A leader that counts a server
+    // at its first part misses the accepted proposals in the later ones.
     let (mix, election) = churn();
     hunt(
         PlantedBug::PrepareOkCountsFirstPart,
         Simulation::new(3, 0)
             .fault_mix(mix)
-            .clients(6)
-            .election(election, None),
+            .clients(64)
+            .election(election, None)
+            .tune(|c| {
+                c.max_message_bytes = 1024;
+                c.window = 256;
+                c.accept_window = 512;
+            }),
         &[
             ViolationKind::ChosenTwice,
             ViolationKind::UnchosenOrdered,
             ViolationKind::Agreement,
+            ViolationKind::UnjustifiedMessage,
         ],
     );
+}
+
+#[test]
+fn prepare_ok_parts_setup_is_clean_without_the_bug() {
+    // The setup above must not fail on the correct core: the catch is the bug's, not the setup's.
+    let (mix, election) = churn();
+    let base = Simulation::new(3, 0)
+        .fault_mix(mix)
+        .clients(64)
+        .election(election, None)
+        .tune(|c| {
+            c.max_message_bytes = 1024;
+            c.window = 256;
+            c.accept_window = 512;
+        });
+    for seed in 0..40 {
+        let r = base.clone().seed(seed).run();
+        assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
+    }
 }
 
 /// The process faults and scheduling that give a follower a round with a Proposal of one view and
@@ -275,5 +300,28 @@ fn mislabelled_accept_is_caught_by_the_default_sweep() {
             ViolationKind::AcceptUnproposed,
         ],
         400,
+    );
+}
+
+#[test]
+fn session_expires_by_local_clock_is_caught() {
+    // Each replica expiring sessions by its own clock (which runs at its own rate, jumps, and
+    // reaches a slot at its own time) refuses updates another replica applied: the session
+    // rules' reference model over the canonical order disagrees with some verdict.
+    hunt(
+        PlantedBug::SessionExpiresByLocalClock,
+        Simulation::new(3, 0).sessions(true),
+        &[ViolationKind::ExactlyOnce],
+    );
+}
+
+#[test]
+fn expired_session_reopens_is_caught() {
+    // An update of a dropped session applied instead of refused: the reference model says
+    // Expired (and a late copy of an executed update would be applied twice).
+    hunt(
+        PlantedBug::ExpiredSessionReopens,
+        Simulation::new(3, 0).sessions(true),
+        &[ViolationKind::ExactlyOnce],
     );
 }

@@ -167,19 +167,26 @@ impl ClientTable {
         bound: impl Fn(&UpdateId) -> bool,
     ) -> Enqueued {
         let c = u.client_id;
+        // A registration is not tracked in `last_enqueued`: a nonce may register again once its
+        // session is gone, and a second execution of a live one's is a duplicate anyway.
+        let registration = u.timestamp == Timestamp(0) && self.sessions.rules().is_some();
         if self.is_executed(&u)
-            || self
-                .last_enqueued
-                .get(&c)
-                .is_some_and(|ts| u.timestamp <= *ts)
+            || (!registration
+                && self
+                    .last_enqueued
+                    .get(&c)
+                    .is_some_and(|ts| u.timestamp <= *ts))
             || bound(&u.id())
+            || (registration && self.is_queued(u.id()))
         {
             return Enqueued::Refused;
         }
         if self.queue.len() >= max_queue {
             return Enqueued::Full;
         }
-        self.last_enqueued.insert(c, u.timestamp);
+        if !registration {
+            self.last_enqueued.insert(c, u.timestamp);
+        }
         self.queue.push_back(u);
         Enqueued::Queued
     }
@@ -315,6 +322,11 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             if update.timestamp == Timestamp(0) {
                 if c.0 >= SESSION_ID_BASE {
                     return Err(ClientUpdateError::RegistrationNamesSession(c));
+                }
+                if self.clients.sessions.registered(c).is_some() {
+                    // A retried registration whose session is open: answered from the table.
+                    self.reply_executed(c, update.timestamp);
+                    return Ok(());
                 }
             } else if self.session_surely_gone(c) {
                 // Answered here, without a log entry: this server executed past the session's

@@ -364,11 +364,19 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             }
             Verdict::Opened(id) => {
                 self.metrics.sessions_opened += 1;
-                self.metrics.sessions_expired += self.clients.sessions.open(id);
+                self.metrics.sessions_expired += self.clients.sessions.open(id, c);
             }
             Verdict::Expired => self.metrics.expired_session_updates += 1,
             // Pitfall 3(b): an update bound twice executes once; the aru still advances.
             Verdict::Duplicate | Verdict::Filler => self.metrics.duplicates_skipped += 1,
+        }
+        // Executed, so no longer bound above the aru. Others are refused by the exactly-once
+        // table from now on anyway; a registration's id comes back when its nonce registers
+        // again after its session is gone (sim: psb N = 3 seed 264 with sessions).
+        if let Some(l) = self.role.leading_mut() {
+            if !l.bound.is_empty() {
+                l.bound.remove(&update.id());
+            }
         }
         // The pending copy is done whichever server initiated the executed one: a client that
         // switched servers may have left the same update pending here too.
@@ -389,7 +397,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                     self.clients
                         .reply_outcome(c, update.timestamp, ReplyOutcome::SessionExpired)
                 }
-                _ => self.clients.reply(c, update.timestamp),
+                _ => self.reply_executed(c, update.timestamp),
             }
         }
         if self.config.record_executions {
@@ -400,6 +408,19 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 verdict,
             });
         }
+    }
+
+    /// Answers an executed (or duplicate) update from the table: a registration with its open
+    /// session, anything else with its stored result.
+    pub(super) fn reply_executed(&mut self, c: ClientId, ts: Timestamp) {
+        if ts == Timestamp(0) && self.clients.sessions.rules().is_some() {
+            if let Some(sid) = self.clients.sessions.registered(c) {
+                self.clients
+                    .reply_outcome(c, ts, ReplyOutcome::SessionOpened(sid));
+            }
+            return;
+        }
+        self.clients.reply(c, ts);
     }
 
     /// What executing `update` at `seq` does: a pure function of the executed log (so every
@@ -425,10 +446,13 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         }
         if update.timestamp == Timestamp(0) {
             // A registration names a nonce; a session id there is refused like a stale session.
-            return if c.0 < SESSION_ID_BASE {
-                Verdict::Opened(ClientId(SESSION_ID_BASE + seq.0))
-            } else {
+            // A nonce whose session is still open registered already (a retry): same session.
+            return if c.0 >= SESSION_ID_BASE {
                 Verdict::Expired
+            } else if self.clients.sessions.registered(c).is_some() {
+                Verdict::Duplicate
+            } else {
+                Verdict::Opened(ClientId(SESSION_ID_BASE + seq.0))
             };
         }
         #[cfg(feature = "planted-bugs")]

@@ -38,6 +38,8 @@ struct Entry {
     ts: Timestamp,
     result: Bytes,
     active: Time,
+    /// The registration's nonce, for a session.
+    nonce: Option<ClientId>,
 }
 
 /// The exactly-once table (see the module docs).
@@ -48,6 +50,8 @@ pub(super) struct Sessions {
     by_active: BTreeSet<(Time, ClientId)>,
     /// Sum of the stored replies' lengths.
     result_bytes: usize,
+    /// The session each open session's registration nonce opened.
+    nonces: FxHashMap<ClientId, ClientId>,
     /// The log's clock: the sum of the clock entries executed so far.
     log_time: Time,
     rules: Option<SessionRules>,
@@ -82,6 +86,11 @@ impl Sessions {
         self.log_time
     }
 
+    /// The open session registration `nonce` opened, if it is still open.
+    pub(super) fn registered(&self, nonce: ClientId) -> Option<ClientId> {
+        self.nonces.get(&nonce).copied()
+    }
+
     /// `c`'s last executed timestamp and its reply.
     pub(super) fn last(&self, c: ClientId) -> Option<(Timestamp, &Bytes)> {
         self.table.get(&c).map(|e| (e.ts, &e.result))
@@ -97,7 +106,14 @@ impl Sessions {
     pub(super) fn record(&mut self, c: ClientId, ts: Timestamp, result: Bytes) -> u64 {
         let active = self.log_time;
         self.result_bytes += result.len();
-        if let Some(old) = self.table.insert(c, Entry { ts, result, active }) {
+        let nonce = self.table.get(&c).and_then(|e| e.nonce);
+        let entry = Entry {
+            ts,
+            result,
+            active,
+            nonce,
+        };
+        if let Some(old) = self.table.insert(c, entry) {
             self.result_bytes -= old.result.len();
             if self.rules.is_some() {
                 self.by_active.remove(&(old.active, c));
@@ -110,8 +126,18 @@ impl Sessions {
         self.enforce_bounds(c)
     }
 
-    /// Opens session `id` (a registration executed).
-    pub(super) fn open(&mut self, id: ClientId) -> u64 {
+    /// Opens session `id` (registration `nonce` executed).
+    pub(super) fn open(&mut self, id: ClientId, nonce: ClientId) -> u64 {
+        self.table.insert(
+            id,
+            Entry {
+                ts: Timestamp(0),
+                result: Bytes::new(),
+                active: self.log_time,
+                nonce: Some(nonce),
+            },
+        );
+        self.nonces.insert(nonce, id);
         self.record(id, Timestamp(0), Bytes::new())
     }
 
@@ -164,6 +190,9 @@ impl Sessions {
         if let Some(e) = self.table.remove(&c) {
             self.result_bytes -= e.result.len();
             self.by_active.remove(&(e.active, c));
+            if let Some(n) = e.nonce {
+                self.nonces.remove(&n);
+            }
         }
     }
 
@@ -177,6 +206,7 @@ impl Sessions {
                 last_executed: e.ts,
                 last_result: e.result.clone(),
                 last_active: e.active,
+                nonce: e.nonce,
             })
             .collect();
         v.sort_by_key(|r| r.client);
@@ -187,6 +217,7 @@ impl Sessions {
     pub(super) fn restore(&mut self, log_time: Time, records: &[ClientRecord]) {
         self.table.clear();
         self.by_active.clear();
+        self.nonces.clear();
         self.result_bytes = 0;
         self.log_time = log_time;
         for r in records {
@@ -197,8 +228,12 @@ impl Sessions {
                     ts: r.last_executed,
                     result: r.last_result.clone(),
                     active: r.last_active,
+                    nonce: r.nonce,
                 },
             );
+            if let Some(n) = r.nonce {
+                self.nonces.insert(n, r.client);
+            }
             if self.rules.is_some() {
                 self.by_active.insert((r.last_active, r.client));
             }
@@ -265,8 +300,8 @@ mod tests {
     #[test]
     fn idle_sessions_expire_by_log_time_only() {
         let mut s = Sessions::new(Some(rules(100, 1 << 20)));
-        s.open(ClientId(SESSION_ID_BASE + 1));
-        s.open(ClientId(SESSION_ID_BASE + 2));
+        s.open(ClientId(SESSION_ID_BASE + 1), ClientId(1));
+        s.open(ClientId(SESSION_ID_BASE + 2), ClientId(2));
         for _ in 0..9 {
             assert_eq!(s.advance_clock(Duration::from_secs(1)), 0);
         }
@@ -289,13 +324,19 @@ mod tests {
     fn count_and_bytes_bounds_drop_the_least_recently_active() {
         let mut s = Sessions::new(Some(rules(2, 10)));
         let id = |i| ClientId(SESSION_ID_BASE + i);
-        s.open(id(1));
+        s.open(id(1), ClientId(1));
         s.advance_clock(Duration::from_millis(1));
-        s.open(id(2));
+        s.open(id(2), ClientId(2));
         s.advance_clock(Duration::from_millis(1));
         s.record(id(1), Timestamp(1), Bytes::from_static(b"abc"));
-        assert_eq!(s.open(id(3)), 1, "the third session drops the idlest");
+        assert_eq!(
+            s.open(id(3), ClientId(3)),
+            1,
+            "the third session drops the idlest"
+        );
         assert!(!s.holds(id(2)) && s.holds(id(1)) && s.holds(id(3)));
+        assert_eq!(s.registered(ClientId(2)), None);
+        assert_eq!(s.registered(ClientId(3)), Some(id(3)));
         assert_eq!(s.record(id(3), Timestamp(1), Bytes::from(vec![0; 9])), 1);
         assert!(!s.holds(id(1)) && s.holds(id(3)));
         // A reply alone over the bound stays: the table keeps the session that produced it.

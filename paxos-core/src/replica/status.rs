@@ -129,6 +129,8 @@ pub struct Metrics {
     /// Buffered accepts not sent because the slot was accepted again in a higher view (or
     /// compacted) before the drain.
     pub accepts_superseded: u64,
+    /// Transfers that moved to another sender of the same image after theirs went quiet.
+    pub snapshot_sources_switched: u64,
     /// Sessions opened (registrations executed).
     pub sessions_opened: u64,
     /// Sessions dropped from the exactly-once table (idle, count or bytes bound).

@@ -260,6 +260,17 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         if !inc.is(seq, digest, total_len) {
             return; // a chunk of an image this server is not receiving
         }
+        // The same image from another server while the current source has gone quiet (say it
+        // can send but no longer hears our pulls): pull from this one instead (sim: psb N = 3
+        // seed 5108, a server outside the stable set started the transfer).
+        let switched = from != inc.source
+            && now.saturating_since(inc.last_progress.max(inc.retried))
+                >= self.config.recon_timeout;
+        if switched {
+            inc.source = from;
+            inc.next_pull = inc.prefix();
+            inc.retried = now;
+        }
         let prefix = inc.prefix();
         if offset == prefix {
             inc.append(&data);
@@ -275,7 +286,15 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         {
             inc.ahead.entry(offset).or_insert(data);
         } else {
-            return; // a duplicate, or too far ahead to hold
+            // A duplicate, or too far ahead to hold.
+            if switched {
+                self.metrics.snapshot_sources_switched += 1;
+                self.pull_chunks();
+            }
+            return;
+        }
+        if switched {
+            self.metrics.snapshot_sources_switched += 1;
         }
         self.metrics.snapshot_bytes_received += len;
         inc.source = from;
@@ -341,6 +360,15 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             .is_some_and(|(_, at)| now.saturating_since(*at) >= timeout * RETAIN_TIMEOUTS)
         {
             self.transfer.retained = None;
+        }
+        if self
+            .transfer
+            .incoming
+            .as_ref()
+            .is_some_and(|i| i.seq <= self.local_aru)
+        {
+            // Overtaken (reconciliation or another snapshot got this server past it).
+            self.transfer.incoming = None;
         }
         let stalled = match self.transfer.incoming.as_mut() {
             Some(inc) if now.saturating_since(inc.last_progress.max(inc.retried)) >= timeout => {

@@ -129,6 +129,7 @@ fn stale_proposal_covered_by_a_snapshot_no_longer_binds_its_update() {
                     last_executed: w.timestamp,
                     last_result: Bytes::new(),
                     last_active: Time::ZERO,
+                    nonce: None,
                 }],
             ),
             0,

@@ -36,6 +36,7 @@ fn image_of(entries: u64) -> Snapshot {
             last_executed: Timestamp(entries),
             last_result: Bytes::new(),
             last_active: Time::ZERO,
+            nonce: None,
         }],
     )
 }

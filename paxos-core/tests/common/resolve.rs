@@ -209,6 +209,7 @@ impl Ctx {
                         last_executed: Timestamp(u64::from(ts)),
                         last_result: Bytes::new(),
                         last_active: paxos_core::Time::ZERO,
+                        nonce: None,
                     })
                     .collect();
                 let snap = Snapshot::new(self.seq(*seq), app_state, &clients);

@@ -59,6 +59,10 @@ pub struct Simulation {
     pub(super) durability: Option<Durability>,
     pub(super) aggregation: Option<bool>,
     pub(super) snapshot_interval: Option<Option<u64>>,
+    /// Client sessions forced on or off (None: drawn per seed).
+    pub(super) sessions: Option<bool>,
+    /// Applied to every replica's configuration after the per-seed draws (library only).
+    pub(super) tune: Option<fn(&mut Config)>,
     pub(super) clients: Option<usize>,
     pub(super) fault_phase: Option<Duration>,
     pub(super) liveness_bound: Duration,
@@ -96,6 +100,8 @@ impl Simulation {
             durability: None,
             aggregation: None,
             snapshot_interval: None,
+            sessions: None,
+            tune: None,
             clients: None,
             fault_phase: None,
             liveness_bound: Duration::from_secs(60),
@@ -154,6 +160,20 @@ impl Simulation {
     /// Fixes the snapshot interval (default: drawn per seed, often small).
     pub fn snapshot_interval(mut self, interval: Option<u64>) -> Simulation {
         self.snapshot_interval = Some(interval);
+        self
+    }
+
+    /// Forces registered, expiring client sessions on or off (default: drawn per seed, with a
+    /// short expiry and a session bound that is often below the number of clients).
+    pub fn sessions(mut self, on: bool) -> Simulation {
+        self.sessions = Some(on);
+        self
+    }
+
+    /// Adjusts every replica's configuration after the per-seed draws (say, a small message
+    /// limit and a wide window). Library only: a replay line cannot name it.
+    pub fn tune(mut self, f: fn(&mut Config)) -> Simulation {
+        self.tune = Some(f);
         self
     }
 
@@ -226,6 +246,13 @@ impl Simulation {
         if let Some(c) = self.clients {
             s.push_str(&format!(" --clients {c}"));
         }
+        if let Some(on) = self.sessions {
+            s.push_str(if on {
+                " --sessions on"
+            } else {
+                " --sessions off"
+            });
+        }
         if let Some(d) = self.fault_phase {
             s.push_str(&format!(" --fault-ms {}", d.as_millis()));
         }
@@ -280,6 +307,21 @@ impl Simulation {
         config.snapshot_off_loop = side.gen_bool(0.5);
         config.snapshot_chunk_bytes = [64, 700, 256 << 10][side.gen_range(0..3)];
         config.snapshot_window = [1, 3, 8][side.gen_range(0..3)];
+        // Client sessions (issue #13): short expiries and small bounds, so that sessions expire
+        // while their clients still run.
+        let sessions_on = side.gen_bool(0.5);
+        let rules = paxos_core::SessionRules {
+            expire_after: Duration::from_millis([150, 600, 3000][side.gen_range(0..3)]),
+            // Mostly above the client count: a bound below it starves the workload (clients
+            // evict each other's sessions), which a few seeds still do on purpose.
+            max_sessions: [1, 4, 16, 1000, 1000, 1000][side.gen_range(0..6)],
+            max_result_bytes: [16, 1 << 20][side.gen_range(0..2)],
+            clock_interval: Duration::from_millis([20, 100][side.gen_range(0..2)]),
+        };
+        config.sessions = self.sessions.unwrap_or(sessions_on).then_some(rules);
+        if let Some(tune) = self.tune {
+            tune(&mut config);
+        }
         #[cfg(feature = "planted-bugs")]
         {
             config.planted_bug = self.planted_bug;

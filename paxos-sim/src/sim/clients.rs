@@ -6,11 +6,20 @@
 //! an update whose payload is a function of `(seed, client, timestamp)`, resends it to its server
 //! every client timeout until a reply with its timestamp arrives, then thinks and submits the
 //! next. The reply is checked against the canonical order (`checker.rs`) before it counts.
+//!
+//! With client sessions (`Config::sessions`) a client first registers (timestamp 0, its index as
+//! the nonce) and sends its updates under the session id the reply names. An update answered
+//! "session expired" ends with an unknown outcome; the client registers again and goes on with
+//! the next timestamp (timestamps keep growing across a client's sessions, so the checker's
+//! per-client order holds across them).
 
 use super::{Ev, Input, Mode, Params, World};
 use crate::checker::make_payload;
 use crate::report::Latency;
-use paxos_core::{ClientId, ClientReply, ClientUpdate, NodeId, Time, Timestamp};
+use bytes::Bytes;
+use paxos_core::{
+    ClientId, ClientReply, ClientUpdate, NodeId, ReplyOutcome, Time, Timestamp, SESSION_ID_BASE,
+};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::time::Duration;
@@ -26,6 +35,8 @@ pub(super) struct Client {
     pub(super) outstanding: bool,
     first_sent: Time,
     update: Option<ClientUpdate>,
+    /// Its session id, once registered (with sessions on).
+    session: Option<u64>,
 }
 
 /// Every client of the world.
@@ -40,6 +51,10 @@ pub(super) struct Clients {
     resubmit: Vec<u32>,
     /// Completed updates (when the run records them).
     pub(super) latencies: Vec<Latency>,
+    /// Whether clients register sessions first (`Config::sessions`).
+    sessions: bool,
+    /// Session id to client index.
+    by_session: std::collections::HashMap<u64, usize>,
 }
 
 impl Clients {
@@ -60,6 +75,7 @@ impl Clients {
                 outstanding: false,
                 first_sent: Time::ZERO,
                 update: None,
+                session: None,
             })
             .collect();
         Clients {
@@ -68,6 +84,8 @@ impl Clients {
             paused: false,
             resubmit: Vec::new(),
             latencies: Vec::new(),
+            sessions: p.config.sessions.is_some(),
+            by_session: Default::default(),
         }
     }
 }
@@ -95,7 +113,8 @@ impl World {
     /// [`Ev::Timeout`]: client `c` resends update `ts` if it still waits for its reply.
     pub(super) fn client_timeout(&mut self, client: u32, ts: u64) {
         let c = client as usize;
-        if self.clients.list[c].outstanding && self.clients.list[c].ts == ts {
+        let cl = &self.clients.list[c];
+        if cl.outstanding && cl.update.as_ref().map(|u| u.timestamp.0) == Some(ts) {
             self.counters.client_retries += 1;
             self.send_to_server(c);
             let at = self.now + self.p.client_timeout;
@@ -123,16 +142,29 @@ impl World {
         if self.clients.list[c].outstanding {
             return;
         }
+        let sessions = self.clients.sessions;
         let cl = &mut self.clients.list[c];
-        cl.ts += 1;
-        let ts = cl.ts;
-        let update = ClientUpdate {
-            client_id: ClientId(cl.id),
-            server_id: cl.server,
-            timestamp: Timestamp(ts),
-            payload: make_payload(self.p.seed, cl.id, ts, self.p.mode.payload_len()),
+        let update = match cl.session {
+            None if sessions => ClientUpdate {
+                client_id: ClientId(cl.id),
+                server_id: cl.server,
+                timestamp: Timestamp(0),
+                payload: Bytes::new(),
+            },
+            session => {
+                cl.ts += 1;
+                ClientUpdate {
+                    client_id: ClientId(session.unwrap_or(cl.id)),
+                    server_id: cl.server,
+                    timestamp: Timestamp(cl.ts),
+                    payload: make_payload(self.p.seed, cl.id, cl.ts, self.p.mode.payload_len()),
+                }
+            }
         };
-        self.checker.on_submitted(c, &update);
+        let ts = update.timestamp.0;
+        if ts > 0 {
+            self.checker.on_submitted(c, &update);
+        }
         cl.update = Some(update);
         cl.outstanding = true;
         cl.first_sent = self.now;
@@ -168,13 +200,47 @@ impl World {
             self.violation(kind, detail);
             return;
         }
-        let c = rep.client_id.0 as usize;
+        let id = rep.client_id.0;
+        let c = if id >= SESSION_ID_BASE {
+            match self.clients.by_session.get(&id) {
+                Some(&c) => c,
+                None => return, // checked above: a session of a client that moved on
+            }
+        } else {
+            id as usize
+        };
         let ts = rep.timestamp.0;
         let cl = &mut self.clients.list[c];
-        if ts != cl.ts || !cl.outstanding {
+        let current = cl.update.as_ref().map(|u| (u.client_id.0, u.timestamp.0));
+        if current != Some((id, ts)) || !cl.outstanding {
             return; // a late duplicate reply
         }
         cl.outstanding = false;
+        match rep.outcome {
+            ReplyOutcome::SessionOpened(sid) => {
+                // Registered: the client's real update goes out at once under its session.
+                cl.session = Some(sid.0);
+                self.clients.by_session.insert(sid.0, c);
+                self.counters.sessions_opened += 1;
+                if self.clients.active {
+                    self.submit(c);
+                }
+                return;
+            }
+            ReplyOutcome::SessionExpired => {
+                // Outcome unknown; register again and carry on with the next timestamp.
+                if let Some(old) = cl.session.take() {
+                    self.clients.by_session.remove(&old);
+                }
+                self.counters.updates_expired += 1;
+                // Not in the liveness phase: bounds below the client count would livelock it.
+                if self.clients.active {
+                    self.submit(c);
+                }
+                return;
+            }
+            ReplyOutcome::Applied => {}
+        }
         let latency = self.now - cl.first_sent;
         let submitted = cl.first_sent;
         self.counters.updates_completed += 1;

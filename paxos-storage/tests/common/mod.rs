@@ -74,6 +74,7 @@ pub fn snapshot(seq: u64) -> Snapshot {
             last_executed: Timestamp(seq),
             last_result: Bytes::from_static(b"ok"),
             last_active: paxos_core::Time::ZERO,
+            nonce: None,
         }],
     )
 }
