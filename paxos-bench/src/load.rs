@@ -84,6 +84,10 @@ pub struct Shared {
     pub rejected: AtomicU64,
     /// Connections re-established after a failure (any time).
     pub reconnects: AtomicU64,
+    /// Sessions the logical clients registered (any time).
+    pub sessions_opened: AtomicU64,
+    /// Updates answered "session expired" (any time; each one's client registers again).
+    pub sessions_expired: AtomicU64,
 }
 
 /// What one connection task measured.
@@ -179,6 +183,22 @@ struct Logical {
     /// When it was last (re)sent.
     last_sent: Instant,
     outstanding: bool,
+    /// Its session, once registered (until then, its nonce `id0 + index` registers).
+    session: Option<u64>,
+}
+
+/// Sends logical client `c`'s outstanding request: its update under its session, or the
+/// registration of its nonce.
+fn push_logical(
+    out: &mut Vec<u8>,
+    c: &Logical,
+    nonce: u64,
+    payload: &Bytes,
+) -> Result<(), BenchError> {
+    match c.session {
+        Some(s) => push_request(out, s, c.ts, payload),
+        None => push_request(out, nonce, 0, &Bytes::new()),
+    }
 }
 
 fn push_request(out: &mut Vec<u8>, id: u64, ts: u64, payload: &Bytes) -> Result<(), BenchError> {
@@ -220,9 +240,12 @@ async fn connection(
             first_sent: now,
             last_sent: now,
             outstanding: true,
+            session: None,
         };
         count
     ];
+    // Session id to logical client.
+    let mut by_session: std::collections::HashMap<u64, usize> = Default::default();
     let mut current = 0usize;
     let mut out = Vec::with_capacity(count * (payload.len() + 32));
     let mut inbuf = BytesMut::with_capacity(64 * 1024);
@@ -259,7 +282,7 @@ async fn connection(
         for (i, c) in clients.iter_mut().enumerate() {
             if c.outstanding {
                 c.last_sent = now;
-                push_request(&mut out, id0 + i as u64, c.ts, &payload)?;
+                push_logical(&mut out, c, id0 + i as u64, &payload)?;
             }
         }
         if wr.write_all(&out).await.is_err() {
@@ -304,11 +327,11 @@ async fn connection(
                         inbuf.advance(4 + len);
                         match resp {
                             ClientResponse::Reply { client_id, timestamp, .. } => {
-                                let Some(i) = client_id.0.checked_sub(id0).filter(|&i| i < count as u64) else {
+                                let Some(&i) = by_session.get(&client_id.0) else {
                                     continue;
                                 };
-                                let c = &mut clients[i as usize];
-                                if !c.outstanding || timestamp.0 != c.ts {
+                                let c = &mut clients[i];
+                                if !c.outstanding || timestamp.0 != c.ts || c.session != Some(client_id.0) {
                                     continue; // a late answer to a resend
                                 }
                                 c.outstanding = false;
@@ -322,8 +345,39 @@ async fn connection(
                                     c.outstanding = true;
                                     c.first_sent = now;
                                     c.last_sent = now;
-                                    push_request(&mut out, id0 + i, c.ts, &payload)?;
+                                    push_logical(&mut out, c, id0 + i as u64, &payload)?;
                                 }
+                            }
+                            ClientResponse::SessionOpened { nonce, session } => {
+                                let Some(i) = nonce.0.checked_sub(id0).filter(|&i| i < count as u64) else {
+                                    continue;
+                                };
+                                let c = &mut clients[i as usize];
+                                if c.session.is_some() {
+                                    continue; // a late answer to a resent registration
+                                }
+                                c.session = Some(session.0);
+                                by_session.insert(session.0, i as usize);
+                                shared.sessions_opened.fetch_add(1, Ordering::Relaxed);
+                                c.first_sent = now;
+                                c.last_sent = now;
+                                push_logical(&mut out, c, nonce.0, &payload)?;
+                            }
+                            ClientResponse::SessionExpired { client_id, timestamp } => {
+                                let Some(&i) = by_session.get(&client_id.0) else {
+                                    continue;
+                                };
+                                let c = &mut clients[i];
+                                if !c.outstanding || timestamp.0 != c.ts {
+                                    continue;
+                                }
+                                // Outcome unknown: register again, then the next update.
+                                by_session.remove(&client_id.0);
+                                shared.sessions_expired.fetch_add(1, Ordering::Relaxed);
+                                c.session = None;
+                                c.ts += 1;
+                                c.last_sent = now;
+                                push_logical(&mut out, c, id0 + i as u64, &payload)?;
                             }
                             ClientResponse::Rejected { .. } => {
                                 shared.rejected.fetch_add(1, Ordering::Relaxed);
@@ -346,7 +400,7 @@ async fn connection(
                         if c.outstanding && now.duration_since(c.last_sent) >= attempt_timeout {
                             c.last_sent = now;
                             resent += 1;
-                            push_request(&mut out, id0 + i as u64, c.ts, &payload)?;
+                            push_logical(&mut out, c, id0 + i as u64, &payload)?;
                         }
                     }
                     if resent > 0 {

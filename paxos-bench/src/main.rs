@@ -188,6 +188,7 @@ fn make_run(s: &Spec<'_>) -> Result<ThroughputRun> {
                 strategy: s.election.to_owned(),
                 ..ElectionSection::default()
             },
+            sessions: Default::default(),
             metrics: false,
             namespaces: false,
         },

@@ -152,7 +152,8 @@ pub struct Config {
     pub max_snapshot_bytes: u64,
     /// Client sessions that are registered through the log and expire (Raft dissertation §6.3;
     /// docs/architecture.md, "Client sessions"). None (the default): any client id may submit
-    /// from timestamp 1 and the exactly-once table keeps every client forever.
+    /// from timestamp 1 and the exactly-once table keeps every client forever (a registration is
+    /// still answered, naming the nonce itself as the client's id).
     pub sessions: Option<SessionRules>,
     /// Most local client updates a server keeps pending; a new client beyond it is refused
     /// ([`crate::ClientUpdateError::TooManyPending`]). Default 1,000,000.

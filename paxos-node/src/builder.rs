@@ -5,10 +5,10 @@
 //! starts the server. [`launch`] does the same from a [`NodeFile`], which is what
 //! `paxos-node run` calls.
 
-use crate::config::{NodeFile, ProtocolSection, StorageChoice, TransportChoice};
+use crate::config::{NodeFile, ProtocolSection, SessionsSection, StorageChoice, TransportChoice};
 use crate::metrics::serve_metrics;
 use crate::node::{start, NodeConfig, NodeError, NodeHandle};
-use paxos_core::{Config, LeaderElection, NodeId, StateMachine};
+use paxos_core::{Config, LeaderElection, NodeId, SessionRules, StateMachine};
 use paxos_election::{ElectionConfig, Strategy};
 use paxos_storage::{MemoryStorage, Storage};
 use paxos_transport::quic::{QuicConfig, QuicTransport};
@@ -147,6 +147,21 @@ pub fn core_config(file: &NodeFile) -> Config {
     core.leader_accepts_separately = *leader_accepts_separately;
     core.snapshot_interval = (*snapshot_interval > 0).then_some(*snapshot_interval);
     core.history_retention = *history_retention;
+    let SessionsSection {
+        enabled,
+        expire_after_s,
+        max_sessions,
+        max_result_bytes,
+        clock_interval_ms,
+        max_pending,
+    } = &file.sessions;
+    core.sessions = enabled.then_some(SessionRules {
+        expire_after: Duration::from_secs(*expire_after_s),
+        max_sessions: *max_sessions,
+        max_result_bytes: *max_result_bytes,
+        clock_interval: Duration::from_millis(*clock_interval_ms),
+    });
+    core.max_pending = *max_pending;
     core
 }
 

@@ -2,8 +2,13 @@
 //!
 //! A [`Client`] names each update `(client_id, timestamp)` once and keeps that name across every
 //! retry, on the same server or another one, so a retried write is executed at most once and
-//! answered with its original result. A fresh client picks a random id; a client that must survive
-//! restarts passes its own id and first timestamp (see [`Client::with_identity`]).
+//! answered with its original result. A fresh client first registers a session (an update with
+//! timestamp 0 naming a random nonce; the cluster answers with the session id, decided by the log)
+//! and names its updates with that id. Sessions expire when idle for the cluster's
+//! `sessions.expire_after` or when the cluster holds too many: an update of an expired session is
+//! refused ([`ClientError::SessionExpired`]), never applied twice, and the next submit registers a
+//! new session. A client that must survive restarts passes its session id and last timestamp (see
+//! [`Client::with_identity`]).
 
 use crate::kv::{KvCommand, KvResult};
 use crate::protocol::{
@@ -29,6 +34,10 @@ pub enum ClientError {
     /// The client was given no servers.
     #[error("no servers configured")]
     NoServers,
+    /// The client's session expired before this update executed: it was not applied now, and
+    /// whether an earlier attempt of it was applied is unknown. The next submit registers anew.
+    #[error("session {0:?} expired (outcome of the update unknown)")]
+    SessionExpired(ClientId),
     /// Talking to a server failed.
     #[error("server {addr}: {source}")]
     Server {
@@ -46,6 +55,8 @@ pub struct Client {
     current: usize,
     conn: Option<TcpStream>,
     client_id: ClientId,
+    /// Whether `client_id` names a session (false: it is the nonce of the next registration).
+    registered: bool,
     last_ts: u64,
     /// How long to wait for one attempt before retrying.
     pub attempt_timeout: Duration,
@@ -54,13 +65,16 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client with a random id that talks to `servers`, preferring the first.
+    /// A client that talks to `servers`, preferring the first; it registers a session with its
+    /// first update.
     pub fn new(servers: Vec<SocketAddr>) -> Client {
-        let id = ClientId(rand::random::<u64>() >> 1);
-        Client::with_identity(servers, id, 0)
+        let mut c = Client::with_identity(servers, fresh_nonce(), 0);
+        c.registered = false;
+        c
     }
 
-    /// A client with a chosen id whose next update gets timestamp `last_timestamp + 1`.
+    /// A client with a chosen (session) id whose next update gets timestamp
+    /// `last_timestamp + 1`: for a client that resumes after a restart.
     pub fn with_identity(
         servers: Vec<SocketAddr>,
         client_id: ClientId,
@@ -71,15 +85,45 @@ impl Client {
             current: 0,
             conn: None,
             client_id,
+            registered: true,
             last_ts: last_timestamp,
             attempt_timeout: Duration::from_millis(500),
             op_timeout: Duration::from_secs(10),
         }
     }
 
-    /// This client's id.
+    /// This client's id: its session once registered (before that, the registration's nonce).
     pub fn id(&self) -> ClientId {
         self.client_id
+    }
+
+    /// The timestamp of the client's last update (0 before the first one of a session).
+    pub fn last_timestamp(&self) -> u64 {
+        self.last_ts
+    }
+
+    /// Registers a session now (a submit does it when needed); returns its id.
+    pub async fn register(&mut self) -> Result<ClientId, ClientError> {
+        if self.servers.is_empty() {
+            return Err(ClientError::NoServers);
+        }
+        let nonce = self.client_id;
+        let request = ClientRequest::Submit {
+            client_id: nonce,
+            timestamp: Timestamp(0),
+            payload: Bytes::new(),
+        };
+        match self.run(&request, Timestamp(0)).await? {
+            Outcome::Opened(session) => {
+                self.client_id = session;
+                self.registered = true;
+                self.last_ts = 0;
+                Ok(session)
+            }
+            Outcome::Result(_) | Outcome::Expired => Err(ClientError::BadReply(
+                "registration answered as an update".into(),
+            )),
+        }
     }
 
     /// The server the client currently talks to.
@@ -92,6 +136,9 @@ impl Client {
         if self.servers.is_empty() {
             return Err(ClientError::NoServers);
         }
+        if !self.registered {
+            self.register().await?;
+        }
         self.last_ts += 1;
         let ts = Timestamp(self.last_ts);
         let request = ClientRequest::Submit {
@@ -99,15 +146,37 @@ impl Client {
             timestamp: ts,
             payload,
         };
+        match self.run(&request, ts).await? {
+            Outcome::Result(r) => Ok(r),
+            Outcome::Expired => {
+                let expired = self.client_id;
+                self.client_id = fresh_nonce();
+                self.registered = false;
+                self.last_ts = 0;
+                Err(ClientError::SessionExpired(expired))
+            }
+            Outcome::Opened(_) => Err(ClientError::BadReply(
+                "update answered as a registration".into(),
+            )),
+        }
+    }
+
+    /// Sends `request` (named `(client_id, ts)`) until it is answered, failing over between
+    /// servers, within `op_timeout`.
+    async fn run(
+        &mut self,
+        request: &ClientRequest,
+        ts: Timestamp,
+    ) -> Result<Outcome, ClientError> {
         let deadline = Instant::now() + self.op_timeout;
         let mut attempts_here = 0;
         while Instant::now() < deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             match self
-                .attempt(&request, ts, self.attempt_timeout.min(left))
+                .attempt(request, ts, self.attempt_timeout.min(left))
                 .await
             {
-                Ok(Some(result)) => return Ok(result),
+                Ok(Some(outcome)) => return Ok(outcome),
                 Ok(None) => {
                     attempts_here += 1;
                     if attempts_here >= 3 {
@@ -131,7 +200,7 @@ impl Client {
         request: &ClientRequest,
         ts: Timestamp,
         wait: Duration,
-    ) -> Result<Option<Bytes>, FrameError> {
+    ) -> Result<Option<Outcome>, FrameError> {
         let addr = self.servers[self.current];
         if self.conn.is_none() {
             let stream = tokio::time::timeout(wait, TcpStream::connect(addr))
@@ -140,6 +209,7 @@ impl Client {
             stream.set_nodelay(true)?;
             self.conn = Some(stream);
         }
+        let me = self.client_id;
         let conn = self.conn.as_mut().expect("connected above");
         if let Err(e) = write_frame(conn, request).await {
             self.conn = None;
@@ -158,7 +228,18 @@ impl Client {
                     client_id,
                     timestamp,
                     result,
-                })) if client_id == self.client_id && timestamp == ts => return Ok(Some(result)),
+                })) if client_id == me && timestamp == ts => {
+                    return Ok(Some(Outcome::Result(result)))
+                }
+                Ok(Ok(ClientResponse::SessionOpened { nonce, session }))
+                    if nonce == me && ts == Timestamp(0) =>
+                {
+                    return Ok(Some(Outcome::Opened(session)))
+                }
+                Ok(Ok(ClientResponse::SessionExpired {
+                    client_id,
+                    timestamp,
+                })) if client_id == me && timestamp == ts => return Ok(Some(Outcome::Expired)),
                 Ok(Ok(ClientResponse::Rejected { .. })) => return Ok(None),
                 Ok(Ok(_)) => {} // a late reply to an earlier attempt
             }
@@ -216,6 +297,18 @@ impl Client {
         })
         .await
     }
+}
+
+/// What one request came to.
+enum Outcome {
+    Result(Bytes),
+    Opened(ClientId),
+    Expired,
+}
+
+/// A random registration nonce (below 2^63, where session ids start).
+fn fresh_nonce() -> ClientId {
+    ClientId(rand::random::<u64>() >> 1)
 }
 
 /// Asks one server for its status.

@@ -7,8 +7,8 @@
 
 use crate::client::status;
 use crate::config::{
-    ElectionSection, Member, NodeFile, ProtocolSection, StorageChoice, StorageSection,
-    TransportChoice, TransportSection,
+    ElectionSection, Member, NodeFile, ProtocolSection, SessionsSection, StorageChoice,
+    StorageSection, TransportChoice, TransportSection,
 };
 use crate::protocol::NodeStatus;
 use nix::sys::signal::{kill, Signal};
@@ -56,6 +56,8 @@ pub struct ClusterOptions {
     pub protocol: ProtocolSection,
     /// Election settings.
     pub election: ElectionSection,
+    /// Client session settings.
+    pub sessions: SessionsSection,
     /// Serve metrics on a free port per server.
     pub metrics: bool,
     /// Run every server in its own network namespace on a bridge (needs root and `ip`), so
@@ -71,6 +73,7 @@ impl Default for ClusterOptions {
             transport: TransportChoice::Quic,
             protocol: ProtocolSection::default(),
             election: ElectionSection::default(),
+            sessions: SessionsSection::default(),
             metrics: false,
             namespaces: false,
         }
@@ -280,6 +283,7 @@ impl LocalCluster {
                 members: members.clone(),
                 protocol: options.protocol.clone(),
                 election: options.election.clone(),
+                sessions: options.sessions.clone(),
                 storage: StorageSection {
                     backend: options.storage,
                     dir: Some(dir.join(format!("data-{id}"))),

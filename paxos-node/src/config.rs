@@ -142,6 +142,40 @@ impl Default for ProtocolSection {
     }
 }
 
+/// `[sessions]`: client sessions registered through the log (docs/architecture.md, "Client
+/// sessions").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsSection {
+    /// Sessions expire and the exactly-once table is bounded (false: every client id is kept
+    /// forever, as the TR's table).
+    pub enabled: bool,
+    /// A session with no update executed for this many seconds (of the log's clock) expires.
+    pub expire_after_s: u64,
+    /// Most sessions held; a registration beyond it expires the least recently active.
+    pub max_sessions: usize,
+    /// Most bytes of stored replies across sessions.
+    pub max_result_bytes: usize,
+    /// How often the leader orders a clock entry, milliseconds.
+    pub clock_interval_ms: u64,
+    /// Most local updates pending at this server (one per connected client).
+    pub max_pending: usize,
+}
+
+impl Default for SessionsSection {
+    fn default() -> Self {
+        let r = paxos_core::SessionRules::new();
+        SessionsSection {
+            enabled: true,
+            expire_after_s: r.expire_after.as_secs(),
+            max_sessions: r.max_sessions,
+            max_result_bytes: r.max_result_bytes,
+            clock_interval_ms: r.clock_interval.as_millis() as u64,
+            max_pending: 1_000_000,
+        }
+    }
+}
+
 /// `[election]`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -200,6 +234,9 @@ pub struct NodeFile {
     /// Election settings.
     #[serde(default)]
     pub election: ElectionSection,
+    /// Client sessions.
+    #[serde(default)]
+    pub sessions: SessionsSection,
     /// Storage settings.
     pub storage: StorageSection,
     /// Transport settings.

@@ -12,7 +12,7 @@ use crate::protocol::{encode_frame_into, read_frame, ClientRequest, ClientRespon
 use bytes::Bytes;
 use paxos_core::{
     ClientId, ClientUpdate, Config, Destination, Envelope, LeaderElection, PersistBatch, Replica,
-    ServerState, StateMachine, Time,
+    ReplyOutcome, ServerState, StateMachine, Time,
 };
 use paxos_storage::Storage;
 use paxos_transport::{Transport, TransportError};
@@ -462,13 +462,31 @@ where
                 .get(&reply.client_id)
                 .and_then(|c| conns.get(c))
                 .is_some_and(|tx| {
-                    tx.try_send(ClientResponse::Reply {
-                        client_id: reply.client_id,
-                        timestamp: reply.timestamp,
-                        result: reply.result,
-                    })
-                    .is_ok()
+                    let response = match reply.outcome {
+                        ReplyOutcome::Applied => ClientResponse::Reply {
+                            client_id: reply.client_id,
+                            timestamp: reply.timestamp,
+                            result: reply.result,
+                        },
+                        ReplyOutcome::SessionOpened(session) => ClientResponse::SessionOpened {
+                            nonce: reply.client_id,
+                            session,
+                        },
+                        ReplyOutcome::SessionExpired => ClientResponse::SessionExpired {
+                            client_id: reply.client_id,
+                            timestamp: reply.timestamp,
+                        },
+                    };
+                    tx.try_send(response).is_ok()
                 });
+            if matches!(reply.outcome, ReplyOutcome::SessionOpened(_)) {
+                // The nonce names nothing any more: its connection is found by the session id.
+                if let Some(conn) = client_conn.remove(&reply.client_id) {
+                    if let ReplyOutcome::SessionOpened(session) = reply.outcome {
+                        client_conn.insert(session, conn);
+                    }
+                }
+            }
             if !delivered {
                 metrics.replies_dropped.fetch_add(1, Ordering::Relaxed);
             }

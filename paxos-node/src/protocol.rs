@@ -18,7 +18,9 @@ pub const MAX_FRAME_BYTES: usize = 2 << 20;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientRequest {
     /// Order and execute an update. `(client_id, timestamp)` names it: a retry with the same name
-    /// is executed at most once and answered with the same result.
+    /// is executed at most once and answered with the same result. Timestamp 0 registers a
+    /// session: `client_id` is then a random nonce below 2^63, answered with
+    /// [`ClientResponse::SessionOpened`].
     Submit {
         /// The client.
         client_id: ClientId,
@@ -49,6 +51,21 @@ pub enum ClientResponse {
     Rejected {
         /// Why.
         reason: String,
+    },
+    /// A registration (timestamp 0) executed: use `session` as the client id from now on.
+    SessionOpened {
+        /// The nonce the registration named.
+        nonce: ClientId,
+        /// The session's id (the nonce itself when the servers run without session rules).
+        session: ClientId,
+    },
+    /// The update's session expired (idle, or evicted by the session bounds): it was not applied
+    /// now, and whether an earlier attempt of it was applied is unknown. Register again.
+    SessionExpired {
+        /// The client (session id).
+        client_id: ClientId,
+        /// The update's timestamp.
+        timestamp: Timestamp,
     },
 }
 

@@ -56,6 +56,7 @@ async fn cluster(dir: &std::path::Path, n: u32) -> (Vec<NodeFile>, Vec<NodeHandl
                 timeout_ms: 300,
                 heartbeat_ms: 30,
             },
+            sessions: Default::default(),
             storage: StorageSection {
                 backend: StorageChoice::Memory,
                 dir: None,

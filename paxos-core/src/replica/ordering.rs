@@ -364,7 +364,9 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             }
             Verdict::Opened(id) => {
                 self.metrics.sessions_opened += 1;
-                self.metrics.sessions_expired += self.clients.sessions.open(id, c);
+                if self.clients.sessions.rules().is_some() {
+                    self.metrics.sessions_expired += self.clients.sessions.open(id, c);
+                }
             }
             Verdict::Expired => self.metrics.expired_session_updates += 1,
             // Pitfall 3(b): an update bound twice executes once; the aru still advances.
@@ -442,7 +444,13 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             return Verdict::Duplicate;
         }
         if self.clients.sessions.rules().is_none() {
-            return Verdict::Applied;
+            // Without session rules a registration opens nothing: the nonce is the client's id
+            // (so that clients can always register first, whatever the servers' rules).
+            return if update.timestamp == Timestamp(0) {
+                Verdict::Opened(c)
+            } else {
+                Verdict::Applied
+            };
         }
         if update.timestamp == Timestamp(0) {
             // A registration names a nonce; a session id there is refused like a stale session.

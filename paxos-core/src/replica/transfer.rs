@@ -10,8 +10,11 @@
 //!
 //! Resuming: pulls that go unanswered for `recon_timeout` are sent again from the first missing
 //! byte, to the server that last sent a chunk; a chunk of the same image from any other server
-//! counts too, so a transfer survives a lost connection or a leader change. A stalled transfer
-//! lets reconciliation run again, and a newer snapshot (or any snapshot, once stalled) replaces it.
+//! counts too, so a transfer survives a lost connection or a leader change; a transfer whose source
+//! went quiet moves to another server that offers the same image. A stalled transfer lets
+//! reconciliation run again and any other snapshot replace it; a live one is replaced only by a
+//! newer image that arrives whole, so that a sender that snapshots faster than the receiver pulls
+//! cannot keep restarting it.
 //! A sender that took a newer snapshot keeps serving the one being pulled while pulls keep coming.
 
 use super::*;
@@ -226,8 +229,11 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         let start_new = match &self.transfer.incoming {
             None => offset == 0,
             Some(i) if i.is(seq, digest, total_len) => false,
-            // A newer snapshot replaces the one under way; any other only once that one stalled.
-            Some(i) => offset == 0 && (seq > i.seq || !receiving),
+            // Another image replaces the one under way only once that one stalled, or when it is
+            // newer and arrives whole. Replacing a live transfer by every newer offer never ends
+            // while the sender snapshots faster than the receiver pulls (sim: highest-id N = 3
+            // seed 3315, a snapshot every 3 slots); finishing it and catching up from there does.
+            Some(i) => offset == 0 && (!receiving || (seq > i.seq && len == total_len)),
         };
         if start_new {
             if self.transfer.incoming.is_some() {
@@ -263,9 +269,9 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         // The same image from another server while the current source has gone quiet (say it
         // can send but no longer hears our pulls): pull from this one instead (sim: psb N = 3
         // seed 5108, a server outside the stable set started the transfer).
+        // (Retries are not progress: they go to the quiet source.)
         let switched = from != inc.source
-            && now.saturating_since(inc.last_progress.max(inc.retried))
-                >= self.config.recon_timeout;
+            && now.saturating_since(inc.last_progress) >= self.config.recon_timeout;
         if switched {
             inc.source = from;
             inc.next_pull = inc.prefix();

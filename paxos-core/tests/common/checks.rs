@@ -8,7 +8,8 @@ use super::resolve::Ctx;
 use super::steps::{Dur, Setup};
 use paxos_core::{
     ClientId, ClientUpdate, DataItem, Destination, DurableState, Executed, Message, NodeId,
-    PersistBatch, Seq, ServerState, Snapshot, Status, Timestamp, View, ViewRecord, NOOP_CLIENT,
+    PersistBatch, Seq, ServerState, Snapshot, Status, Timestamp, View, ViewRecord, CLOCK_CLIENT,
+    NOOP_CLIENT,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -500,7 +501,10 @@ impl Checker {
         }
         self.executed.insert(e.seq, e.update.clone());
         let c = e.update.client_id;
+        // Timestamp 0 is a registration: never applied (with or without session rules).
         let covered = c == NOOP_CLIENT
+            || c == CLOCK_CLIENT
+            || e.update.timestamp == Timestamp(0)
             || self
                 .applied
                 .get(&c)
