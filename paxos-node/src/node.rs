@@ -580,6 +580,8 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
                 election: election_name.to_owned(),
                 state_digest: digest_of(replica.state_machine().snapshot()),
                 snapshots_installed: replica.metrics().snapshots_installed,
+                sessions: st.sessions as u64,
+                sessions_expired: replica.metrics().sessions_expired,
                 snapshots_taken: replica.metrics().snapshots_taken,
             };
             if let Some(tx) = conns.get(&conn) {

@@ -96,6 +96,10 @@ pub struct NodeStatus {
     pub snapshots_installed: u64,
     /// Snapshots this server took of its own state (log compaction).
     pub snapshots_taken: u64,
+    /// Entries in the exactly-once table (client sessions).
+    pub sessions: u64,
+    /// Sessions dropped from the table so far (idle or evicted by a bound), at this server.
+    pub sessions_expired: u64,
 }
 
 /// A framing or decoding failure.
