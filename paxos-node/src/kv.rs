@@ -5,9 +5,11 @@
 //! with [`KvResult::Invalid`] at every replica alike; the store never panics on client bytes.
 
 use bytes::Bytes;
+use imbl::OrdMap;
+use paxos_core::SnapshotSource;
 use paxos_core::{ClientUpdate, Seq, SnapshotError, StateMachine};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Longest key accepted.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -91,7 +93,9 @@ impl KvResult {
 /// An in-memory ordered map driven by the log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStore {
-    map: BTreeMap<Bytes, Bytes>,
+    /// A persistent map: cloning it is O(1) and shares structure, so [`StateMachine::freeze`]
+    /// hands out a frozen copy while `apply` goes on.
+    map: OrdMap<Bytes, Bytes>,
     applied: Seq,
 }
 
@@ -173,10 +177,56 @@ impl KvStore {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+/// The snapshot's bytes: postcard of `(applied, [(key, value)])`, keys in order.
+#[derive(Deserialize)]
 struct SnapshotBody {
     applied: Seq,
     entries: Vec<(Bytes, Bytes)>,
+}
+
+/// A frozen store: the map as it was at the snapshot point (shared structure, never changed), to
+/// serialise on any thread. It writes exactly the bytes [`SnapshotBody`] reads.
+struct Frozen {
+    applied: Seq,
+    map: OrdMap<Bytes, Bytes>,
+}
+
+impl Serialize for Frozen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeSeq, SerializeTuple};
+        struct Entries<'a>(&'a OrdMap<Bytes, Bytes>);
+        impl Serialize for Entries<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for kv in self.0.iter() {
+                    seq.serialize_element(&kv)?;
+                }
+                seq.end()
+            }
+        }
+        // A struct of two fields encodes as the tuple of them in postcard.
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&self.applied)?;
+        t.serialize_element(&Entries(&self.map))?;
+        t.end()
+    }
+}
+
+impl SnapshotSource for Frozen {
+    fn write_to(&self, out: &mut Vec<u8>) {
+        // Straight into the image: no second copy of the state.
+        let taken = std::mem::take(out);
+        *out = postcard::to_extend(self, taken).expect("snapshots always serialise");
+    }
+}
+
+impl KvStore {
+    fn frozen(&self) -> Frozen {
+        Frozen {
+            applied: self.applied,
+            map: self.map.clone(),
+        }
+    }
 }
 
 impl StateMachine for KvStore {
@@ -190,15 +240,13 @@ impl StateMachine for KvStore {
     }
 
     fn snapshot(&self) -> Bytes {
-        let body = SnapshotBody {
-            applied: self.applied,
-            entries: self
-                .map
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        };
-        Bytes::from(postcard::to_allocvec(&body).expect("snapshots always serialise"))
+        let mut out = Vec::new();
+        self.frozen().write_to(&mut out);
+        Bytes::from(out)
+    }
+
+    fn freeze(&self) -> Arc<dyn SnapshotSource> {
+        Arc::new(self.frozen())
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError> {
@@ -317,5 +365,46 @@ mod tests {
         assert_eq!(other, kv);
         assert_eq!(other.digest(), kv.digest());
         assert!(other.restore(b"\xff\xff").is_err());
+    }
+
+    #[test]
+    fn a_frozen_store_serialises_the_state_of_its_point_in_the_old_format() {
+        let mut kv = KvStore::new();
+        for i in 0..100u32 {
+            let put = KvCommand::Put {
+                key: Bytes::from(format!("k{i:03}")),
+                value: Bytes::from(vec![i as u8; 10]),
+            };
+            run(&mut kv, put);
+        }
+        let at = kv.snapshot();
+        let frozen = kv.freeze();
+        for i in 0..50u32 {
+            run(
+                &mut kv,
+                KvCommand::Delete {
+                    key: Bytes::from(format!("k{i:03}")),
+                },
+            );
+        }
+        let mut later = Vec::new();
+        frozen.write_to(&mut later);
+        assert_eq!(
+            later,
+            at.as_ref(),
+            "the frozen copy did not see later updates"
+        );
+        // Byte for byte what a BTreeMap body of (applied, entries) encodes to.
+        let mut old = KvStore::new();
+        old.restore(&at).unwrap();
+        let entries: Vec<(Bytes, Bytes)> = old
+            .map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let expected = postcard::to_allocvec(&(old.applied, entries)).unwrap();
+        assert_eq!(expected, at.as_ref());
+        assert_eq!(old.len(), 100);
+        assert_eq!(kv.len(), 50);
     }
 }

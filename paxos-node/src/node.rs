@@ -65,8 +65,10 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// Defaults around a core configuration.
-    pub fn new(core: Config, client_addr: SocketAddr) -> NodeConfig {
+    /// Defaults around a core configuration. Snapshots are built off the driver loop, on a
+    /// blocking thread (`Config::snapshot_off_loop` is turned on).
+    pub fn new(mut core: Config, client_addr: SocketAddr) -> NodeConfig {
+        core.snapshot_off_loop = true;
         NodeConfig {
             core,
             client_addr,
@@ -84,6 +86,8 @@ enum Event {
     ClientNew(u64, mpsc::Sender<ClientResponse>),
     Persisted(paxos_core::BatchId, Duration, usize),
     StorageFailed(String),
+    /// A snapshot built on a blocking thread (`Config::snapshot_off_loop`).
+    SnapshotBuilt(Box<paxos_core::Snapshot>),
 }
 
 /// A running node.
@@ -240,6 +244,7 @@ where
         election_name,
         network,
         events_rx,
+        events_tx.clone(),
         persist_tx,
         shutdown_rx,
         now,
@@ -395,6 +400,7 @@ async fn drive<S, E, N>(
     election_name: String,
     network: Arc<N>,
     mut events: mpsc::Receiver<Event>,
+    jobs_done: mpsc::Sender<Event>,
     persist: std::sync::mpsc::Sender<PersistBatch>,
     mut stop: watch::Receiver<bool>,
     now: impl Fn() -> Time,
@@ -441,6 +447,14 @@ where
             if persist.send(batch).is_err() {
                 return Err(NodeError::Storage("storage thread stopped".into()));
             }
+        }
+        // Snapshots are serialised and digested off the driver: the job holds a frozen state.
+        while let Some(job) = replica.poll_snapshot_job() {
+            let done = jobs_done.clone();
+            tokio::task::spawn_blocking(move || {
+                let snap = job.build();
+                let _ = done.blocking_send(Event::SnapshotBuilt(Box::new(snap)));
+            });
         }
         // One hand-over per round: transports that batch pack these into as few packets as fit.
         outgoing.clear();
@@ -594,6 +608,7 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
             metrics.record_sync(took, batches);
             replica.handle_persisted(now(), id);
         }
+        Event::SnapshotBuilt(snap) => replica.handle_snapshot_built(now(), *snap),
         Event::StorageFailed(e) => {
             tracing::error!("storage failed, stopping: {e}");
             return Err(NodeError::Storage(e));
