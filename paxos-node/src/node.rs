@@ -9,7 +9,6 @@
 
 use crate::metrics::NodeMetrics;
 use crate::protocol::{encode_frame_into, read_frame, ClientRequest, ClientResponse, NodeStatus};
-use bytes::Bytes;
 use paxos_core::{
     ClientId, ClientUpdate, Config, Destination, Envelope, LeaderElection, PersistBatch, Replica,
     ReplyOutcome, ServerState, StateMachine, Time,
@@ -592,7 +591,7 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
                 peer_aru: st.peer_aru.iter().map(|s| s.0).collect(),
                 pending: st.pending as u64,
                 election: election_name.to_owned(),
-                state_digest: digest_of(replica.state_machine().snapshot()),
+                state_digest: replica.state_machine().state_digest(),
                 snapshots_installed: replica.metrics().snapshots_installed,
                 sessions: st.sessions as u64,
                 sessions_expired: replica.metrics().sessions_expired,
@@ -615,13 +614,4 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
         }
     }
     Ok(())
-}
-
-fn digest_of(bytes: Bytes) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes.iter() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
