@@ -205,23 +205,28 @@ fn snapshot_job_not_frozen_is_caught() {
     );
 }
 
+/// Data lists cut into many parts: 64 clients keep a 256-slot window busy, PrepareOks are
+/// limited to 1 KiB (a dozen updates a part), and views churn.
+fn prepare_ok_parts_setup() -> Simulation {
+    let (mix, election) = churn();
+    Simulation::new(3, 0)
+        .fault_mix(mix)
+        .clients(64)
+        .election(election, None)
+        .tune(|c| {
+            c.max_message_bytes = 1024;
+            c.window = 256;
+            c.accept_window = 512;
+        })
+}
+
 #[test]
 fn prepare_ok_counts_first_part_is_caught() {
-    // Data lists cut into many parts: 64 clients keep a 256-slot window busy, PrepareOks are
-    // limited to 1 KiB (a dozen updates a part), and views churn. A leader that counts a server
-    // at its first part misses the accepted proposals in the later ones.
-    let (mix, election) = churn();
+    // A leader that counts a server at its first part misses the accepted proposals in the
+    // later ones.
     hunt(
         PlantedBug::PrepareOkCountsFirstPart,
-        Simulation::new(3, 0)
-            .fault_mix(mix)
-            .clients(64)
-            .election(election, None)
-            .tune(|c| {
-                c.max_message_bytes = 1024;
-                c.window = 256;
-                c.accept_window = 512;
-            }),
+        prepare_ok_parts_setup(),
         &[
             ViolationKind::ChosenTwice,
             ViolationKind::UnchosenOrdered,
@@ -233,17 +238,8 @@ fn prepare_ok_counts_first_part_is_caught() {
 
 #[test]
 fn prepare_ok_parts_setup_is_clean_without_the_bug() {
-    // The setup above must not fail on the correct core: the catch is the bug's, not the setup's.
-    let (mix, election) = churn();
-    let base = Simulation::new(3, 0)
-        .fault_mix(mix)
-        .clients(64)
-        .election(election, None)
-        .tune(|c| {
-            c.max_message_bytes = 1024;
-            c.window = 256;
-            c.accept_window = 512;
-        });
+    // The catch above is the bug's, not the setup's.
+    let base = prepare_ok_parts_setup();
     for seed in 0..40 {
         let r = base.clone().seed(seed).run();
         assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
