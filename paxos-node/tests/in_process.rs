@@ -1,5 +1,5 @@
 //! Three nodes in one process over an in-test channel network: elect, serve clients, survive the
-//! leader's shutdown, and agree.
+//! leader's shutdown, and agree; client sessions expire by the log and are refused, never re-applied.
 
 use bytes::Bytes;
 use paxos_core::{Config, NodeId, PsbConfig, PsbViewChange, SessionRules};
