@@ -147,13 +147,23 @@ async fn client(servers: Vec<SocketAddr>, op: ClientOp) -> Result<()> {
             .max()
             .unwrap_or(0);
         println!(
-            "{:<22} {:>3} {:<16} {:>6} {:>6} {:>6} {:>10} {:>6} {:>18}",
-            "server", "id", "role", "leader", "wants", "view", "aru", "lag", "digest"
+            "{:<22} {:>3} {:<16} {:>6} {:>6} {:>6} {:>10} {:>6} {:>18} {:>9} {:>14}",
+            "server",
+            "id",
+            "role",
+            "leader",
+            "wants",
+            "view",
+            "aru",
+            "lag",
+            "digest",
+            "sessions",
+            "transfer"
         );
         for (a, s) in rows {
             match s {
                 Some(s) => println!(
-                    "{:<22} {:>3} {:<16} {:>6} {:>6} {:>6} {:>10} {:>6} {:>18x}",
+                    "{:<22} {:>3} {:<16} {:>6} {:>6} {:>6} {:>10} {:>6} {:>18x} {:>9} {:>14}",
                     a.to_string(),
                     s.id,
                     s.role,
@@ -162,7 +172,10 @@ async fn client(servers: Vec<SocketAddr>, op: ClientOp) -> Result<()> {
                     s.view,
                     s.aru,
                     max_aru - s.aru,
-                    s.state_digest
+                    s.state_digest,
+                    s.sessions,
+                    s.transfer
+                        .map_or("-".into(), |(got, total)| format!("{got}/{total}")),
                 ),
                 None => println!("{:<22} unreachable", a.to_string()),
             }

@@ -13,6 +13,14 @@ pub struct NodeMetrics {
     pub aru: AtomicU64,
     /// Installed view.
     pub view: AtomicU64,
+    /// Snapshot image bytes received from peers (state transfer).
+    pub snapshot_bytes_received: AtomicU64,
+    /// Snapshot image bytes sent to peers.
+    pub snapshot_bytes_sent: AtomicU64,
+    /// Entries in the exactly-once table (client sessions).
+    pub sessions: AtomicU64,
+    /// Sessions expired (idle or evicted by a bound).
+    pub sessions_expired: AtomicU64,
     /// 1 when this node leads.
     pub is_leader: AtomicU64,
     /// Views installed since start.
@@ -84,6 +92,30 @@ impl NodeMetrics {
             g(&self.aru),
         );
         line("paxos_view", "gauge", "Installed view.", g(&self.view));
+        line(
+            "paxos_snapshot_bytes_received_total",
+            "counter",
+            "Snapshot image bytes received in state transfer (its rate is the catch-up rate).",
+            g(&self.snapshot_bytes_received),
+        );
+        line(
+            "paxos_snapshot_bytes_sent_total",
+            "counter",
+            "Snapshot image bytes sent to lagging peers.",
+            g(&self.snapshot_bytes_sent),
+        );
+        line(
+            "paxos_sessions",
+            "gauge",
+            "Client sessions in the exactly-once table.",
+            g(&self.sessions),
+        );
+        line(
+            "paxos_sessions_expired_total",
+            "counter",
+            "Client sessions expired (idle, or evicted by the session bounds).",
+            g(&self.sessions_expired),
+        );
         line(
             "paxos_is_leader",
             "gauge",

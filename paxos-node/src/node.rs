@@ -510,9 +510,20 @@ where
             metrics.view_changes.fetch_add(1, Ordering::Relaxed);
             tracing::info!(view = last_view.0, state = ?st.state, "view installed");
         }
+        let m = replica.metrics();
+        metrics.executed.store(m.executed, Ordering::Relaxed);
         metrics
-            .executed
-            .store(replica.metrics().executed, Ordering::Relaxed);
+            .snapshot_bytes_received
+            .store(m.snapshot_bytes_received, Ordering::Relaxed);
+        metrics
+            .snapshot_bytes_sent
+            .store(m.snapshot_bytes_sent, Ordering::Relaxed);
+        metrics
+            .sessions_expired
+            .store(m.sessions_expired, Ordering::Relaxed);
+        metrics
+            .sessions
+            .store(st.sessions as u64, Ordering::Relaxed);
         metrics.aru.store(st.local_aru.0, Ordering::Relaxed);
         metrics.view.store(st.last_installed.0, Ordering::Relaxed);
         metrics.is_leader.store(
@@ -595,6 +606,8 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
                 snapshots_installed: replica.metrics().snapshots_installed,
                 sessions: st.sessions as u64,
                 sessions_expired: replica.metrics().sessions_expired,
+                transfer: st.transfer.map(|t| (t.received, t.total)),
+                snapshot_bytes_received: replica.metrics().snapshot_bytes_received,
                 snapshots_taken: replica.metrics().snapshots_taken,
             };
             if let Some(tx) = conns.get(&conn) {

@@ -100,6 +100,10 @@ pub struct NodeStatus {
     pub sessions: u64,
     /// Sessions dropped from the table so far (idle or evicted by a bound), at this server.
     pub sessions_expired: u64,
+    /// The snapshot this server is receiving, if any: bytes received in order, and its size.
+    pub transfer: Option<(u64, u64)>,
+    /// Snapshot image bytes received from peers so far (state transfer).
+    pub snapshot_bytes_received: u64,
 }
 
 /// A framing or decoding failure.
