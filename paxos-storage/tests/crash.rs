@@ -531,3 +531,97 @@ fn eio_on_directory_fsync_poisons() {
     };
     injected_failure(FileOp::SyncDir, nix::errno::Errno::EIO, opts, 2000);
 }
+
+fn snapshot_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("snapshot-"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A snapshot image of `bytes` bytes at `seq`.
+fn big_snapshot(seq: u64, bytes: usize) -> paxos_core::Snapshot {
+    let app: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8 ^ seq as u8).collect();
+    paxos_core::Snapshot::new(Seq(seq), app.into(), &[])
+}
+
+#[test]
+fn snapshots_live_in_their_own_files_and_are_verified_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_opts();
+    let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
+    wal.load().unwrap();
+    for id in 1..=20 {
+        wal.append(&[crash_batch(id)], true).unwrap();
+    }
+    // Larger than a segment, a checkpoint's usual size, and one write piece (4 MiB).
+    let s1 = big_snapshot(10, 9 << 20);
+    wal.save_snapshot(&s1).unwrap();
+    // A batch carrying a newer snapshot (a state transfer) is logged by reference.
+    let s2 = big_snapshot(15, 5 << 20);
+    let mut b = crash_batch(21);
+    b.snapshot = Some(s2.clone());
+    wal.append(&[b], true).unwrap();
+    for id in 22..=30 {
+        wal.append(&[crash_batch(id)], true).unwrap();
+    }
+    drop(wal);
+    assert_eq!(
+        snapshot_files(dir.path()).len(),
+        1,
+        "only the newest image is kept"
+    );
+    let ck = std::fs::metadata(dir.path().join("checkpoint"))
+        .unwrap()
+        .len();
+    assert!(ck < 64 << 10, "the checkpoint names the image, {ck} bytes");
+    let state = reload(dir.path(), &opts).unwrap();
+    assert_eq!(
+        state.snapshot.as_ref().map(|s| s.digest()),
+        Some(s2.digest())
+    );
+    assert_eq!(state.snapshot.as_ref().map(|s| s.len()), Some(s2.len()));
+    assert!(present_ids(&state).contains(&30));
+
+    // A flipped byte in the image, then a missing image: refused, naming the file.
+    let name = snapshot_files(dir.path()).remove(0);
+    let path = dir.path().join(&name);
+    let mut data = std::fs::read(&path).unwrap();
+    data[1 << 20] ^= 0x40;
+    std::fs::write(&path, &data).unwrap();
+    match reload(dir.path(), &opts) {
+        Err(StorageError::Corrupt { path: p, .. }) => assert!(p.ends_with(&name)),
+        other => panic!("a damaged image must be refused: {other:?}"),
+    }
+    std::fs::remove_file(&path).unwrap();
+    match reload(dir.path(), &opts) {
+        Err(StorageError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("missing"), "{reason}")
+        }
+        other => panic!("a missing image must be refused: {other:?}"),
+    }
+}
+
+#[test]
+fn an_unreferenced_snapshot_file_left_by_a_crash_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_opts();
+    let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
+    wal.load().unwrap();
+    wal.save_snapshot(&big_snapshot(5, 1000)).unwrap();
+    drop(wal);
+    // As if a crash came after an image was written but before any record named it.
+    let kept = snapshot_files(dir.path());
+    std::fs::write(
+        dir.path().join("snapshot-00000000000000000009-00.img"),
+        b"x",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("snapshot-x.img.tmp"), b"partial").unwrap();
+    let state = reload(dir.path(), &opts).unwrap();
+    assert_eq!(state.snapshot_seq(), Seq(5));
+    assert_eq!(snapshot_files(dir.path()), kept);
+}

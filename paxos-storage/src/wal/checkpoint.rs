@@ -5,6 +5,7 @@
 
 use super::fs::{self, CHECKPOINT_FILE};
 use super::record::{self, RecordKind, HEADER_LEN};
+use super::snapfile::SnapRef;
 use super::{encode_err, WalStorage};
 use crate::StorageError;
 use paxos_core::durable::DurableState;
@@ -12,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// First bytes of the checkpoint file.
-const CHECKPOINT_MAGIC: &[u8; 8] = b"PSBWALC1";
+/// (`C2`: the snapshot is a [`SnapRef`] to its own file; `C1` embedded the image.)
+const CHECKPOINT_MAGIC: &[u8; 8] = b"PSBWALC2";
 
 /// The checkpoint file's content.
 #[derive(Serialize)]
@@ -21,7 +23,10 @@ struct CheckpointRef<'a> {
     log_segment: u64,
     /// … at this offset; everything before is folded into `state`.
     log_offset: u64,
+    /// The folded state, its snapshot left out …
     state: &'a DurableState,
+    /// … and named here (its image is in its own file).
+    snapshot: Option<SnapRef>,
 }
 
 /// The checkpoint file's content, as read back.
@@ -30,26 +35,32 @@ pub(super) struct CheckpointOwned {
     pub(super) log_segment: u64,
     pub(super) log_offset: u64,
     pub(super) state: DurableState,
+    pub(super) snapshot: Option<SnapRef>,
 }
 
 impl WalStorage {
     /// Writes the folded state as the new checkpoint, then recycles or deletes the segments it
     /// covers.
     pub(super) fn checkpoint(&mut self) -> Result<(), StorageError> {
-        let l = self.loaded.as_ref().expect("checked by ready()");
+        let l = self.loaded.as_mut().expect("checked by ready()");
         let (seg, offset) = (l.w.id, l.w.pos);
         let mut buf = CHECKPOINT_MAGIC.to_vec();
-        record::encode(
+        // The image stays out of the checkpoint: moved out for the encoding, then back.
+        let snap = l.state.snapshot.take();
+        let snapshot = snap.as_ref().map(SnapRef::of);
+        let encoded = record::encode(
             &mut buf,
             RecordKind::Checkpoint,
             &CheckpointRef {
                 log_segment: seg,
                 log_offset: offset,
                 state: &l.state,
+                snapshot,
             },
             0,
-        )
-        .map_err(encode_err)?;
+        );
+        l.state.snapshot = snap;
+        encoded.map_err(encode_err)?;
         let tmp = self
             .fs
             .path(&format!("{CHECKPOINT_FILE}{}", fs::TMP_SUFFIX));
@@ -74,6 +85,8 @@ impl WalStorage {
         if !old.is_empty() {
             self.fs.sync_dir()?;
         }
+        // Only the checkpoint's snapshot is named by anything now.
+        self.remove_other_snapshot_files(snapshot.as_ref())?;
         tracing::debug!(segment = seg, offset, "WAL checkpoint written");
         Ok(())
     }

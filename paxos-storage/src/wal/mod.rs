@@ -7,12 +7,15 @@
 //! * `wal-<id>.seg`: segments, preallocated to [`WalOptions::segment_bytes`] and filled with
 //!   framed records (see `docs/storage.md` for the byte layout). A full segment ends with a seal
 //!   record naming the next segment, and is fdatasynced before the next one is put in place.
-//! * `checkpoint`: the whole folded [`DurableState`] and the log position it covers, written to
+//! * `checkpoint`: the folded [`DurableState`] (its snapshot by reference) and the log position it covers, written to
 //!   `checkpoint.tmp`, fsynced, renamed into place, and the directory fsynced. A checkpoint is
 //!   written whenever a snapshot advances (via [`Storage::save_snapshot`] or a batch carrying
 //!   one) and after [`WalOptions::checkpoint_bytes`] of log, so recovery reads at most one
 //!   checkpoint plus that much log. Segments wholly below the checkpoint's position are then
 //!   recycled or deleted.
+//! * `snapshot-<seq>-<digest>.img`: the latest snapshot's image, written (pieces, fsync, rename,
+//!   directory fsync) before any record or checkpoint names it; records and the checkpoint hold
+//!   only its slot, digest and length.
 //! * `free-<n>.seg`: recycled segment files, reused (renamed to the next `wal-<id>.seg`) before
 //!   any new file is preallocated. Every record's CRC is seeded with its segment id, so the old
 //!   records left in a recycled file never validate as part of its new life.
@@ -64,6 +67,7 @@ mod options;
 pub(crate) mod record;
 mod recovery;
 mod segment;
+mod snapfile;
 mod storage;
 
 pub use fault::{FaultInjector, FileOp};

@@ -40,6 +40,9 @@ pub(crate) enum RecordKind {
     Seal = 4,
     /// The checkpoint file's single record.
     Checkpoint = 5,
+    /// A batch that carried a snapshot: `(PersistBatch without it, SnapRef)`; the image is in its
+    /// own file (`snapfile.rs`).
+    BatchRef = 6,
 }
 
 impl RecordKind {
@@ -50,6 +53,7 @@ impl RecordKind {
             3 => Self::Truncate,
             4 => Self::Seal,
             5 => Self::Checkpoint,
+            6 => Self::BatchRef,
             _ => return None,
         })
     }

@@ -6,6 +6,7 @@ use super::checkpoint::read_checkpoint;
 use super::fs::{self, io_err, CHECKPOINT_FILE};
 use super::record::{self, RecordKind};
 use super::segment::Writer;
+use super::snapfile::SnapRef;
 use super::{Loaded, WalStorage};
 use crate::StorageError;
 use paxos_core::durable::{DurableState, PersistBatch};
@@ -28,7 +29,11 @@ impl WalStorage {
         let (mut state, start_seg, start_off) = match std::fs::read(&ck_path) {
             Ok(data) => {
                 let ck = read_checkpoint(&ck_path, &data)?;
-                (ck.state, Some(ck.log_segment), ck.log_offset)
+                let mut state = ck.state;
+                if let Some(r) = &ck.snapshot {
+                    state.snapshot = Some(self.read_snapshot_file(r)?);
+                }
+                (state, Some(ck.log_segment), ck.log_offset)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 (DurableState::default(), None, 0)
@@ -87,7 +92,7 @@ impl WalStorage {
             while off < data.len() {
                 match record::parse(&data, off, id) {
                     Ok(rec) => {
-                        sealed = replay(&mut state, &path, off, id, rec.kind, rec.payload)?;
+                        sealed = replay(self, &mut state, &path, off, id, rec.kind, rec.payload)?;
                         records += 1;
                         replayed += rec.end as u64 - off as u64;
                         off = rec.end;
@@ -164,6 +169,9 @@ impl WalStorage {
             Some((id, _, _, true, _)) => self.next_segment(id + 1, 0)?,
             None => self.next_segment(1, 0)?,
         };
+        // Files of snapshots a crash left unreferenced (written, never named, or superseded).
+        let current = state.snapshot.as_ref().map(SnapRef::of);
+        self.remove_other_snapshot_files(current.as_ref())?;
         self.loaded = Some(Loaded {
             state,
             w,
@@ -175,6 +183,7 @@ impl WalStorage {
 
 /// Applies one log record to `state`; returns whether it was the segment's seal.
 fn replay(
+    wal: &WalStorage,
     state: &mut DurableState,
     path: &Path,
     off: usize,
@@ -191,6 +200,15 @@ fn replay(
     match kind {
         RecordKind::Batch => {
             let b: PersistBatch = postcard::from_bytes(payload).map_err(undecodable)?;
+            state.apply(&b);
+        }
+        RecordKind::BatchRef => {
+            let (mut b, r): (PersistBatch, SnapRef) =
+                postcard::from_bytes(payload).map_err(undecodable)?;
+            // Not newer: `apply` would ignore it (and a later checkpoint may have deleted it).
+            if r.seq > state.snapshot_seq() {
+                b.snapshot = Some(wal.read_snapshot_file(&r)?);
+            }
             state.apply(&b);
         }
         RecordKind::Incarnation => {

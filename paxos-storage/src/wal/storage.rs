@@ -44,12 +44,44 @@ impl Storage for WalStorage {
 
     fn append(&mut self, batches: &[PersistBatch], sync: bool) -> Result<(), StorageError> {
         self.guarded(|s| {
-            s.write_records(|i, buf, seg| match batches.get(i) {
-                Some(b) => {
+            // A snapshot's image goes to its own file first; its batch's record names it.
+            // (A snapshot not newer than the one before it changes nothing: `apply` ignores it,
+            // so its record leaves it out.)
+            let mut refs = Vec::new();
+            let mut newest = s.loaded().state.snapshot_seq();
+            for b in batches {
+                refs.push(match &b.snapshot {
+                    Some(snap) => {
+                        let r = if snap.seq() > newest {
+                            newest = snap.seq();
+                            Some(s.write_snapshot_file(snap)?)
+                        } else {
+                            None
+                        };
+                        let stripped = PersistBatch {
+                            snapshot: None,
+                            ..b.clone()
+                        };
+                        Some((stripped, r))
+                    }
+                    None => None,
+                });
+            }
+            s.write_records(|i, buf, seg| match (batches.get(i), refs.get(i)) {
+                (Some(_), Some(Some((stripped, Some(r))))) => {
+                    record::encode(buf, RecordKind::BatchRef, &(stripped, r), seg)
+                        .map_err(encode_err)?;
+                    Ok(true)
+                }
+                (Some(_), Some(Some((stripped, None)))) => {
+                    record::encode(buf, RecordKind::Batch, stripped, seg).map_err(encode_err)?;
+                    Ok(true)
+                }
+                (Some(b), _) => {
                     record::encode(buf, RecordKind::Batch, b, seg).map_err(encode_err)?;
                     Ok(true)
                 }
-                None => Ok(false),
+                (None, _) => Ok(false),
             })?;
             let updates: usize = batches
                 .iter()
@@ -87,6 +119,8 @@ impl Storage for WalStorage {
             if snapshot.seq() <= l.state.snapshot_seq() {
                 return Ok(());
             }
+            s.write_snapshot_file(snapshot)?;
+            let l = s.loaded();
             l.state.truncate_through(snapshot.seq());
             l.state.snapshot = Some(snapshot.clone());
             s.checkpoint()

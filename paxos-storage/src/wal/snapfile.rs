@@ -1,0 +1,134 @@
+//! Snapshot images as files of their own (docs/storage.md, "Snapshot files").
+//!
+//! A snapshot can be far larger than any record (records are capped, and a checkpoint that
+//! embedded the image rewrote all of it at every checkpoint), so the WAL keeps each image in
+//! `snapshot-<seq>-<digest>.img`: written in pieces to a temporary name, fsynced, renamed into
+//! place and the directory fsynced *before* any record or checkpoint names it. Records and the
+//! checkpoint carry only a [`SnapRef`]; loading reads the file back and checks its length and
+//! SHA-256 digest, so a damaged image is refused, never installed. Files nobody references any
+//! more (after the checkpoint that moved past them, or left by a crash) are deleted.
+
+use super::fs::{self, io_err};
+use super::WalStorage;
+use crate::StorageError;
+use paxos_core::{Digest, Seq, Snapshot};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Bytes per `pwrite` of an image.
+const WRITE_PIECE: usize = 4 << 20;
+
+const PREFIX: &str = "snapshot-";
+const SUFFIX: &str = ".img";
+
+/// What records and the checkpoint store in place of a snapshot image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SnapRef {
+    pub(crate) seq: Seq,
+    pub(crate) digest: Digest,
+    pub(crate) len: u64,
+}
+
+impl SnapRef {
+    pub(crate) fn of(s: &Snapshot) -> SnapRef {
+        SnapRef {
+            seq: s.seq(),
+            digest: s.digest(),
+            len: s.len(),
+        }
+    }
+
+    fn file_name(&self) -> String {
+        let hex: String = self.digest.0.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{PREFIX}{:020}-{hex}{SUFFIX}", self.seq.0)
+    }
+}
+
+impl WalStorage {
+    fn snapshot_path(&self, r: &SnapRef) -> PathBuf {
+        self.fs.path(&r.file_name())
+    }
+
+    /// Makes `snap`'s image durable as its own file (a no-op when it already is).
+    pub(crate) fn write_snapshot_file(&self, snap: &Snapshot) -> Result<SnapRef, StorageError> {
+        let r = SnapRef::of(snap);
+        let path = self.snapshot_path(&r);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == r.len) {
+            return Ok(r);
+        }
+        let tmp = self
+            .fs
+            .path(&format!("{}{}", r.file_name(), fs::TMP_SUFFIX));
+        let file = self.fs.create(&tmp)?;
+        let image = snap.image();
+        let mut off = 0usize;
+        while off < image.len() {
+            let end = (off + WRITE_PIECE).min(image.len());
+            self.fs
+                .write_at(&file, &tmp, &image[off..end], off as u64)?;
+            off = end;
+        }
+        self.fs.sync_all(&file, &tmp)?;
+        drop(file);
+        self.fs.rename(&tmp, &path)?;
+        self.fs.sync_dir()?;
+        Ok(r)
+    }
+
+    /// Reads the image `r` names and checks it against `r`.
+    pub(crate) fn read_snapshot_file(&self, r: &SnapRef) -> Result<Snapshot, StorageError> {
+        let path = self.snapshot_path(r);
+        let corrupt = |reason: String| StorageError::Corrupt {
+            path: path.clone(),
+            offset: 0,
+            reason,
+        };
+        let data = std::fs::read(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                corrupt(format!("snapshot file of slot {} is missing", r.seq.0))
+            } else {
+                io_err(&path, e)
+            }
+        })?;
+        if data.len() as u64 != r.len {
+            return Err(corrupt(format!(
+                "snapshot file has {} bytes, the log says {}",
+                data.len(),
+                r.len
+            )));
+        }
+        let snap = Snapshot::from_image(data.into(), Some(r.digest))
+            .map_err(|e| corrupt(e.to_string()))?;
+        if snap.seq() != r.seq {
+            return Err(corrupt(format!(
+                "snapshot file holds slot {}, the log says {}",
+                snap.seq().0,
+                r.seq.0
+            )));
+        }
+        Ok(snap)
+    }
+
+    /// Deletes every snapshot file but `keep`'s.
+    pub(crate) fn remove_other_snapshot_files(
+        &self,
+        keep: Option<&SnapRef>,
+    ) -> Result<(), StorageError> {
+        let keep = keep.map(SnapRef::file_name);
+        let dir = &self.fs.dir;
+        let mut removed = false;
+        for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+            let entry = entry.map_err(|e| io_err(dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(PREFIX) && name.ends_with(SUFFIX) && Some(name) != keep.as_deref() {
+                self.fs.remove(&entry.path())?;
+                removed = true;
+            }
+        }
+        if removed {
+            self.fs.sync_dir()?;
+        }
+        Ok(())
+    }
+}
