@@ -9,7 +9,8 @@
 //! | `meta` | `p` + client id (u64 BE) | pending [`paxos_core::ClientUpdate`] |
 //! | `log` | `a` + slot (u64 BE) | [`paxos_core::AcceptedProposal`] |
 //! | `log` | `o` + slot (u64 BE) | [`paxos_core::OrderedUpdate`] |
-//! | `snapshot` | `snapshot` | [`Snapshot`] |
+//! | `snapshot` | `snapshot` | the snapshot's slot, digest, length and chunk count |
+//! | `snapshot` | `c` + chunk index (u32 BE) | 4 MiB pieces of the snapshot image (raw bytes) |
 //!
 //! Each [`Storage::append`] call becomes one `WriteBatch` (so its batches are all-or-nothing,
 //! stronger than the per-batch atomicity the trait asks for), written with
@@ -17,7 +18,9 @@
 //! never replaces an accepted proposal, the first ordered update of a slot wins, the newest
 //! pending update per client wins, a snapshot drops history at or below it), the backend keeps
 //! the folded state in memory, applies each batch to it, and writes the resulting value of every
-//! key the batch touched; a snapshot adds range deletions of the `log` keys it covers.
+//! key the batch touched; a snapshot adds range deletions of the `log` keys it covers. A snapshot
+//! image is stored in chunks (no value grows with the state), replaced in the same write batch
+//! as everything else, and checked against its length and digest when loaded.
 //! RocksDB's own `LOCK` file keeps a second process out ([`StorageError::Locked`]).
 
 use crate::{Storage, StorageError};
@@ -38,6 +41,24 @@ const KEY_SNAPSHOT: &[u8] = b"snapshot";
 const PREFIX_PENDING: u8 = b'p';
 const PREFIX_ACCEPTED: u8 = b'a';
 const PREFIX_ORDERED: u8 = b'o';
+const PREFIX_CHUNK: u8 = b'c';
+/// Bytes of snapshot image per chunk record.
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// What the `snapshot` key holds: the image itself is in the chunk records.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotMeta {
+    seq: Seq,
+    digest: paxos_core::Digest,
+    len: u64,
+    chunks: u32,
+}
+
+fn chunk_key(i: u32) -> Vec<u8> {
+    let mut k = vec![PREFIX_CHUNK];
+    k.extend_from_slice(&i.to_be_bytes());
+    k
+}
 
 /// Durable state in a RocksDB database.
 pub struct RocksStorage {
@@ -152,14 +173,56 @@ impl RocksStorage {
                 _ => return Err(self.corrupt("log", format!("unexpected key {k:?}"))),
             }
         }
-        if let Some(v) = self
-            .db
-            .get_cf(self.cf(CF_SNAPSHOT)?, KEY_SNAPSHOT)
-            .map_err(backend_err)?
-        {
-            s.snapshot = Some(self.dec("snapshot", &v)?);
-        }
+        s.snapshot = self.read_snapshot()?;
         Ok(s)
+    }
+
+    /// Reads the snapshot's chunks back and checks them against its length and digest.
+    fn read_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        let cf = self.cf(CF_SNAPSHOT)?;
+        let Some(v) = self.db.get_cf(cf, KEY_SNAPSHOT).map_err(backend_err)? else {
+            return Ok(None);
+        };
+        let meta: SnapshotMeta = self.dec("snapshot", &v)?;
+        let mut image = Vec::with_capacity(usize::try_from(meta.len).unwrap_or(0));
+        for i in 0..meta.chunks {
+            let Some(c) = self.db.get_cf(cf, chunk_key(i)).map_err(backend_err)? else {
+                return Err(self.corrupt("snapshot", format!("chunk {i} missing")));
+            };
+            image.extend_from_slice(&c);
+        }
+        if image.len() as u64 != meta.len {
+            return Err(self.corrupt(
+                "snapshot",
+                format!("{} bytes of image, {} recorded", image.len(), meta.len),
+            ));
+        }
+        let snap = Snapshot::from_image(image.into(), Some(meta.digest))
+            .map_err(|e| self.corrupt("snapshot", e))?;
+        if snap.seq() != meta.seq {
+            return Err(self.corrupt("snapshot", "image of another slot"));
+        }
+        Ok(Some(snap))
+    }
+
+    /// Replaces the stored snapshot with `snap` in `wb`: old chunks deleted, new ones and the
+    /// meta key written (later writes of a batch win over its range deletion).
+    fn put_snapshot(&self, wb: &mut WriteBatch, snap: &Snapshot) -> Result<(), StorageError> {
+        let cf = self.cf(CF_SNAPSHOT)?;
+        wb.delete_range_cf(cf, vec![PREFIX_CHUNK], vec![PREFIX_CHUNK + 1]);
+        let mut chunks = 0u32;
+        for (i, c) in snap.image().chunks(CHUNK_BYTES).enumerate() {
+            wb.put_cf(cf, chunk_key(i as u32), c);
+            chunks += 1;
+        }
+        let meta = SnapshotMeta {
+            seq: snap.seq(),
+            digest: snap.digest(),
+            len: snap.len(),
+            chunks,
+        };
+        wb.put_cf(cf, KEY_SNAPSHOT, enc(&meta)?);
+        Ok(())
     }
 
     fn ready(&mut self) -> Result<(), StorageError> {
@@ -205,7 +268,7 @@ impl RocksStorage {
         state: &mut DurableState,
         batches: &[PersistBatch],
     ) -> Result<WriteBatch, StorageError> {
-        let (meta, log, snap) = (self.cf(CF_META)?, self.cf(CF_LOG)?, self.cf(CF_SNAPSHOT)?);
+        let (meta, log) = (self.cf(CF_META)?, self.cf(CF_LOG)?);
         let mut wb = WriteBatch::default();
         for b in batches {
             let floor = state.snapshot_seq();
@@ -237,7 +300,7 @@ impl RocksStorage {
             }
             if state.snapshot_seq() > floor {
                 if let Some(s) = &state.snapshot {
-                    wb.put_cf(snap, KEY_SNAPSHOT, enc(s)?);
+                    self.put_snapshot(&mut wb, s)?;
                     self.delete_through(&mut wb, s.seq())?;
                 }
             }
@@ -289,7 +352,7 @@ impl Storage for RocksStorage {
                 return Ok(());
             }
             let mut wb = WriteBatch::default();
-            wb.put_cf(this.cf(CF_SNAPSHOT)?, KEY_SNAPSHOT, enc(snapshot)?);
+            this.put_snapshot(&mut wb, snapshot)?;
             this.delete_through(&mut wb, snapshot.seq())?;
             this.write(wb, true)?;
             if let Some(s) = this.state.as_mut() {
