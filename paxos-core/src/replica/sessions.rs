@@ -128,17 +128,13 @@ impl Sessions {
 
     /// Opens session `id` (registration `nonce` executed).
     pub(super) fn open(&mut self, id: ClientId, nonce: ClientId) -> u64 {
-        self.table.insert(
-            id,
-            Entry {
-                ts: Timestamp(0),
-                result: Bytes::new(),
-                active: self.log_time,
-                nonce: Some(nonce),
-            },
-        );
-        self.nonces.insert(nonce, id);
-        self.record(id, Timestamp(0), Bytes::new())
+        // `id` is the most recently active now, so the bounds never drop it here.
+        let expired = self.record(id, Timestamp(0), Bytes::new());
+        if let Some(e) = self.table.get_mut(&id) {
+            e.nonce = Some(nonce);
+            self.nonces.insert(nonce, id);
+        }
+        expired
     }
 
     /// A clock entry executed: the log's clock moves by `elapsed` (capped, see
