@@ -184,7 +184,14 @@ impl RocksStorage {
             return Ok(None);
         };
         let meta: SnapshotMeta = self.dec("snapshot", &v)?;
-        let mut image = Vec::with_capacity(usize::try_from(meta.len).unwrap_or(0));
+        // A damaged length must not become an allocation: the chunks bound it.
+        if meta.len > u64::from(meta.chunks) * CHUNK_BYTES as u64 {
+            return Err(self.corrupt(
+                "snapshot",
+                format!("{} bytes recorded for {} chunks", meta.len, meta.chunks),
+            ));
+        }
+        let mut image = Vec::with_capacity(meta.len as usize);
         for i in 0..meta.chunks {
             let Some(c) = self.db.get_cf(cf, chunk_key(i)).map_err(backend_err)? else {
                 return Err(self.corrupt("snapshot", format!("chunk {i} missing")));
