@@ -492,12 +492,10 @@ where
                     };
                     tx.try_send(response).is_ok()
                 });
-            if matches!(reply.outcome, ReplyOutcome::SessionOpened(_)) {
+            if let ReplyOutcome::SessionOpened(session) = reply.outcome {
                 // The nonce names nothing any more: its connection is found by the session id.
                 if let Some(conn) = client_conn.remove(&reply.client_id) {
-                    if let ReplyOutcome::SessionOpened(session) = reply.outcome {
-                        client_conn.insert(session, conn);
-                    }
+                    client_conn.insert(session, conn);
                 }
             }
             if !delivered {
