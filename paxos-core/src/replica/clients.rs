@@ -167,19 +167,26 @@ impl ClientTable {
         bound: impl Fn(&UpdateId) -> bool,
     ) -> Enqueued {
         let c = u.client_id;
+        // A registration is not tracked in `last_enqueued`: a nonce may register again once its
+        // session is gone, and a second execution of a live one's is a duplicate anyway.
+        let registration = u.timestamp == Timestamp(0) && self.sessions.rules().is_some();
         if self.is_executed(&u)
-            || self
-                .last_enqueued
-                .get(&c)
-                .is_some_and(|ts| u.timestamp <= *ts)
+            || (!registration
+                && self
+                    .last_enqueued
+                    .get(&c)
+                    .is_some_and(|ts| u.timestamp <= *ts))
             || bound(&u.id())
+            || (registration && self.is_queued(u.id()))
         {
             return Enqueued::Refused;
         }
         if self.queue.len() >= max_queue {
             return Enqueued::Full;
         }
-        self.last_enqueued.insert(c, u.timestamp);
+        if !registration {
+            self.last_enqueued.insert(c, u.timestamp);
+        }
         self.queue.push_back(u);
         Enqueued::Queued
     }
@@ -187,15 +194,6 @@ impl ClientTable {
     /// Puts an entry the leader makes itself (a clock entry) at the head of the queue.
     pub(super) fn queue_first(&mut self, u: ClientUpdate) {
         self.queue.push_front(u);
-    }
-
-    /// A registration of `nonce` executed: the nonce may register again (once its session is
-    /// gone), so it leaves `last_enqueued` (sim: seeds 6 and 264 with sessions, where a nonce
-    /// reused in the same view was never proposed).
-    pub(super) fn registration_executed(&mut self, nonce: ClientId) {
-        if self.last_enqueued.get(&nonce) == Some(&Timestamp(0)) {
-            self.last_enqueued.remove(&nonce);
-        }
     }
 
     /// Whether an update with this id is queued.

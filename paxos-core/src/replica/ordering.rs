@@ -377,9 +377,6 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             // Pitfall 3(b): an update bound twice executes once; the aru still advances.
             Verdict::Duplicate | Verdict::Filler => self.metrics.duplicates_skipped += 1,
         }
-        if update.timestamp == Timestamp(0) && self.clients.sessions.rules().is_some() {
-            self.clients.registration_executed(c);
-        }
         // Executed, so no longer bound above the aru. Others are refused by the exactly-once
         // table from now on anyway; a registration's id comes back when its nonce registers
         // again after its session is gone (sim: psb N = 3 seed 264 with sessions).
