@@ -40,7 +40,15 @@ async fn intrude(h: &Harness, claimed: u32, tls: NodeTls) -> QuicTransport {
 async fn quic_refuses_wrong_ca_self_signed_and_non_member() {
     let h = Harness::new(Kind::Quic, 2);
     let nodes = h.start_all().await;
-    assert!(send_until_received(&*nodes[0], &*nodes[1], &env(NodeId(0), 1, 1), QUIET * 5).await);
+    assert!(
+        send_until_received(
+            &*nodes[0],
+            &*nodes[1],
+            &env(NodeId(0), WARMUP, 1),
+            QUIET * 5
+        )
+        .await
+    );
 
     // A certificate for member 0 from another CA (which trusts the real CA, to get as far as
     // possible).
