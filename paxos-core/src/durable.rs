@@ -50,6 +50,14 @@ pub struct PersistBatch {
     pub pending_done: Vec<UpdateId>,
     /// A snapshot; history at or below its slot may be dropped once it is durable.
     pub snapshot: Option<Snapshot>,
+    /// The snapshot is this server's own compaction of slots it executed from its log, not one
+    /// installed from a peer: the records of earlier batches rebuild the same state, so a backend
+    /// may make it durable *after* this batch and later ones (off the write path, as the WAL
+    /// does with a large image), provided it keeps those records until the snapshot is durable.
+    /// An installed snapshot (`false`) is durable together with its batch. An instruction to the
+    /// backend, not state: never serialised (records keep their format).
+    #[serde(skip)]
+    pub snapshot_deferrable: bool,
 }
 
 impl PersistBatch {

@@ -99,6 +99,12 @@ pub trait Storage: Send + 'static {
 
     /// Drops accepted and ordered entries at or below `seq` (which a durable snapshot covers).
     fn truncate_through(&mut self, seq: Seq) -> Result<(), StorageError>;
+
+    /// Own snapshots ([`PersistBatch::snapshot_deferrable`]) handed to a background write and not
+    /// yet durable and named by the log (0 for a backend that writes every snapshot inline).
+    fn snapshot_writes_in_flight(&self) -> usize {
+        0
+    }
 }
 
 impl<S: Storage + ?Sized> Storage for Box<S> {
@@ -122,5 +128,8 @@ impl<S: Storage + ?Sized> Storage for Box<S> {
     }
     fn truncate_through(&mut self, seq: Seq) -> Result<(), StorageError> {
         (**self).truncate_through(seq)
+    }
+    fn snapshot_writes_in_flight(&self) -> usize {
+        (**self).snapshot_writes_in_flight()
     }
 }

@@ -30,6 +30,7 @@ fn small_opts() -> WalOptions {
         max_free_segments: 2,
         prefill_segments: 1,
         overlap_sync_updates: 0,
+        defer_snapshots: true,
     }
 }
 
@@ -358,6 +359,7 @@ fn checkpoints_delete_old_segments() {
         max_free_segments: 3,
         prefill_segments: 0,
         overlap_sync_updates: 0,
+        defer_snapshots: true,
     };
     let mut wal = WalStorage::open(dir.path(), opts.clone()).unwrap();
     let mut m = wal.load().unwrap();

@@ -108,10 +108,12 @@ impl Outbox {
         }
     }
 
-    /// Records a snapshot (no sync: nothing waits for it).
-    pub(super) fn persist_snapshot(&mut self, snapshot: &Snapshot) {
+    /// Records a snapshot (no sync: nothing waits for it); `own` for a compaction of this
+    /// server's own log ([`PersistBatch::snapshot_deferrable`]).
+    pub(super) fn persist_snapshot(&mut self, snapshot: &Snapshot, own: bool) {
         if self.persists() {
             self.open.snapshot = Some(snapshot.clone());
+            self.open.snapshot_deferrable = own;
         }
     }
 

@@ -98,7 +98,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     /// except for `history_retention` slots.
     fn compact_to(&mut self, snap: Snapshot) {
         self.metrics.snapshots_taken += 1;
-        self.outbox.persist_snapshot(&snap);
+        self.outbox.persist_snapshot(&snap, true);
         let keep_from = snap.seq().0.saturating_sub(self.config.history_retention);
         let old = self.latest_snapshot.replace(snap);
         self.transfer
@@ -151,7 +151,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         for id in self.clients.answer_executed_pending() {
             self.outbox.persist_pending_done(id);
         }
-        self.outbox.persist_snapshot(&snap);
+        self.outbox.persist_snapshot(&snap, false);
         self.next_snapshot_at = self.snapshot_point_after(seq);
         let old = self.latest_snapshot.replace(snap);
         self.transfer

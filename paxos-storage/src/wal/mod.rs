@@ -68,6 +68,7 @@ pub(crate) mod record;
 mod recovery;
 mod segment;
 mod snapfile;
+mod snapwriter;
 mod storage;
 
 pub use fault::{FaultInjector, FileOp};
@@ -118,6 +119,8 @@ pub struct WalStorage {
     free_seq: u64,
     /// The fdatasync helper thread, started by the first large synced append.
     syncer: Option<Syncer>,
+    /// The helper thread writing own snapshots' images off the append path.
+    snap_writer: Option<snapwriter::SnapWriter>,
 }
 
 impl WalStorage {
@@ -161,6 +164,7 @@ impl WalStorage {
             free: VecDeque::new(),
             free_seq: 0,
             syncer: None,
+            snap_writer: None,
         })
     }
 

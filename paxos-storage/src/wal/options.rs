@@ -44,6 +44,11 @@ pub struct WalOptions {
     /// busy; on an idle machine with ~0.1 ms fdatasyncs the thread hand-off cost more than it
     /// saved (see `docs/storage.md`), so it is off by default.
     pub overlap_sync_updates: u32,
+    /// Write the images of the core's own snapshots
+    /// ([`PersistBatch::snapshot_deferrable`](paxos_core::durable::PersistBatch)) on a helper
+    /// thread instead of inside the append, so a large snapshot does not stall the log (on by
+    /// default; see `docs/storage.md`, "Snapshot files").
+    pub defer_snapshots: bool,
 }
 
 impl Default for WalOptions {
@@ -55,6 +60,7 @@ impl Default for WalOptions {
             max_free_segments: 4,
             prefill_segments: 0,
             overlap_sync_updates: 0,
+            defer_snapshots: true,
         }
     }
 }

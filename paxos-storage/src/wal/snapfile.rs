@@ -44,6 +44,31 @@ impl SnapRef {
     }
 }
 
+/// Makes `snap`'s image durable as its own file in `fs`'s directory: written in pieces to a
+/// temporary name, fsynced, renamed and the directory fsynced (a no-op when the file exists
+/// with its length).
+pub(crate) fn write_image(fs: &fs::Fs, snap: &Snapshot) -> Result<SnapRef, StorageError> {
+    let r = SnapRef::of(snap);
+    let path = fs.path(&r.file_name());
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == r.len) {
+        return Ok(r);
+    }
+    let tmp = fs.path(&format!("{}{}", r.file_name(), fs::TMP_SUFFIX));
+    let file = fs.create(&tmp)?;
+    let image = snap.image();
+    let mut off = 0usize;
+    while off < image.len() {
+        let end = (off + WRITE_PIECE).min(image.len());
+        fs.write_at(&file, &tmp, &image[off..end], off as u64)?;
+        off = end;
+    }
+    fs.sync_all(&file, &tmp)?;
+    drop(file);
+    fs.rename(&tmp, &path)?;
+    fs.sync_dir()?;
+    Ok(r)
+}
+
 impl WalStorage {
     fn snapshot_path(&self, r: &SnapRef) -> PathBuf {
         self.fs.path(&r.file_name())
@@ -51,28 +76,7 @@ impl WalStorage {
 
     /// Makes `snap`'s image durable as its own file (a no-op when it already is).
     pub(crate) fn write_snapshot_file(&self, snap: &Snapshot) -> Result<SnapRef, StorageError> {
-        let r = SnapRef::of(snap);
-        let path = self.snapshot_path(&r);
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() == r.len) {
-            return Ok(r);
-        }
-        let tmp = self
-            .fs
-            .path(&format!("{}{}", r.file_name(), fs::TMP_SUFFIX));
-        let file = self.fs.create(&tmp)?;
-        let image = snap.image();
-        let mut off = 0usize;
-        while off < image.len() {
-            let end = (off + WRITE_PIECE).min(image.len());
-            self.fs
-                .write_at(&file, &tmp, &image[off..end], off as u64)?;
-            off = end;
-        }
-        self.fs.sync_all(&file, &tmp)?;
-        drop(file);
-        self.fs.rename(&tmp, &path)?;
-        self.fs.sync_dir()?;
-        Ok(r)
+        write_image(&self.fs, snap)
     }
 
     /// Reads the image `r` names and checks it against `r`.
@@ -114,14 +118,22 @@ impl WalStorage {
         &self,
         keep: Option<&SnapRef>,
     ) -> Result<(), StorageError> {
-        let keep = keep.map(SnapRef::file_name);
+        // Besides `keep`, the images the helper thread is writing or has written but not yet
+        // had named by a record.
+        let keep: Vec<String> = keep
+            .into_iter()
+            .copied()
+            .chain(self.in_flight_refs())
+            .map(|r| r.file_name())
+            .collect();
         let dir = &self.fs.dir;
         let mut removed = false;
         for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
             let entry = entry.map_err(|e| io_err(dir, e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.starts_with(PREFIX) && name.ends_with(SUFFIX) && Some(name) != keep.as_deref() {
+            if name.starts_with(PREFIX) && name.ends_with(SUFFIX) && !keep.iter().any(|k| k == name)
+            {
                 self.fs.remove(&entry.path())?;
                 removed = true;
             }

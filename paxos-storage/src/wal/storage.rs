@@ -4,11 +4,13 @@
 //! checkpoint.
 
 use super::record::{self, RecordKind};
+use super::snapfile::SnapRef;
 use super::{encode_err, WalStorage};
 use crate::{Storage, StorageError};
 use paxos_core::durable::{DurableState, PersistBatch};
 use paxos_core::message::Snapshot;
 use paxos_core::Seq;
+use std::borrow::Cow;
 
 impl Storage for WalStorage {
     fn name(&self) -> &'static str {
@@ -43,70 +45,11 @@ impl Storage for WalStorage {
     }
 
     fn append(&mut self, batches: &[PersistBatch], sync: bool) -> Result<(), StorageError> {
-        self.guarded(|s| {
-            // A snapshot's image goes to its own file first; its batch's record names it.
-            // (A snapshot not newer than the one before it changes nothing: `apply` ignores it,
-            // so its record leaves it out.)
-            let mut refs = Vec::new();
-            let mut newest = s.loaded().state.snapshot_seq();
-            for b in batches {
-                refs.push(match &b.snapshot {
-                    Some(snap) => {
-                        let r = if snap.seq() > newest {
-                            newest = snap.seq();
-                            Some(s.write_snapshot_file(snap)?)
-                        } else {
-                            None
-                        };
-                        let stripped = PersistBatch {
-                            snapshot: None,
-                            ..b.clone()
-                        };
-                        Some((stripped, r))
-                    }
-                    None => None,
-                });
-            }
-            s.write_records(|i, buf, seg| match (batches.get(i), refs.get(i)) {
-                (Some(_), Some(Some((stripped, Some(r))))) => {
-                    record::encode(buf, RecordKind::BatchRef, &(stripped, r), seg)
-                        .map_err(encode_err)?;
-                    Ok(true)
-                }
-                (Some(_), Some(Some((stripped, None)))) => {
-                    record::encode(buf, RecordKind::Batch, stripped, seg).map_err(encode_err)?;
-                    Ok(true)
-                }
-                (Some(b), _) => {
-                    record::encode(buf, RecordKind::Batch, b, seg).map_err(encode_err)?;
-                    Ok(true)
-                }
-                (None, _) => Ok(false),
-            })?;
-            let updates: usize = batches
-                .iter()
-                .map(|b| b.accepted.len() + b.ordered.len() + b.pending.len())
-                .sum();
-            // Large appends: fold into the in-memory state while the flush runs.
-            let overlap = s.opts.overlap_sync_updates as usize;
-            let syncing = sync && overlap > 0 && updates >= overlap && s.start_sync();
-            let l = s.loaded();
-            let floor = l.state.snapshot_seq();
-            for b in batches {
-                l.state.apply(b);
-            }
-            let snapshot_advanced = l.state.snapshot_seq() > floor;
-            if syncing {
-                s.finish_sync()?;
-            } else if sync {
-                s.sync_writer()?;
-            }
-            let every = s.opts.checkpoint_bytes;
-            if snapshot_advanced || (every > 0 && s.loaded().since_checkpoint >= every) {
-                s.checkpoint()?;
-            }
-            Ok(())
-        })
+        self.guarded(|s| s.append_records(batches, sync, false))
+    }
+
+    fn snapshot_writes_in_flight(&self) -> usize {
+        self.snapshots_in_flight()
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
@@ -143,5 +86,103 @@ impl Storage for WalStorage {
             s.loaded().state.truncate_through(seq);
             Ok(())
         })
+    }
+}
+
+impl WalStorage {
+    /// Waits until every own snapshot handed to the helper thread is durable, then names the
+    /// newest in the log and checkpoints (as the next append would): for a clean shutdown, and
+    /// for tests.
+    pub fn settle_snapshots(&mut self) -> Result<(), StorageError> {
+        self.guarded(|s| s.append_records(&[], false, true))
+    }
+
+    /// [`Storage::append`], first naming an own snapshot the helper thread finished (waiting
+    /// for it with `wait`).
+    fn append_records(
+        &mut self,
+        batches: &[PersistBatch],
+        sync: bool,
+        wait: bool,
+    ) -> Result<(), StorageError> {
+        let s = self;
+        // An own snapshot whose image the helper thread made durable since the last append
+        // is named first (`snapwriter`): every slot it covers was executed before it was
+        // taken, so before any of these batches.
+        let floor = s.loaded().state.snapshot_seq();
+        let landed = s
+            .collect_snapshots(wait)?
+            .filter(|(snap, _)| snap.seq() > floor);
+        // Each record: the batch as written and folded, and the image file it names.
+        let mut records: Vec<(Cow<'_, PersistBatch>, Option<SnapRef>)> = Vec::new();
+        let mut newest = floor;
+        if let Some((snap, r)) = &landed {
+            newest = snap.seq();
+            let named = PersistBatch {
+                snapshot: Some(snap.clone()),
+                ..PersistBatch::default()
+            };
+            records.push((Cow::Owned(named), Some(*r)));
+        }
+        for b in batches {
+            let Some(snap) = &b.snapshot else {
+                records.push((Cow::Borrowed(b), None));
+                continue;
+            };
+            // A snapshot not newer than the one before it changes nothing (`apply` ignores
+            // it), so its record leaves it out.
+            let keep = snap.seq() > newest;
+            let defer =
+                keep && b.snapshot_deferrable && s.opts.defer_snapshots && s.defer_snapshot(snap);
+            if keep && !defer {
+                newest = snap.seq();
+                let r = s.write_snapshot_file(snap)?;
+                records.push((Cow::Borrowed(b), Some(r)));
+            } else {
+                let stripped = PersistBatch {
+                    snapshot: None,
+                    ..b.clone()
+                };
+                records.push((Cow::Owned(stripped), None));
+            }
+        }
+        s.write_records(|i, buf, seg| match records.get(i) {
+            Some((b, Some(r))) => {
+                let stripped = PersistBatch {
+                    snapshot: None,
+                    ..(**b).clone()
+                };
+                record::encode(buf, RecordKind::BatchRef, &(&stripped, r), seg)
+                    .map_err(encode_err)?;
+                Ok(true)
+            }
+            Some((b, None)) => {
+                record::encode(buf, RecordKind::Batch, &**b, seg).map_err(encode_err)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        })?;
+        let updates: usize = batches
+            .iter()
+            .map(|b| b.accepted.len() + b.ordered.len() + b.pending.len())
+            .sum();
+        // Large appends: fold into the in-memory state while the flush runs.
+        let overlap = s.opts.overlap_sync_updates as usize;
+        let syncing = sync && overlap > 0 && updates >= overlap && s.start_sync();
+        let l = s.loaded();
+        for (b, _) in &records {
+            l.state.apply(b);
+        }
+        let snapshot_advanced = l.state.snapshot_seq() > floor;
+        if syncing {
+            s.finish_sync()?;
+        } else if sync {
+            s.sync_writer()?;
+        }
+        let every = s.opts.checkpoint_bytes;
+        if snapshot_advanced || (every > 0 && s.loaded().since_checkpoint >= every) {
+            s.checkpoint()?;
+        }
+        Ok(())
     }
 }

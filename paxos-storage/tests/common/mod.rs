@@ -131,6 +131,7 @@ impl Materializer {
             pending,
             pending_done: vec![],
             snapshot: spec.snapshot.map(|s| snapshot(s.into())),
+            snapshot_deferrable: false,
         }
     }
 }
