@@ -570,6 +570,9 @@ fn snapshots_live_in_their_own_files_and_are_verified_on_load() {
     for id in 22..=30 {
         wal.append(&[crash_batch(id)], true).unwrap();
     }
+    // Checkpoints are written on the WAL's helper thread; the superseded image goes once the
+    // checkpoint past it is durable and collected (at the latest here).
+    wal.settle_snapshots().unwrap();
     drop(wal);
     assert_eq!(
         snapshot_files(dir.path()).len(),

@@ -38,40 +38,83 @@ pub(super) struct CheckpointOwned {
     pub(super) snapshot: Option<SnapRef>,
 }
 
+/// A checkpoint to write: the folded state (without its image) at a log position.
+#[derive(Debug)]
+pub(super) struct CheckpointJob {
+    seg: u64,
+    offset: u64,
+    state: DurableState,
+    snapshot: Option<SnapRef>,
+    /// `WalStorage::names_logged` when the job was taken: records naming images from then on
+    /// lie after the checkpoint's position, and replay reads their files.
+    names_before: u64,
+}
+
+/// What must stay once a checkpoint is durable: the segment its log replays from, the image it
+/// names, and the first image record replayed after it.
+pub(super) type CheckpointDone = (u64, Option<SnapRef>, u64);
+
+impl CheckpointJob {
+    /// What stays once it is durable.
+    pub(super) fn done(&self) -> CheckpointDone {
+        (self.seg, self.snapshot, self.names_before)
+    }
+}
+
+/// Writes `job` as the checkpoint file of `fs`'s directory (temporary name, fsync, rename,
+/// directory fsync); returns the segment from which its log replays and its size.
+pub(super) fn write_checkpoint(
+    fs: &fs::Fs,
+    job: &CheckpointJob,
+) -> Result<(u64, usize), StorageError> {
+    let mut buf = CHECKPOINT_MAGIC.to_vec();
+    record::encode(
+        &mut buf,
+        RecordKind::Checkpoint,
+        &CheckpointRef {
+            log_segment: job.seg,
+            log_offset: job.offset,
+            state: &job.state,
+            snapshot: job.snapshot,
+        },
+        0,
+    )
+    .map_err(encode_err)?;
+    let tmp = fs.path(&format!("{CHECKPOINT_FILE}{}", fs::TMP_SUFFIX));
+    let path = fs.path(CHECKPOINT_FILE);
+    let file = fs.create(&tmp)?;
+    fs.write_at(&file, &tmp, &buf, 0)?;
+    fs.sync_all(&file, &tmp)?;
+    drop(file);
+    fs.rename(&tmp, &path)?;
+    fs.sync_dir()?;
+    Ok((job.seg, buf.len()))
+}
+
 impl WalStorage {
-    /// Writes the folded state as the new checkpoint, then recycles or deletes the segments it
-    /// covers.
-    pub(super) fn checkpoint(&mut self) -> Result<(), StorageError> {
+    /// The folded state now, as a checkpoint to write (and the log since it starts counting
+    /// again). Values are shared, not copied.
+    pub(super) fn checkpoint_job(&mut self) -> CheckpointJob {
         let l = self.loaded.as_mut().expect("checked by ready()");
-        let (seg, offset) = (l.w.id, l.w.pos);
-        let mut buf = CHECKPOINT_MAGIC.to_vec();
-        // The image stays out of the checkpoint: moved out for the encoding, then back.
-        let snap = l.state.snapshot.take();
-        let snapshot = snap.as_ref().map(SnapRef::of);
-        let encoded = record::encode(
-            &mut buf,
-            RecordKind::Checkpoint,
-            &CheckpointRef {
-                log_segment: seg,
-                log_offset: offset,
-                state: &l.state,
-                snapshot,
-            },
-            0,
-        );
-        l.state.snapshot = snap;
-        encoded.map_err(encode_err)?;
-        let tmp = self
-            .fs
-            .path(&format!("{CHECKPOINT_FILE}{}", fs::TMP_SUFFIX));
-        let path = self.fs.path(CHECKPOINT_FILE);
-        let file = self.fs.create(&tmp)?;
-        self.fs.write_at(&file, &tmp, &buf, 0)?;
-        self.fs.sync_all(&file, &tmp)?;
-        drop(file);
-        self.fs.rename(&tmp, &path)?;
-        self.fs.sync_dir()?;
-        self.loaded().since_checkpoint = 0;
+        l.since_checkpoint = 0;
+        let mut state = l.state.clone();
+        // The image stays out of the checkpoint: it is named, and lives in its own file.
+        let snapshot = state.snapshot.take().as_ref().map(SnapRef::of);
+        CheckpointJob {
+            seg: l.w.id,
+            offset: l.w.pos,
+            state,
+            snapshot,
+            names_before: self.names_logged,
+        }
+    }
+
+    /// After the checkpoint replaying from segment `seg` and naming `snapshot` is durable:
+    /// recycles or deletes the segments it covers and the images nothing names any more.
+    pub(super) fn checkpoint_durable(
+        &mut self,
+        (seg, snapshot, names_before): CheckpointDone,
+    ) -> Result<(), StorageError> {
         let old: Vec<u64> = self
             .fs
             .list()?
@@ -85,9 +128,34 @@ impl WalStorage {
         if !old.is_empty() {
             self.fs.sync_dir()?;
         }
-        // Only the checkpoint's snapshot is named by anything now.
-        self.remove_other_snapshot_files(snapshot.as_ref())?;
-        tracing::debug!(segment = seg, offset, "WAL checkpoint written");
+        // Named now: the checkpoint's snapshot, and every image a `BatchRef` after the
+        // checkpoint's position names (replay reads each one newer than the state so far).
+        self.named_after.retain(|(n, _)| *n >= names_before);
+        let mut keep: Vec<Option<SnapRef>> =
+            self.named_after.iter().map(|(_, r)| Some(*r)).collect();
+        keep.push(snapshot);
+        // And the state's own (saved, or folded, but not yet named by any checkpoint).
+        keep.push(self.loaded().state.snapshot.as_ref().map(SnapRef::of));
+        self.remove_other_snapshot_files(&keep)?;
+        Ok(())
+    }
+
+    /// Writes the folded state as the new checkpoint now, then recycles or deletes the segments
+    /// it covers.
+    pub(super) fn checkpoint(&mut self) -> Result<(), StorageError> {
+        // One writer of the checkpoint file at a time: an older checkpoint still on the helper
+        // must not land after (and over) this one.
+        self.settle_helper()?;
+        let started = std::time::Instant::now();
+        let job = self.checkpoint_job();
+        let (seg, bytes) = write_checkpoint(&self.fs, &job)?;
+        self.checkpoint_durable(job.done())?;
+        tracing::debug!(
+            segment = seg,
+            bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "WAL checkpoint written"
+        );
         Ok(())
     }
 }

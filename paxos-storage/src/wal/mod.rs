@@ -119,8 +119,13 @@ pub struct WalStorage {
     free_seq: u64,
     /// The fdatasync helper thread, started by the first large synced append.
     syncer: Option<Syncer>,
-    /// The helper thread writing own snapshots' images off the append path.
+    /// The helper thread writing own snapshots' images and checkpoints off the append path.
     snap_writer: Option<snapwriter::SnapWriter>,
+    /// `BatchRef` records written so far (numbering them).
+    names_logged: u64,
+    /// The images those records named, by number, from the oldest a checkpoint in flight or
+    /// the durable one may replay: kept from deletion.
+    named_after: Vec<(u64, snapfile::SnapRef)>,
 }
 
 impl WalStorage {
@@ -165,6 +170,8 @@ impl WalStorage {
             free_seq: 0,
             syncer: None,
             snap_writer: None,
+            names_logged: 0,
+            named_after: Vec::new(),
         })
     }
 

@@ -26,12 +26,16 @@ impl WalStorage {
         self.free_seq = listing.free.last().map_or(0, |(n, _)| *n);
         self.free = listing.free.into_iter().map(|(_, p)| p).collect();
         let ck_path = self.fs.path(CHECKPOINT_FILE);
+        // Images the checkpoint and the replayed records name: every one stays (a later
+        // recovery replays the same records).
+        let mut named: Vec<SnapRef> = Vec::new();
         let (mut state, start_seg, start_off) = match std::fs::read(&ck_path) {
             Ok(data) => {
                 let ck = read_checkpoint(&ck_path, &data)?;
                 let mut state = ck.state;
                 if let Some(r) = &ck.snapshot {
                     state.snapshot = Some(self.read_snapshot_file(r)?);
+                    named.push(*r);
                 }
                 (state, Some(ck.log_segment), ck.log_offset)
             }
@@ -92,7 +96,14 @@ impl WalStorage {
             while off < data.len() {
                 match record::parse(&data, off, id) {
                     Ok(rec) => {
-                        sealed = replay(self, &mut state, &path, off, id, rec.kind, rec.payload)?;
+                        sealed = replay(
+                            self,
+                            &mut state,
+                            &mut named,
+                            (&path, off, id),
+                            rec.kind,
+                            rec.payload,
+                        )?;
                         records += 1;
                         replayed += rec.end as u64 - off as u64;
                         off = rec.end;
@@ -169,9 +180,15 @@ impl WalStorage {
             Some((id, _, _, true, _)) => self.next_segment(id + 1, 0)?,
             None => self.next_segment(1, 0)?,
         };
-        // Files of snapshots a crash left unreferenced (written, never named, or superseded).
-        let current = state.snapshot.as_ref().map(SnapRef::of);
-        self.remove_other_snapshot_files(current.as_ref())?;
+        // Files of snapshots a crash left unreferenced (written but never named).
+        let keep: Vec<Option<SnapRef>> = named.iter().copied().map(Some).collect();
+        self.remove_other_snapshot_files(&keep)?;
+        self.names_logged = named.len() as u64;
+        self.named_after = named
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| (i as u64, r))
+            .collect();
         self.loaded = Some(Loaded {
             state,
             w,
@@ -185,9 +202,8 @@ impl WalStorage {
 fn replay(
     wal: &WalStorage,
     state: &mut DurableState,
-    path: &Path,
-    off: usize,
-    segment: u64,
+    named: &mut Vec<SnapRef>,
+    (path, off, segment): (&Path, usize, u64),
     kind: RecordKind,
     payload: &[u8],
 ) -> Result<bool, StorageError> {
@@ -205,6 +221,7 @@ fn replay(
         RecordKind::BatchRef => {
             let (mut b, r): (PersistBatch, SnapRef) =
                 postcard::from_bytes(payload).map_err(undecodable)?;
+            named.push(r);
             // Not newer: `apply` would ignore it (and a later checkpoint may have deleted it).
             if r.seq > state.snapshot_seq() {
                 b.snapshot = Some(wal.read_snapshot_file(&r)?);

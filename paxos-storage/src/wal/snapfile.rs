@@ -47,7 +47,15 @@ impl SnapRef {
 /// Makes `snap`'s image durable as its own file in `fs`'s directory: written in pieces to a
 /// temporary name, fsynced, renamed and the directory fsynced (a no-op when the file exists
 /// with its length).
-pub(crate) fn write_image(fs: &fs::Fs, snap: &Snapshot) -> Result<SnapRef, StorageError> {
+///
+/// With `flush_every`, the file is also fdatasynced after each that many bytes: a background
+/// write then never leaves hundreds of MiB dirty for one final flush, which would queue the log's
+/// own fdatasyncs behind it.
+pub(crate) fn write_image(
+    fs: &fs::Fs,
+    snap: &Snapshot,
+    flush_every: Option<usize>,
+) -> Result<SnapRef, StorageError> {
     let r = SnapRef::of(snap);
     let path = fs.path(&r.file_name());
     if std::fs::metadata(&path).is_ok_and(|m| m.len() == r.len) {
@@ -60,6 +68,9 @@ pub(crate) fn write_image(fs: &fs::Fs, snap: &Snapshot) -> Result<SnapRef, Stora
     while off < image.len() {
         let end = (off + WRITE_PIECE).min(image.len());
         fs.write_at(&file, &tmp, &image[off..end], off as u64)?;
+        if flush_every.is_some_and(|n| end / n > off / n) {
+            fs.sync_data(&file, &tmp)?;
+        }
         off = end;
     }
     fs.sync_all(&file, &tmp)?;
@@ -76,7 +87,7 @@ impl WalStorage {
 
     /// Makes `snap`'s image durable as its own file (a no-op when it already is).
     pub(crate) fn write_snapshot_file(&self, snap: &Snapshot) -> Result<SnapRef, StorageError> {
-        write_image(&self.fs, snap)
+        write_image(&self.fs, snap, None)
     }
 
     /// Reads the image `r` names and checks it against `r`.
@@ -113,15 +124,16 @@ impl WalStorage {
         Ok(snap)
     }
 
-    /// Deletes every snapshot file but `keep`'s.
+    /// Deletes every snapshot file but those `keep` names.
     pub(crate) fn remove_other_snapshot_files(
         &self,
-        keep: Option<&SnapRef>,
+        keep: &[Option<SnapRef>],
     ) -> Result<(), StorageError> {
         // Besides `keep`, the images the helper thread is writing or has written but not yet
-        // had named by a record.
+        // had named by a record, and the one a checkpoint in flight names.
         let keep: Vec<String> = keep
-            .into_iter()
+            .iter()
+            .flatten()
             .copied()
             .chain(self.in_flight_refs())
             .map(|r| r.file_name())

@@ -10,7 +10,16 @@
 //! then may a checkpoint let go of the older records. A crash before that leaves an unreferenced
 //! file, deleted at recovery, and the previous snapshot plus the log, which is what the server
 //! had. Files in flight are never deleted by a checkpoint.
+//!
+//! Checkpoints go the same way: the folded state holds every accepted value since the last
+//! snapshot, up to hundreds of MiB with large values, and writing it inside an append stalled the
+//! log for up to 0.6 s at a time. The helper writes a checkpoint job (the folded state, values
+//! shared) to the checkpoint file. The segments it covers are recycled only after it is durable
+//! and collected. Until then the older checkpoint and every segment after it stay, so recovery
+//! has a consistent pair at any moment. One checkpoint is in flight at a time; a checkpoint due
+//! meanwhile is written after it.
 
+use super::checkpoint::{write_checkpoint, CheckpointDone, CheckpointJob};
 use super::fs::Fs;
 use super::snapfile::{write_image, SnapRef};
 use super::WalStorage;
@@ -19,71 +28,120 @@ use paxos_core::Snapshot;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+/// The helper fdatasyncs an image after each this many bytes (see [`write_image`]).
+const FLUSH_EVERY: usize = 16 << 20;
+
+enum Job {
+    Image(Snapshot),
+    Checkpoint(CheckpointJob),
+}
+
 enum Outcome {
     /// The image is durable in its file.
     Written(Snapshot),
     /// A newer snapshot was queued behind it, so it was never written.
     Skipped(SnapRef),
-    Failed(SnapRef, StorageError),
+    /// The checkpoint is durable.
+    Checkpointed(CheckpointDone),
+    Failed(StorageError),
+}
+
+/// What [`WalStorage::collect_snapshots`] found finished.
+#[derive(Debug, Default)]
+pub(super) struct Collected {
+    /// The newest image now durable.
+    pub(super) image: Option<(Snapshot, SnapRef)>,
+    /// A checkpoint now durable.
+    pub(super) checkpoint: Option<CheckpointDone>,
 }
 
 /// The helper thread and what it has not reported yet.
 #[derive(Debug)]
 pub(super) struct SnapWriter {
-    tx: Option<mpsc::Sender<Snapshot>>,
+    tx: Option<mpsc::Sender<Job>>,
     rx: mpsc::Receiver<Outcome>,
     handle: Option<JoinHandle<()>>,
     /// Handed over and not yet reported, oldest first: their files are kept from deletion.
-    pub(super) in_flight: Vec<SnapRef>,
+    in_flight: Vec<SnapRef>,
+    /// A checkpoint handed over and not yet reported, with the image it names.
+    checkpoint: Option<Option<SnapRef>>,
+    /// A checkpoint fell due while one was in flight.
+    checkpoint_wanted: bool,
 }
 
-impl std::fmt::Debug for Outcome {
+impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Outcome::Written(s) => write!(f, "Written({})", s.seq().0),
-            Outcome::Skipped(r) => write!(f, "Skipped({})", r.seq.0),
-            Outcome::Failed(r, e) => write!(f, "Failed({}, {e})", r.seq.0),
+            Job::Image(s) => write!(f, "Image({})", s.seq().0),
+            Job::Checkpoint(_) => write!(f, "Checkpoint"),
+        }
+    }
+}
+
+fn run(fs: &Fs, requests: &mpsc::Receiver<Job>, results: &mpsc::Sender<Outcome>) {
+    while let Ok(first) = requests.recv() {
+        let mut jobs = vec![first];
+        jobs.extend(requests.try_iter());
+        // Only the newest queued image is worth writing.
+        let newest = jobs
+            .iter()
+            .filter_map(|j| match j {
+                Job::Image(s) => Some(s.seq()),
+                Job::Checkpoint(_) => None,
+            })
+            .max();
+        for job in jobs {
+            let outcome = match job {
+                Job::Image(snap) if Some(snap.seq()) != newest => {
+                    Outcome::Skipped(SnapRef::of(&snap))
+                }
+                Job::Image(snap) => match write_image(fs, &snap, Some(FLUSH_EVERY)) {
+                    Ok(_) => Outcome::Written(snap),
+                    Err(e) => Outcome::Failed(e),
+                },
+                Job::Checkpoint(job) => match write_checkpoint(fs, &job) {
+                    Ok(_) => Outcome::Checkpointed(job.done()),
+                    Err(e) => Outcome::Failed(e),
+                },
+            };
+            if results.send(outcome).is_err() {
+                return;
+            }
         }
     }
 }
 
 impl SnapWriter {
     fn spawn(fs: Fs) -> Option<SnapWriter> {
-        let (tx, requests) = mpsc::channel::<Snapshot>();
+        let (tx, requests) = mpsc::channel::<Job>();
         let (results, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("wal-snapshot".into())
-            .spawn(move || {
-                while let Ok(mut snap) = requests.recv() {
-                    // Only the newest queued image is worth writing.
-                    while let Ok(newer) = requests.try_recv() {
-                        if results.send(Outcome::Skipped(SnapRef::of(&snap))).is_err() {
-                            return;
-                        }
-                        snap = newer;
-                    }
-                    let outcome = match write_image(&fs, &snap) {
-                        Ok(_) => Outcome::Written(snap),
-                        Err(e) => Outcome::Failed(SnapRef::of(&snap), e),
-                    };
-                    if results.send(outcome).is_err() {
-                        return;
-                    }
-                }
-            })
+            .spawn(move || run(&fs, &requests, &results))
             .ok()?;
         Some(SnapWriter {
             tx: Some(tx),
             rx,
             handle: Some(handle),
             in_flight: Vec::new(),
+            checkpoint: None,
+            checkpoint_wanted: false,
         })
+    }
+
+    fn send(&self, job: Job) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.send(job).is_ok())
+    }
+
+    fn busy(&self) -> bool {
+        !self.in_flight.is_empty() || self.checkpoint.is_some()
     }
 }
 
 impl Drop for SnapWriter {
     fn drop(&mut self) {
-        // Let a write in progress finish (its file is then merely unreferenced).
+        // Let the writes in progress finish (an image is then merely unreferenced; a checkpoint
+        // is complete, its segments not yet recycled).
         self.tx.take();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
@@ -92,36 +150,70 @@ impl Drop for SnapWriter {
 }
 
 impl WalStorage {
-    /// Hands `snap`'s image to the helper thread; `false` when there is none (the caller then
-    /// writes it inline).
-    pub(super) fn defer_snapshot(&mut self, snap: &Snapshot) -> bool {
+    fn writer(&mut self) -> Option<&mut SnapWriter> {
         if self.snap_writer.is_none() {
             self.snap_writer = SnapWriter::spawn(self.fs.clone());
         }
-        let Some(w) = self.snap_writer.as_mut() else {
+        self.snap_writer.as_mut()
+    }
+
+    /// Hands `snap`'s image to the helper thread; `false` when there is none (the caller then
+    /// writes it inline).
+    pub(super) fn defer_snapshot(&mut self, snap: &Snapshot) -> bool {
+        let Some(w) = self.writer() else {
             return false;
         };
-        let sent =
-            w.tx.as_ref()
-                .is_some_and(|tx| tx.send(snap.clone()).is_ok());
+        let sent = w.send(Job::Image(snap.clone()));
         if sent {
             w.in_flight.push(SnapRef::of(snap));
         }
         sent
     }
 
-    /// Takes what the helper thread reported; returns the newest image now durable, if any.
-    /// With `wait`, first waits until nothing is in flight. A failed write is this call's error.
-    pub(super) fn collect_snapshots(
-        &mut self,
-        wait: bool,
-    ) -> Result<Option<(Snapshot, SnapRef)>, StorageError> {
-        let Some(w) = self.snap_writer.as_mut() else {
-            return Ok(None);
+    /// Hands a checkpoint of the folded state now to the helper thread, or notes that one is
+    /// due when another is in flight; `false` when there is no helper (the caller then
+    /// checkpoints inline).
+    pub(super) fn defer_checkpoint(&mut self) -> bool {
+        let in_flight = match self.writer() {
+            None => return false,
+            Some(w) => w.checkpoint.is_some(),
         };
-        let mut newest: Option<Snapshot> = None;
+        if in_flight {
+            if let Some(w) = self.snap_writer.as_mut() {
+                w.checkpoint_wanted = true;
+            }
+            return true;
+        }
+        let job = self.checkpoint_job();
+        let named = job.done().1;
+        let Some(w) = self.snap_writer.as_mut() else {
+            return false;
+        };
+        if w.send(Job::Checkpoint(job)) {
+            w.checkpoint = Some(named);
+            w.checkpoint_wanted = false;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether a checkpoint fell due while another was in flight.
+    pub(super) fn checkpoint_wanted(&self) -> bool {
+        self.snap_writer
+            .as_ref()
+            .is_some_and(|w| w.checkpoint.is_none() && w.checkpoint_wanted)
+    }
+
+    /// Takes what the helper thread reported. With `wait`, first waits until nothing is in
+    /// flight. A failed write is this call's error.
+    pub(super) fn collect_snapshots(&mut self, wait: bool) -> Result<Collected, StorageError> {
+        let mut got = Collected::default();
+        let Some(w) = self.snap_writer.as_mut() else {
+            return Ok(got);
+        };
         loop {
-            let outcome = if wait && !w.in_flight.is_empty() {
+            let outcome = if wait && w.busy() {
                 match w.rx.recv() {
                     Ok(o) => o,
                     Err(_) => break,
@@ -132,25 +224,30 @@ impl WalStorage {
                     Err(_) => break,
                 }
             };
-            let done = match &outcome {
-                Outcome::Written(s) => SnapRef::of(s),
-                Outcome::Skipped(r) | Outcome::Failed(r, _) => *r,
-            };
-            w.in_flight.retain(|r| *r != done);
             match outcome {
                 Outcome::Written(s) => {
-                    if newest.as_ref().is_none_or(|n| s.seq() > n.seq()) {
-                        newest = Some(s);
+                    let r = SnapRef::of(&s);
+                    w.in_flight.retain(|x| *x != r);
+                    if got.image.as_ref().is_none_or(|(n, _)| s.seq() > n.seq()) {
+                        got.image = Some((s, r));
                     }
                 }
-                Outcome::Skipped(_) => {}
-                Outcome::Failed(_, e) => return Err(e),
+                Outcome::Skipped(r) => w.in_flight.retain(|x| *x != r),
+                Outcome::Checkpointed(done) => {
+                    w.checkpoint = None;
+                    got.checkpoint = Some(done);
+                }
+                Outcome::Failed(e) => return Err(e),
             }
         }
-        Ok(newest.map(|s| {
-            let r = SnapRef::of(&s);
-            (s, r)
-        }))
+        Ok(got)
+    }
+
+    /// Whether the helper thread has anything in flight or due.
+    pub(super) fn helper_busy(&self) -> bool {
+        self.snap_writer
+            .as_ref()
+            .is_some_and(|w| w.busy() || w.checkpoint_wanted)
     }
 
     /// Snapshot images handed to the helper thread and not yet folded in.
@@ -158,10 +255,15 @@ impl WalStorage {
         self.snap_writer.as_ref().map_or(0, |w| w.in_flight.len())
     }
 
-    /// The files of images in flight (kept by [`Self::remove_other_snapshot_files`]).
+    /// The files kept by [`Self::remove_other_snapshot_files`] for the helper: images in
+    /// flight, and the one a checkpoint in flight names.
     pub(super) fn in_flight_refs(&self) -> Vec<SnapRef> {
-        self.snap_writer
-            .as_ref()
-            .map_or_else(Vec::new, |w| w.in_flight.clone())
+        self.snap_writer.as_ref().map_or_else(Vec::new, |w| {
+            w.in_flight
+                .iter()
+                .copied()
+                .chain(w.checkpoint.flatten())
+                .collect()
+        })
     }
 }

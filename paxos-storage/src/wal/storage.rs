@@ -90,11 +90,20 @@ impl Storage for WalStorage {
 }
 
 impl WalStorage {
-    /// Waits until every own snapshot handed to the helper thread is durable, then names the
-    /// newest in the log and checkpoints (as the next append would): for a clean shutdown, and
-    /// for tests.
+    /// Waits until every own snapshot and checkpoint handed to the helper thread is durable,
+    /// names the newest image in the log and checkpoints after it (as the next appends would):
+    /// for a clean shutdown, and for tests.
     pub fn settle_snapshots(&mut self) -> Result<(), StorageError> {
-        self.guarded(|s| s.append_records(&[], false, true))
+        self.guarded(|s| s.settle_helper())
+    }
+
+    /// [`Self::settle_snapshots`] without the poisoning guard.
+    pub(super) fn settle_helper(&mut self) -> Result<(), StorageError> {
+        // Naming a landed image may start a checkpoint: wait for that one too.
+        while self.helper_busy() {
+            self.append_records(&[], false, true)?;
+        }
+        Ok(())
     }
 
     /// [`Storage::append`], first naming an own snapshot the helper thread finished (waiting
@@ -110,9 +119,8 @@ impl WalStorage {
         // is named first (`snapwriter`): every slot it covers was executed before it was
         // taken, so before any of these batches.
         let floor = s.loaded().state.snapshot_seq();
-        let landed = s
-            .collect_snapshots(wait)?
-            .filter(|(snap, _)| snap.seq() > floor);
+        let done = s.collect_snapshots(wait)?;
+        let landed = done.image.filter(|(snap, _)| snap.seq() > floor);
         // Each record: the batch as written and folded, and the image file it names.
         let mut records: Vec<(Cow<'_, PersistBatch>, Option<SnapRef>)> = Vec::new();
         let mut newest = floor;
@@ -144,6 +152,12 @@ impl WalStorage {
                     ..b.clone()
                 };
                 records.push((Cow::Owned(stripped), None));
+            }
+        }
+        for (_, r) in &records {
+            if let Some(r) = r {
+                s.named_after.push((s.names_logged, *r));
+                s.names_logged += 1;
             }
         }
         s.write_records(|i, buf, seg| match records.get(i) {
@@ -179,8 +193,17 @@ impl WalStorage {
         } else if sync {
             s.sync_writer()?;
         }
+        // A checkpoint the helper finished: only now, with a landed image folded in (and so
+        // kept as the state's), may the files and segments it covers go.
+        if let Some(c) = done.checkpoint {
+            s.checkpoint_durable(c)?;
+        }
         let every = s.opts.checkpoint_bytes;
-        if snapshot_advanced || (every > 0 && s.loaded().since_checkpoint >= every) {
+        let due = snapshot_advanced
+            || (every > 0 && s.loaded().since_checkpoint >= every)
+            || s.checkpoint_wanted();
+        // Off the append path (`snapwriter`) unless deferral is off or has no helper.
+        if due && !(s.opts.defer_snapshots && s.defer_checkpoint()) {
             s.checkpoint()?;
         }
         Ok(())
