@@ -19,9 +19,9 @@ pub mod load;
 pub mod output;
 pub mod paper;
 pub mod paper_data;
+pub mod state;
 pub mod sys;
 
-use hdrhistogram::Histogram;
 use load::{ClientMode, LoadSpec, Shared};
 use paxos_node::client::status;
 use paxos_node::cluster::{ClusterOptions, LocalCluster};
@@ -74,6 +74,8 @@ pub struct ThroughputRun {
     pub warmup: Duration,
     /// Measured interval.
     pub measure: Duration,
+    /// State written before the warm-up ([`state::preload`]), so snapshots copy something.
+    pub preload_bytes: u64,
 }
 
 /// The settings of a run, as recorded with its result.
@@ -105,6 +107,18 @@ pub struct RunConfig {
     pub warmup_s: f64,
     /// Measured seconds.
     pub measure_s: f64,
+    /// State written before the warm-up, bytes.
+    #[serde(default)]
+    pub preload_bytes: u64,
+    /// Updates per session before a logical client takes a new id (none: one id each).
+    #[serde(default)]
+    pub churn: Option<u64>,
+    /// Slots between snapshots.
+    #[serde(default)]
+    pub snapshot_interval: u64,
+    /// The servers' session bounds: idle expiry (s) and table size.
+    #[serde(default)]
+    pub sessions: Option<(u64, usize)>,
 }
 
 fn kebab<T: Serialize>(v: &T) -> String {
@@ -132,6 +146,13 @@ impl RunConfig {
             clients_per_connection: run.load.clients_per_connection,
             warmup_s: run.warmup.as_secs_f64(),
             measure_s: run.measure.as_secs_f64(),
+            preload_bytes: run.preload_bytes,
+            churn: run.load.churn,
+            snapshot_interval: p.snapshot_interval,
+            sessions: run.cluster.sessions.enabled.then_some((
+                run.cluster.sessions.expire_after_s,
+                run.cluster.sessions.max_sessions,
+            )),
         }
     }
 }
@@ -172,6 +193,18 @@ pub struct ThroughputResult {
     /// `paxos_storage_syncs_total` or `paxos_dropped_total{..,reason="overload"}`.
     #[serde(default)]
     pub server_metrics: Vec<std::collections::BTreeMap<String, f64>>,
+    /// Latency while some server built or wrote a snapshot image, against between snapshots.
+    #[serde(default)]
+    pub snapshots: state::SnapshotSplit,
+    /// Sessions the clients registered (distinct client ids of the run, warm-up included).
+    #[serde(default)]
+    pub sessions_opened: u64,
+    /// Every server at the end: sessions held and expired, snapshots taken, aru.
+    #[serde(default)]
+    pub servers: Vec<state::ServerEnd>,
+    /// Peak resident set of every server process, KiB.
+    #[serde(default)]
+    pub server_peak_rss_kib: Vec<u64>,
 }
 
 impl ThroughputResult {
@@ -357,14 +390,19 @@ pub async fn run_throughput(
     cluster.start_all()?;
     wait_ready(&cluster, Duration::from_secs(20)).await?;
     let pids = sys::server_pids();
+    let addrs = cluster.client_addrs();
+    if run.preload_bytes > 0 {
+        state::preload(&addrs, run.preload_bytes).await?;
+    }
     let shared = Arc::new(Shared::default());
-    let tasks = load::spawn(&cluster.client_addrs(), &run.load, shared.clone());
+    let tasks = load::spawn(&addrs, &run.load, shared.clone());
 
     progress.phase(Phase::WarmingUp);
     tokio::time::sleep(run.warmup).await;
 
     progress.phase(Phase::Measuring);
     let cpu0 = sys::CpuSnapshot::take(&pids);
+    let watch = state::SnapshotWatch::start(addrs.clone(), shared.clone());
     shared.measuring.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
     let seconds = run.measure.as_secs_f64().ceil().max(1.0) as usize;
@@ -387,16 +425,23 @@ pub async fn run_throughput(
     shared.measuring.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed();
     let cpu1 = sys::CpuSnapshot::take(&pids);
+    let busy_fraction = watch.finish().await;
 
     progress.phase(Phase::Stopping);
     shared.stop.store(true, Ordering::Relaxed);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)
-        .map_err(|e| BenchError::Protocol(e.to_string()))?;
+    let mut hist = load::new_histogram();
+    let mut split = load::Latencies {
+        between_snapshots: load::new_histogram(),
+        during_snapshot: load::new_histogram(),
+    };
     let mut first_error = None;
     for t in tasks {
         match t.await {
             Ok(Ok(h)) => {
-                let _ = hist.add(&h);
+                let _ = hist.add(&h.between_snapshots);
+                let _ = hist.add(&h.during_snapshot);
+                let _ = split.between_snapshots.add(&h.between_snapshots);
+                let _ = split.during_snapshot.add(&h.during_snapshot);
             }
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
@@ -412,6 +457,8 @@ pub async fn run_throughput(
             server_metrics.push(sys::scrape_metrics(addr).await.unwrap_or_default());
         }
     }
+    let servers = state::server_ends(&addrs).await;
+    let server_peak_rss_kib = state::peak_rss_kib(&pids);
     drop(cluster);
     let updates = shared.completed.load(Ordering::Relaxed);
     if updates == 0 {
@@ -438,5 +485,9 @@ pub async fn run_throughput(
             .collect(),
         cpu: cpu0.usage_until(&cpu1),
         server_metrics,
+        snapshots: state::SnapshotSplit::of(&split, busy_fraction),
+        sessions_opened: shared.sessions_opened.load(Ordering::Relaxed),
+        servers,
+        server_peak_rss_kib,
     })
 }

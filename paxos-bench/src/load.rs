@@ -52,6 +52,10 @@ pub struct LoadSpec {
     pub attempt_timeout: Duration,
     /// After stop, wait at most this long for outstanding updates.
     pub drain: Duration,
+    /// After this many updates a logical client leaves its session and registers again under a
+    /// new nonce: a new client id, as a fleet of short-lived clients would be
+    /// ([`ClientMode::Mux`] only). `None`: one session per logical client for the whole run.
+    pub churn: Option<u64>,
 }
 
 impl Default for LoadSpec {
@@ -63,6 +67,7 @@ impl Default for LoadSpec {
             mode: ClientMode::Mux,
             attempt_timeout: Duration::from_secs(1),
             drain: Duration::from_secs(3),
+            churn: None,
         }
     }
 }
@@ -88,12 +93,43 @@ pub struct Shared {
     pub sessions_opened: AtomicU64,
     /// Updates answered "session expired" (any time; each one's client registers again).
     pub sessions_expired: AtomicU64,
+    /// Set while some server builds or writes a snapshot image (kept by the measuring side):
+    /// latencies completed meanwhile go to [`Latencies::during_snapshot`].
+    pub snapshotting: AtomicBool,
+}
+
+/// The latencies one task measured, split by whether a snapshot was in progress at completion.
+#[derive(Clone, Debug)]
+pub struct Latencies {
+    /// Completed while no server was snapshotting.
+    pub between_snapshots: Histogram<u64>,
+    /// Completed while some server was building or writing a snapshot image.
+    pub during_snapshot: Histogram<u64>,
+}
+
+impl Latencies {
+    fn new() -> Latencies {
+        Latencies {
+            between_snapshots: new_histogram(),
+            during_snapshot: new_histogram(),
+        }
+    }
+
+    fn record(&mut self, shared: &Shared, micros: u64) {
+        let h = if shared.snapshotting.load(Ordering::Relaxed) {
+            &mut self.during_snapshot
+        } else {
+            &mut self.between_snapshots
+        };
+        let _ = h.record(micros.max(1));
+    }
 }
 
 /// What one connection task measured.
-pub type TaskResult = Result<Histogram<u64>, BenchError>;
+pub type TaskResult = Result<Latencies, BenchError>;
 
-fn new_histogram() -> Histogram<u64> {
+/// An empty latency histogram (1 µs to 120 s, 3 significant digits).
+pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("static bounds are valid")
 }
 
@@ -121,7 +157,10 @@ pub fn spawn(
         ClientMode::Mux => {
             let per = spec.clients_per_connection.max(1);
             // Group the logical clients by preferred server, then cut each group into connections.
-            let base = rand::random::<u64>() >> 2;
+            // Each connection draws its nonces from its own 2^40 range: unique across the run
+            // however often its clients churn.
+            let base = rand::random::<u64>();
+            let mut conn = 0u64;
             for s in 0..n {
                 let mine = (0..spec.clients).filter(|c| c % n == s).count() as u64;
                 let mut first = 0u64;
@@ -129,15 +168,14 @@ pub fn spawn(
                     let count = (mine - first).min(per as u64);
                     let mut order = servers.to_vec();
                     order.rotate_left(s);
-                    // Ids unique across the whole run: server index in the high bits.
-                    let id0 = base + ((s as u64) << 32) + first;
+                    let id0 = base.wrapping_add(conn << 40);
+                    conn += 1;
                     tasks.push(tokio::spawn(connection(
                         order,
                         id0,
                         count as usize,
                         payload.clone(),
-                        spec.attempt_timeout,
-                        spec.drain,
+                        spec.clone(),
                         shared.clone(),
                     )));
                     first += count;
@@ -154,7 +192,7 @@ async fn library_client(
     shared: Arc<Shared>,
 ) -> TaskResult {
     let mut client = Client::new(servers);
-    let mut hist = new_histogram();
+    let mut hist = Latencies::new();
     // Bounded: the client's own op timeout bounds each submit; stop ends the loop.
     while !shared.stop.load(Ordering::Relaxed) {
         let t = Instant::now();
@@ -164,7 +202,7 @@ async fn library_client(
             .fetch_add(u64::from(ok), Ordering::Relaxed);
         if shared.measuring.load(Ordering::Relaxed) {
             if ok {
-                let _ = hist.record((t.elapsed().as_micros() as u64).max(1));
+                hist.record(&shared, t.elapsed().as_micros() as u64);
                 shared.completed.fetch_add(1, Ordering::Relaxed);
             } else {
                 shared.retries.fetch_add(1, Ordering::Relaxed);
@@ -183,21 +221,20 @@ struct Logical {
     /// When it was last (re)sent.
     last_sent: Instant,
     outstanding: bool,
-    /// Its session, once registered (until then, its nonce `id0 + index` registers).
+    /// Its session, once registered (until then, `nonce` registers).
     session: Option<u64>,
+    /// The nonce of its current (or next) registration.
+    nonce: u64,
+    /// Updates completed under the current session.
+    in_session: u64,
 }
 
 /// Sends logical client `c`'s outstanding request: its update under its session, or the
 /// registration of its nonce.
-fn push_logical(
-    out: &mut Vec<u8>,
-    c: &Logical,
-    nonce: u64,
-    payload: &Bytes,
-) -> Result<(), BenchError> {
+fn push_logical(out: &mut Vec<u8>, c: &Logical, payload: &Bytes) -> Result<(), BenchError> {
     match c.session {
         Some(s) => push_request(out, s, c.ts, payload),
-        None => push_request(out, nonce, 0, &Bytes::new()),
+        None => push_request(out, c.nonce, 0, &Bytes::new()),
     }
 }
 
@@ -222,30 +259,34 @@ async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     Ok(s)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn connection(
     servers: Vec<SocketAddr>,
     id0: u64,
     count: usize,
     payload: Bytes,
-    attempt_timeout: Duration,
-    drain: Duration,
+    spec: LoadSpec,
     shared: Arc<Shared>,
 ) -> TaskResult {
-    let mut hist = new_histogram();
+    let (attempt_timeout, drain) = (spec.attempt_timeout, spec.drain);
+    let mut hist = Latencies::new();
     let now = Instant::now();
-    let mut clients = vec![
-        Logical {
+    let mut clients: Vec<Logical> = (0..count)
+        .map(|i| Logical {
             ts: 1,
             first_sent: now,
             last_sent: now,
             outstanding: true,
             session: None,
-        };
-        count
-    ];
-    // Session id to logical client.
+            nonce: id0 + i as u64,
+            in_session: 0,
+        })
+        .collect();
+    // Nonces handed out so far (the next one is `id0 + issued`).
+    let mut issued = count as u64;
+    // Session id, and nonce of a registration in flight, to logical client.
     let mut by_session: std::collections::HashMap<u64, usize> = Default::default();
+    let mut by_nonce: std::collections::HashMap<u64, usize> =
+        (0..count).map(|i| (id0 + i as u64, i)).collect();
     let mut current = 0usize;
     let mut out = Vec::with_capacity(count * (payload.len() + 32));
     let mut inbuf = BytesMut::with_capacity(64 * 1024);
@@ -279,10 +320,10 @@ async fn connection(
         out.clear();
         // (Re)send every outstanding update.
         let now = Instant::now();
-        for (i, c) in clients.iter_mut().enumerate() {
+        for c in clients.iter_mut() {
             if c.outstanding {
                 c.last_sent = now;
-                push_logical(&mut out, c, id0 + i as u64, &payload)?;
+                push_logical(&mut out, c, &payload)?;
             }
         }
         if wr.write_all(&out).await.is_err() {
@@ -335,33 +376,40 @@ async fn connection(
                                     continue; // a late answer to a resend
                                 }
                                 c.outstanding = false;
+                                c.in_session += 1;
                                 done += 1;
                                 if measuring {
-                                    let us = now.duration_since(c.first_sent).as_micros() as u64;
-                                    let _ = hist.record(us.max(1));
+                                    hist.record(&shared, now.duration_since(c.first_sent).as_micros() as u64);
+                                }
+                                if spec.churn.is_some_and(|n| c.in_session >= n) {
+                                    // Leave the session: the next update goes under a new id.
+                                    by_session.remove(&client_id.0);
+                                    c.session = None;
+                                    c.in_session = 0;
+                                    c.nonce = id0 + issued;
+                                    issued += 1;
+                                    by_nonce.insert(c.nonce, i);
                                 }
                                 if !stop {
                                     c.ts += 1;
                                     c.outstanding = true;
                                     c.first_sent = now;
                                     c.last_sent = now;
-                                    push_logical(&mut out, c, id0 + i as u64, &payload)?;
+                                    push_logical(&mut out, c, &payload)?;
                                 }
                             }
                             ClientResponse::SessionOpened { nonce, session } => {
-                                let Some(i) = nonce.0.checked_sub(id0).filter(|&i| i < count as u64) else {
+                                // Unknown: a late answer to a resent registration.
+                                let Some(i) = by_nonce.remove(&nonce.0) else {
                                     continue;
                                 };
-                                let c = &mut clients[i as usize];
-                                if c.session.is_some() {
-                                    continue; // a late answer to a resent registration
-                                }
+                                let c = &mut clients[i];
                                 c.session = Some(session.0);
-                                by_session.insert(session.0, i as usize);
+                                by_session.insert(session.0, i);
                                 shared.sessions_opened.fetch_add(1, Ordering::Relaxed);
                                 c.first_sent = now;
                                 c.last_sent = now;
-                                push_logical(&mut out, c, nonce.0, &payload)?;
+                                push_logical(&mut out, c, &payload)?;
                             }
                             ClientResponse::SessionExpired { client_id, timestamp } => {
                                 let Some(&i) = by_session.get(&client_id.0) else {
@@ -375,9 +423,13 @@ async fn connection(
                                 by_session.remove(&client_id.0);
                                 shared.sessions_expired.fetch_add(1, Ordering::Relaxed);
                                 c.session = None;
+                                c.in_session = 0;
+                                c.nonce = id0 + issued;
+                                issued += 1;
+                                by_nonce.insert(c.nonce, i);
                                 c.ts += 1;
                                 c.last_sent = now;
-                                push_logical(&mut out, c, id0 + i as u64, &payload)?;
+                                push_logical(&mut out, c, &payload)?;
                             }
                             ClientResponse::Rejected { .. } => {
                                 shared.rejected.fetch_add(1, Ordering::Relaxed);
@@ -396,11 +448,11 @@ async fn connection(
                 _ = tick.tick() => {
                     let now = Instant::now();
                     let mut resent = 0u64;
-                    for (i, c) in clients.iter_mut().enumerate() {
+                    for c in clients.iter_mut() {
                         if c.outstanding && now.duration_since(c.last_sent) >= attempt_timeout {
                             c.last_sent = now;
                             resent += 1;
-                            push_logical(&mut out, c, id0 + i as u64, &payload)?;
+                            push_logical(&mut out, c, &payload)?;
                         }
                     }
                     if resent > 0 {

@@ -91,6 +91,8 @@ enum Command {
         seconds: f64,
         #[command(flatten)]
         client: ClientArgs,
+        #[command(flatten)]
+        state: paxos_bench::state::StateArgs,
         /// Write the result (with provenance and raw samples) as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -201,6 +203,7 @@ fn make_run(s: &Spec<'_>) -> Result<ThroughputRun> {
         },
         warmup: Duration::from_secs_f64(s.warmup),
         measure: Duration::from_secs_f64(s.seconds),
+        preload_bytes: 0,
     })
 }
 
@@ -333,6 +336,7 @@ fn main() -> Result<()> {
             warmup,
             seconds,
             client,
+            state,
             json,
             csv,
         } => {
@@ -348,7 +352,8 @@ fn main() -> Result<()> {
                 seconds,
                 client: &client,
             };
-            let run = make_run(&spec)?;
+            let mut run = make_run(&spec)?;
+            state.apply(&mut run);
             let line = Line {
                 bar: spinner(&mp),
                 label: label(&spec),
@@ -381,6 +386,7 @@ fn main() -> Result<()> {
                 result.rejected,
                 result.reconnects
             );
+            print!("{}", paxos_bench::state::describe(&result));
             let syncs = result.server_metric_sum("paxos_storage_syncs_total");
             println!(
                 "servers (whole run): {:.0} inputs dropped, {:.0} replies dropped, {:.0} syncs (mean {:.0} µs, {:.1} updates per write)",

@@ -385,6 +385,11 @@ impl LocalCluster {
         self.procs[i].is_some()
     }
 
+    /// The process id of server `i`, while it runs (for `/proc` figures such as peak RSS).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].as_ref().map(Child::id)
+    }
+
     /// SIGKILL server `i` and reap it.
     pub fn kill(&mut self, i: usize) -> Result<(), ClusterError> {
         if let Some(mut c) = self.procs[i].take() {

@@ -17,6 +17,10 @@ pub struct NodeMetrics {
     pub snapshot_bytes_received: AtomicU64,
     /// Snapshot image bytes sent to peers.
     pub snapshot_bytes_sent: AtomicU64,
+    /// Snapshot images being built off the driver loop now.
+    pub snapshot_builds_running: AtomicU64,
+    /// Storage writes carrying a snapshot image in progress now (0 or 1).
+    pub snapshot_writes_running: AtomicU64,
     /// Entries in the exactly-once table (client sessions).
     pub sessions: AtomicU64,
     /// Sessions expired (idle or evicted by a bound).
@@ -69,6 +73,12 @@ impl NodeMetrics {
         self.sync_buckets[i].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Snapshot images being built or written now (0 between snapshots).
+    pub fn snapshot_busy(&self) -> u64 {
+        self.snapshot_builds_running.load(Ordering::Relaxed)
+            + self.snapshot_writes_running.load(Ordering::Relaxed)
+    }
+
     /// The counters in Prometheus text format, with extra labelled counters appended.
     pub fn render(&self, node: u32, extra: &[(&str, &str, u64)]) -> String {
         let mut out = String::new();
@@ -103,6 +113,12 @@ impl NodeMetrics {
             "counter",
             "Snapshot image bytes sent to lagging peers.",
             g(&self.snapshot_bytes_sent),
+        );
+        line(
+            "paxos_snapshot_busy",
+            "gauge",
+            "Snapshot images being built or written now (0 between snapshots).",
+            self.snapshot_busy(),
         );
         line(
             "paxos_sessions",

@@ -184,9 +184,10 @@ where
     let (persist_tx, persist_rx) = std::sync::mpsc::channel::<PersistBatch>();
     {
         let events = events_tx.clone();
+        let storage_metrics = metrics.clone();
         std::thread::Builder::new()
             .name(format!("paxos-storage-{}", config.core.id.0))
-            .spawn(move || storage_thread(log, persist_rx, events))
+            .spawn(move || storage_thread(log, persist_rx, events, storage_metrics))
             .map_err(|e| NodeError::Storage(e.to_string()))?;
     }
 
@@ -257,10 +258,14 @@ where
     })
 }
 
+/// A storage write at least this long is logged (a warning).
+const SLOW_STORAGE_WRITE: Duration = Duration::from_millis(300);
+
 fn storage_thread<L: Storage>(
     mut log: L,
     rx: std::sync::mpsc::Receiver<PersistBatch>,
     events: mpsc::Sender<Event>,
+    metrics: Arc<NodeMetrics>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
@@ -273,7 +278,28 @@ fn storage_thread<L: Storage>(
         let sync = group.iter().any(|b| b.sync);
         let last = group.last().expect("non-empty").id;
         let started = Instant::now();
-        match log.append(&group, sync) {
+        let snapshot = group.iter().any(|b| b.snapshot.is_some());
+        metrics
+            .snapshot_writes_running
+            .store(u64::from(snapshot), Ordering::Relaxed);
+        let r = log.append(&group, sync);
+        let took = started.elapsed();
+        if took >= SLOW_STORAGE_WRITE {
+            // Everything this server persists waits behind such a write (and so do its peers,
+            // when they need its votes): the first thing to look at after an unexpected view
+            // change.
+            tracing::warn!(
+                ms = took.as_millis() as u64,
+                batches = group.len(),
+                snapshot,
+                "slow storage write"
+            );
+        }
+        // Own snapshots may still be written on the backend's helper thread.
+        metrics
+            .snapshot_writes_running
+            .store(log.snapshot_writes_in_flight() as u64, Ordering::Relaxed);
+        match r {
             Ok(()) => {
                 if events
                     .blocking_send(Event::Persisted(last, started.elapsed(), group.len()))
@@ -450,8 +476,18 @@ where
         // Snapshots are serialised and digested off the driver: the job holds a frozen state.
         while let Some(job) = replica.poll_snapshot_job() {
             let done = jobs_done.clone();
+            metrics
+                .snapshot_builds_running
+                .fetch_add(1, Ordering::Relaxed);
             tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
                 let snap = job.build();
+                tracing::info!(
+                    seq = snap.seq().0,
+                    bytes = snap.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "snapshot built"
+                );
                 let _ = done.blocking_send(Event::SnapshotBuilt(Box::new(snap)));
             });
         }
@@ -607,6 +643,7 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
                 transfer: st.transfer.map(|t| (t.received, t.total)),
                 snapshot_bytes_received: replica.metrics().snapshot_bytes_received,
                 snapshots_taken: replica.metrics().snapshots_taken,
+                snapshot_busy: metrics.snapshot_busy() > 0,
             };
             if let Some(tx) = conns.get(&conn) {
                 if tx.try_send(ClientResponse::Status(status)).is_err() {
@@ -618,7 +655,12 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
             metrics.record_sync(took, batches);
             replica.handle_persisted(now(), id);
         }
-        Event::SnapshotBuilt(snap) => replica.handle_snapshot_built(now(), *snap),
+        Event::SnapshotBuilt(snap) => {
+            metrics
+                .snapshot_builds_running
+                .fetch_sub(1, Ordering::Relaxed);
+            replica.handle_snapshot_built(now(), *snap)
+        }
         Event::StorageFailed(e) => {
             tracing::error!("storage failed, stopping: {e}");
             return Err(NodeError::Storage(e));

@@ -104,6 +104,9 @@ pub struct NodeStatus {
     pub transfer: Option<(u64, u64)>,
     /// Snapshot image bytes received from peers so far (state transfer).
     pub snapshot_bytes_received: u64,
+    /// Whether a snapshot image of this server is being built or written right now (a bench
+    /// splits latency into "during snapshots" and "between" with it).
+    pub snapshot_busy: bool,
 }
 
 /// A framing or decoding failure.

@@ -5,24 +5,13 @@
 //!
 //! Bounded: each scenario runs for a fixed number of seconds with a fixed number of clients.
 
-use bytes::Bytes;
-use paxos_node::checker::{check_register, HistoryOp, RegisterOp};
-use paxos_node::client::Client;
+mod common;
+
+use common::*;
 use paxos_node::cluster::{ClusterOptions, LocalCluster};
 use paxos_node::config::ElectionSection;
-use paxos_node::kv::KvResult;
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const KEYS: usize = 4;
-
-type History = Arc<Mutex<BTreeMap<usize, Vec<HistoryOp>>>>;
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_paxos-node"))
-}
 
 fn options(servers: usize) -> ClusterOptions {
     let mut o = ClusterOptions {
@@ -35,157 +24,6 @@ fn options(servers: usize) -> ClusterOptions {
         heartbeat_ms: 40,
     };
     o
-}
-
-/// One client's loop: random put / get / cas on shared keys, every operation recorded.
-async fn client_loop(
-    id: usize,
-    servers: Vec<std::net::SocketAddr>,
-    start: Instant,
-    until: Instant,
-    history: History,
-) -> u64 {
-    let mut c = Client::new(servers);
-    c.op_timeout = Duration::from_secs(5);
-    let mut n = 0u64;
-    let mut rng = (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
-    let mut last_seen: Vec<Option<Bytes>> = vec![None; KEYS];
-    while Instant::now() < until {
-        n += 1;
-        let key = (next() % KEYS as u64) as usize;
-        let kname = format!("key{key}");
-        let value = Bytes::from(format!("c{id}-{n}"));
-        let invoke = start.elapsed().as_micros() as u64;
-        let choice = next() % 3;
-        let (op, outcome) = match choice {
-            0 => {
-                let r = c.put(kname, value.clone()).await;
-                (RegisterOp::Write(Some(value)), r.map(|_| None::<()>))
-            }
-            1 => {
-                let r = c.get(kname).await;
-                match r {
-                    Ok(v) => {
-                        last_seen[key] = v.clone();
-                        (RegisterOp::Read(v), Ok(None))
-                    }
-                    Err(e) => (RegisterOp::Read(None), Err(e)),
-                }
-            }
-            _ => {
-                let expected = last_seen[key].clone();
-                let r = c.cas(kname, expected.clone(), Some(value.clone())).await;
-                match r {
-                    Ok(KvResult::Swapped) => (
-                        RegisterOp::Cas {
-                            expected,
-                            new: Some(value),
-                            swapped: true,
-                        },
-                        Ok(None),
-                    ),
-                    Ok(KvResult::CasFailed { current }) => {
-                        last_seen[key] = current;
-                        (
-                            RegisterOp::Cas {
-                                expected,
-                                new: Some(value),
-                                swapped: false,
-                            },
-                            Ok(None),
-                        )
-                    }
-                    Ok(other) => panic!("unexpected cas result {other:?}"),
-                    Err(e) => (
-                        RegisterOp::Cas {
-                            expected,
-                            new: Some(value),
-                            swapped: false,
-                        },
-                        Err(e),
-                    ),
-                }
-            }
-        };
-        let complete = match outcome {
-            Ok(_) => Some(start.elapsed().as_micros() as u64),
-            Err(_) => None, // unknown outcome: may or may not have taken effect
-        };
-        if complete.is_none() {
-            // A client whose outcome is unknown continues as a fresh client (a new process, as in
-            // Knossos), so its next operation is not ordered after the unknown one.
-            c = Client::new(c.server().into_iter().collect::<Vec<_>>());
-        }
-        history
-            .lock()
-            .unwrap()
-            .entry(key)
-            .or_default()
-            .push(HistoryOp {
-                invoke,
-                complete,
-                op,
-            });
-    }
-    n
-}
-
-fn check(history: &History) -> usize {
-    let h = history.lock().unwrap();
-    let mut total = 0;
-    for (key, ops) in h.iter() {
-        total += ops.len();
-        if let Err(e) = check_register(None, ops) {
-            panic!("key{key}: {e}; history: {ops:#?}");
-        }
-    }
-    total
-}
-
-async fn final_reads(cluster: &LocalCluster, start: Instant, history: &History) {
-    let mut c = Client::new(cluster.client_addrs());
-    c.op_timeout = Duration::from_secs(30);
-    for key in 0..KEYS {
-        let invoke = start.elapsed().as_micros() as u64;
-        let v = c
-            .get(format!("key{key}"))
-            .await
-            .expect("cluster healed: reads succeed");
-        let complete = Some(start.elapsed().as_micros() as u64);
-        history
-            .lock()
-            .unwrap()
-            .entry(key)
-            .or_default()
-            .push(HistoryOp {
-                invoke,
-                complete,
-                op: RegisterOp::Read(v),
-            });
-    }
-}
-
-fn shared_clients(
-    cluster: &LocalCluster,
-    clients: usize,
-    start: Instant,
-    until: Instant,
-    history: &History,
-) -> Vec<tokio::task::JoinHandle<u64>> {
-    let addrs = cluster.client_addrs();
-    (0..clients)
-        .map(|i| {
-            let mut servers = addrs.clone();
-            servers.rotate_left(i % addrs.len());
-            tokio::spawn(client_loop(i, servers, start, until, history.clone()))
-        })
-        .collect()
 }
 
 async fn kills_and_pauses(servers: usize, seconds: u64) {
