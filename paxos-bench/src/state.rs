@@ -173,19 +173,10 @@ pub async fn server_ends(servers: &[SocketAddr]) -> Vec<ServerEnd> {
     out
 }
 
-/// Peak resident set (`VmHWM`, KiB) of each process in `pids`.
+/// Peak resident set (`VmHWM`, KiB) of each process in `pids` (0 for one not readable).
 pub fn peak_rss_kib(pids: &[u32]) -> Vec<u64> {
     pids.iter()
-        .map(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/status"))
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("VmHWM:"))
-                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                })
-                .unwrap_or(0)
-        })
+        .map(|&p| paxos_node::cluster::peak_rss_kib(p).unwrap_or(0))
         .collect()
 }
 

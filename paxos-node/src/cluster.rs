@@ -390,6 +390,11 @@ impl LocalCluster {
         self.procs[i].as_ref().map(Child::id)
     }
 
+    /// Peak resident set of server `i` so far, KiB (`VmHWM`), while it runs.
+    pub fn peak_rss_kib(&self, i: usize) -> Option<u64> {
+        self.pid(i).and_then(peak_rss_kib)
+    }
+
     /// SIGKILL server `i` and reap it.
     pub fn kill(&mut self, i: usize) -> Result<(), ClusterError> {
         if let Some(mut c) = self.procs[i].take() {
@@ -495,4 +500,12 @@ impl Drop for LocalCluster {
             n.teardown();
         }
     }
+}
+
+/// Peak resident set of process `pid`, KiB (`VmHWM` of `/proc/<pid>/status`), if readable.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

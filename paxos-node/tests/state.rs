@@ -163,13 +163,10 @@ async fn catch_up(leader_change: bool) {
         }
     }
     let (took, f) = caught_up.unwrap();
-    let peak_kib = cluster
-        .pid(follower)
-        .and_then(|p| proc_kib(p, "VmHWM"))
-        .unwrap();
+    let peak_kib = cluster.peak_rss_kib(follower).unwrap();
     let peers_peak: Vec<u64> = (0..3)
         .filter(|&i| i != follower)
-        .filter_map(|i| cluster.pid(i).and_then(|p| proc_kib(p, "VmHWM")))
+        .filter_map(|i| cluster.peak_rss_kib(i))
         .collect();
     cluster.start(leader).unwrap();
 

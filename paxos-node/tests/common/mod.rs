@@ -209,12 +209,3 @@ pub(crate) fn shared_clients(
         })
         .collect()
 }
-
-/// A figure of `/proc/<pid>/status` in KiB (`VmHWM` is the peak resident set, `VmRSS` the
-/// current one).
-pub(crate) fn proc_kib(pid: u32, field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}

@@ -69,15 +69,6 @@ pub(super) struct SnapWriter {
     checkpoint_wanted: bool,
 }
 
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Job::Image(s) => write!(f, "Image({})", s.seq().0),
-            Job::Checkpoint(_) => write!(f, "Checkpoint"),
-        }
-    }
-}
-
 fn run(fs: &Fs, requests: &mpsc::Receiver<Job>, results: &mpsc::Sender<Outcome>) {
     while let Ok(first) = requests.recv() {
         let mut jobs = vec![first];
