@@ -86,8 +86,11 @@ pub(super) fn write_checkpoint(
     fs.write_at(&file, &tmp, &buf, 0)?;
     fs.sync_all(&file, &tmp)?;
     drop(file);
+    // The checkpoint it replaces can be hundreds of MiB: freed off this thread.
+    let old = fs.hold(&path);
     fs.rename(&tmp, &path)?;
     fs.sync_dir()?;
+    fs.release(old);
     Ok((job.seg, buf.len()))
 }
 

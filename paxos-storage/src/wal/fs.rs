@@ -1,6 +1,7 @@
 //! File operations of the WAL, each with its error context and the fault-injection hook.
 
 use super::fault::{FaultInjector, FileOp};
+use super::reaper::Reaper;
 use super::Preallocation;
 use crate::StorageError;
 use std::fs::{self, File, OpenOptions};
@@ -47,6 +48,8 @@ pub(crate) fn io_err(path: &Path, source: io::Error) -> StorageError {
 pub(crate) struct Fs {
     pub(crate) dir: PathBuf,
     pub(crate) injector: Option<Arc<dyn FaultInjector>>,
+    /// Frees deleted files off the caller's thread (`None`: inline).
+    pub(crate) reaper: Option<Reaper>,
 }
 
 impl Fs {
@@ -95,11 +98,32 @@ impl Fs {
         fs::rename(from, to).map_err(|e| io_err(to, e))
     }
 
+    /// Deletes `path` (a missing file is no error). Its blocks are freed on the reaper thread.
     pub(crate) fn remove(&self, path: &Path) -> Result<(), StorageError> {
         self.check(FileOp::Remove, path)?;
+        let held = self.hold(path);
         match fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(path, e)),
-            _ => Ok(()),
+            _ => {
+                self.release(held);
+                Ok(())
+            }
+        }
+    }
+
+    /// Opens `path`, if it exists, before its name goes (by `remove`, or by a rename over it),
+    /// so that the unlink only drops the name; hand the result to [`Self::release`] after.
+    pub(crate) fn hold(&self, path: &Path) -> Option<File> {
+        self.reaper.as_ref()?;
+        OpenOptions::new().write(true).open(path).ok()
+    }
+
+    /// Frees a file [`Self::hold`] kept open, now that its name is gone, on the reaper thread
+    /// (inline if there is none).
+    pub(crate) fn release(&self, held: Option<File>) {
+        if let (Some(r), Some(f)) = (&self.reaper, held) {
+            // A thread that is gone gives the file back; dropping it frees it here.
+            let _ = r.free(f);
         }
     }
 

@@ -64,6 +64,7 @@ mod checkpoint;
 mod fault;
 mod fs;
 mod options;
+mod reaper;
 pub(crate) mod record;
 mod recovery;
 mod segment;
@@ -159,6 +160,7 @@ impl WalStorage {
             fs: Fs {
                 dir,
                 injector: None,
+                reaper: reaper::Reaper::spawn(),
             },
             opts,
             _lock: lock,

@@ -75,8 +75,11 @@ pub(crate) fn write_image(
     }
     fs.sync_all(&file, &tmp)?;
     drop(file);
+    // A file of that name with another length (damaged) goes: freed off this thread.
+    let old = fs.hold(&path);
     fs.rename(&tmp, &path)?;
     fs.sync_dir()?;
+    fs.release(old);
     Ok(r)
 }
 
