@@ -63,9 +63,14 @@ impl CheckpointJob {
 
 /// Writes `job` as the checkpoint file of `fs`'s directory (temporary name, fsync, rename,
 /// directory fsync); returns the segment from which its log replays and its size.
+///
+/// The file is fdatasynced after each `flush_every` bytes when given, as images are (see
+/// [`write_image`](super::snapfile::write_image)): a checkpoint of hundreds of MiB left dirty
+/// for one final flush made the log's own syncs wait behind it.
 pub(super) fn write_checkpoint(
     fs: &fs::Fs,
     job: &CheckpointJob,
+    flush_every: Option<usize>,
 ) -> Result<(u64, usize), StorageError> {
     let mut buf = CHECKPOINT_MAGIC.to_vec();
     record::encode(
@@ -83,7 +88,7 @@ pub(super) fn write_checkpoint(
     let tmp = fs.path(&format!("{CHECKPOINT_FILE}{}", fs::TMP_SUFFIX));
     let path = fs.path(CHECKPOINT_FILE);
     let file = fs.create(&tmp)?;
-    fs.write_at(&file, &tmp, &buf, 0)?;
+    super::snapfile::write_pieces(fs, &file, &tmp, &buf, flush_every)?;
     fs.sync_all(&file, &tmp)?;
     drop(file);
     // The checkpoint it replaces can be hundreds of MiB: freed off this thread.
@@ -151,7 +156,7 @@ impl WalStorage {
         self.settle_helper()?;
         let started = std::time::Instant::now();
         let job = self.checkpoint_job();
-        let (seg, bytes) = write_checkpoint(&self.fs, &job)?;
+        let (seg, bytes) = write_checkpoint(&self.fs, &job, None)?;
         self.checkpoint_durable(job.done())?;
         tracing::debug!(
             segment = seg,

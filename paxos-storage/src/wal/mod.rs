@@ -64,6 +64,7 @@ mod checkpoint;
 mod fault;
 mod fs;
 mod options;
+mod phase;
 mod reaper;
 pub(crate) mod record;
 mod recovery;
@@ -127,6 +128,8 @@ pub struct WalStorage {
     /// The images those records named, by number, from the oldest a checkpoint in flight or
     /// the durable one may replay: kept from deletion.
     named_after: Vec<(u64, snapfile::SnapRef)>,
+    /// Segment rotations of the current append: (seal and fdatasync, next segment in place).
+    rotations: Vec<(std::time::Duration, std::time::Duration)>,
 }
 
 impl WalStorage {
@@ -174,6 +177,7 @@ impl WalStorage {
             snap_writer: None,
             names_logged: 0,
             named_after: Vec::new(),
+            rotations: Vec::new(),
         })
     }
 
@@ -252,4 +256,16 @@ impl Drop for WalStorage {
             let _ = h.join();
         }
     }
+}
+
+/// The nice value of the WAL's background threads (image and checkpoint writer, reaper, segment
+/// preallocation). On a loaded machine with few cores, copying a 1 GiB image into the page cache
+/// at the driver's priority took the CPU from the threads that answer peers, long enough for a
+/// view change; at nice 10 they get about a tenth of a contended core and all of an idle one.
+/// The fdatasync helper stays at normal priority: an append waits for it.
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers the calling thread to [`BACKGROUND_NICE`] (best effort: a failure only costs latency).
+pub(crate) fn background_thread() {
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), BACKGROUND_NICE);
 }

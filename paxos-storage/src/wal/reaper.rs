@@ -29,6 +29,7 @@ impl Reaper {
         std::thread::Builder::new()
             .name("wal-reaper".into())
             .spawn(move || {
+                super::background_thread();
                 // Ends once every sender (every clone of the WAL's `Fs`) is gone.
                 for file in rx {
                     free(&file);

@@ -35,6 +35,7 @@ impl WalStorage {
     /// Seals the current segment (seal record + fdatasync) and continues in the next one, which
     /// must hold at least `need` bytes.
     pub(super) fn rotate(&mut self, need: u64) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
         let id = self.loaded().w.id;
         debug_assert!(self.loaded().w.fits(0), "no room left for the seal");
         let mut seal = Vec::with_capacity(SEAL_RESERVE);
@@ -48,8 +49,10 @@ impl WalStorage {
         // A segment is complete and durable before its successor exists, so recovery may treat
         // any damage in a non-last segment as corruption.
         self.sync_writer()?;
+        let synced = started.elapsed();
         let w = self.next_segment(id + 1, need)?;
         self.loaded().w = w;
+        self.rotations.push((synced, started.elapsed() - synced));
         Ok(())
     }
 

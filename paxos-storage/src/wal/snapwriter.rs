@@ -21,15 +21,12 @@
 
 use super::checkpoint::{write_checkpoint, CheckpointDone, CheckpointJob};
 use super::fs::Fs;
-use super::snapfile::{write_image, SnapRef};
+use super::snapfile::{write_image, SnapRef, FLUSH_EVERY};
 use super::WalStorage;
 use crate::StorageError;
 use paxos_core::Snapshot;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-
-/// The helper fdatasyncs an image after each this many bytes (see [`write_image`]).
-const FLUSH_EVERY: usize = 16 << 20;
 
 enum Job {
     Image(Snapshot),
@@ -86,11 +83,11 @@ fn run(fs: &Fs, requests: &mpsc::Receiver<Job>, results: &mpsc::Sender<Outcome>)
                 Job::Image(snap) if Some(snap.seq()) != newest => {
                     Outcome::Skipped(SnapRef::of(&snap))
                 }
-                Job::Image(snap) => match write_image(fs, &snap, Some(FLUSH_EVERY)) {
+                Job::Image(snap) => match write_image(fs, &snap) {
                     Ok(_) => Outcome::Written(snap),
                     Err(e) => Outcome::Failed(e),
                 },
-                Job::Checkpoint(job) => match write_checkpoint(fs, &job) {
+                Job::Checkpoint(job) => match write_checkpoint(fs, &job, Some(FLUSH_EVERY)) {
                     Ok(_) => Outcome::Checkpointed(job.done()),
                     Err(e) => Outcome::Failed(e),
                 },
@@ -108,7 +105,10 @@ impl SnapWriter {
         let (results, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("wal-snapshot".into())
-            .spawn(move || run(&fs, &requests, &results))
+            .spawn(move || {
+                super::background_thread();
+                run(&fs, &requests, &results)
+            })
             .ok()?;
         Some(SnapWriter {
             tx: Some(tx),

@@ -3,6 +3,7 @@
 //! incarnation, append is one group commit, and snapshots and truncation write records or a
 //! checkpoint.
 
+use super::phase::{Phase, PhaseClock};
 use super::record::{self, RecordKind};
 use super::snapfile::SnapRef;
 use super::{encode_err, WalStorage};
@@ -115,12 +116,15 @@ impl WalStorage {
         wait: bool,
     ) -> Result<(), StorageError> {
         let s = self;
+        let mut clock = PhaseClock::start();
+        s.rotations.clear();
         // An own snapshot whose image the helper thread made durable since the last append
         // is named first (`snapwriter`): every slot it covers was executed before it was
         // taken, so before any of these batches.
         let floor = s.loaded().state.snapshot_seq();
         let done = s.collect_snapshots(wait)?;
         let landed = done.image.filter(|(snap, _)| snap.seq() > floor);
+        clock.lap(Phase::Collect);
         // Each record: the batch as written and folded, and the image file it names.
         let mut records: Vec<(Cow<'_, PersistBatch>, Option<SnapRef>)> = Vec::new();
         let mut newest = floor;
@@ -154,6 +158,7 @@ impl WalStorage {
                 records.push((Cow::Owned(stripped), None));
             }
         }
+        clock.lap(Phase::Images);
         for (_, r) in &records {
             if let Some(r) = r {
                 s.named_after.push((s.names_logged, *r));
@@ -176,6 +181,7 @@ impl WalStorage {
             }
             None => Ok(false),
         })?;
+        clock.lap(Phase::Write);
         let updates: usize = batches
             .iter()
             .map(|b| b.accepted.len() + b.ordered.len() + b.pending.len())
@@ -188,16 +194,19 @@ impl WalStorage {
             l.state.apply(b);
         }
         let snapshot_advanced = l.state.snapshot_seq() > floor;
+        clock.lap(Phase::Fold);
         if syncing {
             s.finish_sync()?;
         } else if sync {
             s.sync_writer()?;
         }
+        clock.lap(Phase::Sync);
         // A checkpoint the helper finished: only now, with a landed image folded in (and so
         // kept as the state's), may the files and segments it covers go.
         if let Some(c) = done.checkpoint {
             s.checkpoint_durable(c)?;
         }
+        clock.lap(Phase::Collected);
         let every = s.opts.checkpoint_bytes;
         let due = snapshot_advanced
             || (every > 0 && s.loaded().since_checkpoint >= every)
@@ -206,6 +215,8 @@ impl WalStorage {
         if due && !(s.opts.defer_snapshots && s.defer_checkpoint()) {
             s.checkpoint()?;
         }
+        clock.lap(Phase::Checkpoint);
+        clock.report(batches.len(), &std::mem::take(&mut s.rotations));
         Ok(())
     }
 }
