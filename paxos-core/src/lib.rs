@@ -20,7 +20,7 @@ pub mod state_machine;
 pub mod types;
 
 pub use codec::{decode, decode_envelope, encode, encode_envelope, CodecError, WIRE_VERSION};
-pub use config::{Config, ConfigError, Durability, SessionRules};
+pub use config::{Config, ConfigError, Durability, SessionRules, LOG_ENTRY_OVERHEAD};
 pub use durable::{BatchId, DurableState, PersistBatch, ViewRecord};
 pub use election::{ElectionAction, ElectionContext, LeaderElection, ServerState};
 pub use message::{

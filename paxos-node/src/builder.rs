@@ -136,6 +136,7 @@ pub fn core_config(file: &NodeFile) -> Config {
         leader_accepts_separately,
         snapshot_interval,
         history_retention,
+        snapshot_min_log_percent,
         // The driver's tick, not the core's: set on `NodeConfig` by `launch`.
         tick_ms: _,
     } = &file.protocol;
@@ -147,6 +148,7 @@ pub fn core_config(file: &NodeFile) -> Config {
     core.leader_accepts_separately = *leader_accepts_separately;
     core.snapshot_interval = (*snapshot_interval > 0).then_some(*snapshot_interval);
     core.history_retention = *history_retention;
+    core.snapshot_min_log_percent = *snapshot_min_log_percent;
     let SessionsSection {
         enabled,
         expire_after_s,

@@ -126,6 +126,10 @@ pub struct ProtocolSection {
     /// Ordered slots kept in memory beyond the last snapshot, to serve lagging peers by
     /// reconciliation; a peer further behind gets the snapshot instead.
     pub history_retention: u64,
+    /// A snapshot point is skipped unless the log executed since the last snapshot is at least
+    /// this percent of its size (0: snapshot at every point). A large state changed by small
+    /// updates is then not rewritten whole every `snapshot_interval` updates.
+    pub snapshot_min_log_percent: u32,
 }
 
 impl Default for ProtocolSection {
@@ -138,6 +142,7 @@ impl Default for ProtocolSection {
             snapshot_interval: 100_000,
             tick_ms: 2,
             history_retention: 20_000,
+            snapshot_min_log_percent: 25,
         }
     }
 }

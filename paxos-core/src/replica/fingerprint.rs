@@ -55,6 +55,7 @@ where
             next_alive,
             recon,
             next_snapshot_at,
+            log_bytes_since_snapshot,
             snapshot_job,
             snapshot_building,
             latest_snapshot,
@@ -79,6 +80,11 @@ where
         rel(*next_alive, now).hash(h);
         recon.hash_at(|t| rel(t, now), h);
         next_snapshot_at.hash(h);
+        // Only decides anything with a minimum log percent; left out otherwise, so that the
+        // model's state space does not grow by a counter that changes nothing.
+        if self.config.snapshot_min_log_percent > 0 {
+            log_bytes_since_snapshot.hash(h);
+        }
         snapshot_job.as_ref().map(|j| j.seq()).hash(h);
         snapshot_building.hash(h);
         latest_snapshot.hash(h);

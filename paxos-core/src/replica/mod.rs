@@ -157,6 +157,9 @@ pub struct Replica<S: StateMachine, E: LeaderElection> {
     // compaction and state transfer
     /// The aru at which the next snapshot is due (staggered per server, `snapshot.rs`).
     next_snapshot_at: Seq,
+    /// The log executed since the last snapshot was captured or installed, in bytes
+    /// (`Config::snapshot_min_log_percent`).
+    log_bytes_since_snapshot: u64,
     /// A snapshot job waiting for `poll_snapshot_job`.
     snapshot_job: Option<crate::snapshot::SnapshotJob>,
     /// The slot of the snapshot a driver is building off the loop.
@@ -210,6 +213,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             next_alive: now,
             recon: Reconciliation::new(me, n),
             next_snapshot_at: Seq(u64::MAX),
+            log_bytes_since_snapshot: 0,
             snapshot_job: None,
             snapshot_building: None,
             latest_snapshot: None,

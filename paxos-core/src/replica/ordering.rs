@@ -313,6 +313,9 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.local_aru = seq;
             let clock = update.client_id == CLOCK_CLIENT;
             let verdict = self.execute(seq, &update, mode);
+            self.log_bytes_since_snapshot = self
+                .log_bytes_since_snapshot
+                .saturating_add(update.payload.len() as u64 + crate::LOG_ENTRY_OVERHEAD);
             if let Some(slot) = self.history.get_mut(seq) {
                 slot.ordered = Some(update);
             }

@@ -58,6 +58,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     /// The table and frozen state at the aru, and the next snapshot point after it.
     fn capture_snapshot(&mut self) -> SnapshotJob {
         self.next_snapshot_at = self.snapshot_point_after(self.local_aru);
+        self.log_bytes_since_snapshot = 0;
         SnapshotJob::new(
             self.local_aru,
             self.clients.sessions.log_time(),
@@ -71,6 +72,10 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         if self.config.snapshot_interval.is_none() || self.local_aru < self.next_snapshot_at {
             return;
         }
+        if !self.snapshot_worth_taking() {
+            self.next_snapshot_at = self.snapshot_point_after(self.local_aru);
+            return;
+        }
         if !self.config.snapshot_off_loop {
             self.take_snapshot();
         } else if self.snapshot_building.is_none() {
@@ -78,6 +83,18 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.snapshot_building = Some(job.seq());
             self.snapshot_job = Some(job);
         }
+    }
+
+    /// Whether enough log was executed since the last snapshot for another
+    /// (`Config::snapshot_min_log_percent`).
+    fn snapshot_worth_taking(&self) -> bool {
+        let percent = u64::from(self.config.snapshot_min_log_percent);
+        let Some(last) = &self.latest_snapshot else {
+            return true;
+        };
+        percent == 0
+            || self.log_bytes_since_snapshot.saturating_mul(100)
+                >= last.len().saturating_mul(percent)
     }
 
     /// The first staggered snapshot point above `aru` (`Seq(u64::MAX)` when snapshots are off).
@@ -132,6 +149,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 .restore(parts.log_time, &parts.clients);
         }
         self.local_aru = seq;
+        self.log_bytes_since_snapshot = 0;
         if let Some(l) = self.role.leading_mut() {
             if l.last_proposed < seq {
                 l.last_proposed = seq;

@@ -407,3 +407,39 @@ fn leader_accepts_separately_still_orders() {
     assert_eq!(net.replies[2].len(), 10);
     net.assert_agreement();
 }
+
+#[test]
+fn snapshot_points_are_skipped_until_enough_log_was_executed() {
+    // `snapshot_min_log_percent`: a snapshot point with less log executed since the previous
+    // snapshot than that percent of its image is passed by; the next one is checked again.
+    let taken = |percent: u32| {
+        let mut net = Net::new(1, Durability::Sync);
+        let mut c = config(0, 1, Durability::Sync);
+        c.snapshot_interval = Some(10);
+        c.snapshot_min_log_percent = percent;
+        net.nodes[0] = Some(
+            R::new(
+                c,
+                Log::default(),
+                psb(0, 1),
+                DurableState::default(),
+                net.now,
+            )
+            .unwrap(),
+        );
+        net.drain_all();
+        net.run(100);
+        for ts in 1..=200 {
+            net.submit(0, 1, ts);
+            net.run(2);
+        }
+        let r = net.nodes[0].as_ref().unwrap();
+        assert_eq!(r.status().local_aru, Seq(200));
+        r.metrics().snapshots_taken
+    };
+    assert_eq!(taken(0), 20, "one snapshot per point");
+    // The log must reach 50x the image: each slot counts 16 payload bytes + the overhead,
+    // and the image (the recorded updates) grows by a few bytes per slot.
+    let sparse = taken(5_000);
+    assert!((2..=6).contains(&sparse), "{sparse} snapshots");
+}
