@@ -13,9 +13,19 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             max_view_seen: self.max_view_seen,
             leader_announced_view: self.leader_announced_view,
             local_aru: self.local_aru,
-            has_outstanding_work: self.clients.has_work() || self.max_seen_seq > self.local_aru,
+            has_outstanding_work: self.clients.has_work() || self.lag_waits_on_leader(),
             incarnation: self.incarnation,
         }
+    }
+
+    /// Whether slots this server saw ordered but has not executed are work the leader owes it.
+    /// Not while a state transfer brings them (DERIVED): the lag is then this server's own,
+    /// served by a peer with its own timeouts, and suspecting the leader meanwhile left a
+    /// restarted follower alone in leader election for good once a 1 GiB transfer outlasted
+    /// the progress timer (the others, progressing, never join it).
+    fn lag_waits_on_leader(&self) -> bool {
+        self.max_seen_seq > self.local_aru
+            && !self.transfer.receiving(self.now, self.config.recon_timeout)
     }
 
     pub(super) fn drain_election(&mut self) {
