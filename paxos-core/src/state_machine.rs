@@ -47,6 +47,14 @@ pub trait StateMachine {
     /// Replaces the state with a snapshot taken by [`StateMachine::snapshot`] (or written by a
     /// [`StateMachine::freeze`] source).
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError>;
+
+    /// [`StateMachine::restore`] from a shared buffer, which the state may keep slices of
+    /// ([`Bytes::slice_ref`]) instead of copying: the core restores through this, with a slice
+    /// of the snapshot image it keeps anyway, so a large state restored this way costs its size
+    /// once, not twice. The default copies (calls `restore`).
+    fn restore_shared(&mut self, snapshot: &Bytes) -> Result<(), SnapshotError> {
+        self.restore(snapshot)
+    }
 }
 
 /// A state machine that keeps nothing and answers every update with an empty reply.

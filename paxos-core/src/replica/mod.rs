@@ -228,7 +228,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             let parts = snap
                 .parts()
                 .unwrap_or_else(|e| panic!("durable snapshot at {} is corrupt: {e}", snap.seq()));
-            if let Err(e) = r.sm.restore(&parts.app_state) {
+            if let Err(e) = r.sm.restore_shared(&parts.app_state) {
                 panic!("durable snapshot at {} does not restore: {e}", snap.seq());
             }
             r.clients.sessions.restore(parts.log_time, &parts.clients);

@@ -132,7 +132,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.metrics.snapshots_rejected += 1;
             return;
         };
-        if self.sm.restore(&parts.app_state).is_err() {
+        if self.sm.restore_shared(&parts.app_state).is_err() {
             self.metrics.snapshots_rejected += 1;
             return;
         }
