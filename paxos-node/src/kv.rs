@@ -441,7 +441,9 @@ mod tests {
             assert!(image.contains(&v.as_ptr()), "a value was copied");
             assert!(!image.contains(&k.as_ptr()), "a key pins the image");
         }
-        assert!(other.restore_shared(&Bytes::from_static(b"\xff\xff")).is_err());
+        assert!(other
+            .restore_shared(&Bytes::from_static(b"\xff\xff"))
+            .is_err());
     }
 
     #[test]

@@ -112,15 +112,21 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     }
 
     /// Makes `snap` (this server's own) the latest snapshot: persisted, history compacted below it
-    /// except for `history_retention` slots.
+    /// except for `history_retention` slots (and those after a replaced snapshot still pulled).
     fn compact_to(&mut self, snap: Snapshot) {
         self.metrics.snapshots_taken += 1;
         self.outbox.persist_snapshot(&snap, true);
-        let keep_from = snap.seq().0.saturating_sub(self.config.history_retention);
+        let mut drop_through = snap.seq().0.saturating_sub(self.config.history_retention);
         let old = self.latest_snapshot.replace(snap);
         self.transfer
             .retire(old, self.now, self.config.recon_timeout);
-        self.truncate_history(Seq(keep_from));
+        // A replaced snapshot still being pulled: its receiver catches up from the slot after
+        // it once installed, so those slots stay too (else a transfer longer than the history
+        // retention lasts is followed by another, of this snapshot, and so on).
+        if let Some(s) = self.transfer.retained_seq() {
+            drop_through = drop_through.min(s.0);
+        }
+        self.truncate_history(Seq(drop_through));
     }
 
     /// Installs a snapshot received from a peer (checked and decoded by the transfer).

@@ -117,6 +117,11 @@ impl Transfer {
         }
     }
 
+    /// The slot of a replaced snapshot still served to a receiver.
+    pub(super) fn retained_seq(&self) -> Option<Seq> {
+        self.retained.as_ref().map(|(s, _)| s.seq())
+    }
+
     pub(super) fn hash_at<H: std::hash::Hasher>(
         &self,
         rel: impl Fn(Time) -> Option<u64>,
@@ -350,7 +355,10 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         };
         let digest = inc.hasher.finish();
         match Snapshot::from_digested(Bytes::from(inc.received), digest, Some(inc.digest)) {
-            Ok(snap) if snap.seq() == inc.seq => self.on_snapshot(snap),
+            Ok(snap) if snap.seq() == inc.seq => {
+                self.recon.prefer(inc.source.index());
+                self.on_snapshot(snap);
+            }
             _ => self.metrics.snapshots_rejected += 1,
         }
     }
