@@ -658,6 +658,10 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
                 snapshot_bytes_received: replica.metrics().snapshot_bytes_received,
                 snapshots_taken: replica.metrics().snapshots_taken,
                 snapshot_busy: metrics.snapshot_busy() > 0,
+                prepare_ok_sent: (
+                    replica.metrics().prepare_ok_bytes_sent,
+                    replica.metrics().prepare_ok_parts_sent,
+                ),
             };
             if let Some(tx) = conns.get(&conn) {
                 if tx.try_send(ClientResponse::Status(status)).is_err() {

@@ -107,6 +107,9 @@ pub struct NodeStatus {
     /// Whether a snapshot image of this server is being built or written right now (a bench
     /// splits latency into "during snapshots" and "between" with it).
     pub snapshot_busy: bool,
+    /// Bytes of updates this server's PrepareOks carried so far (view changes), and in how many
+    /// messages (parts of at most the core's `max_message_bytes`).
+    pub prepare_ok_sent: (u64, u64),
 }
 
 /// A framing or decoding failure.

@@ -131,6 +131,10 @@ pub struct Metrics {
     pub accepts_superseded: u64,
     /// Transfers that moved to another sender of the same image after theirs went quiet.
     pub snapshot_sources_switched: u64,
+    /// PrepareOk messages sent (every part counts).
+    pub prepare_ok_parts_sent: u64,
+    /// Bytes of updates PrepareOks carried (their data lists, all parts).
+    pub prepare_ok_bytes_sent: u64,
     /// Sessions opened (registrations executed).
     pub sessions_opened: u64,
     /// Sessions dropped from the exactly-once table (idle, count or bytes bound).

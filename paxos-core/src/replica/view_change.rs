@@ -104,9 +104,11 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 bytes = 0;
             }
             bytes += size;
+            self.metrics.prepare_ok_bytes_sent += size as u64;
             parts.last_mut().expect("one part at least").push(item);
         }
         let count = parts.len();
+        self.metrics.prepare_ok_parts_sent += count as u64;
         let mut after = floor;
         for (k, data_list) in parts.into_iter().enumerate() {
             let through = (k + 1 < count).then(|| data_list.last().map_or(after, item_seq));

@@ -332,3 +332,71 @@ fn durable_view_promise_is_persisted_before_prepare_ok() {
         .iter()
         .any(|(_, m)| matches!(m, Message::PrepareOk { .. })));
 }
+
+#[test]
+fn a_prepare_ok_of_a_full_window_of_1_mib_values_goes_in_parts() {
+    // Issue #13, bounded view change: a window of 256 accepted 1 MiB values is 256 MiB of data
+    // list, far past the 16 MiB any transport carries. Five servers: leader + me is not a
+    // majority, so every slot stays an accepted proposal that the PrepareOk must carry.
+    let mut r = single(0, 5);
+    let prepare = Message::Prepare {
+        view: View(1),
+        local_aru: Seq(0),
+    };
+    r.handle_message(Time::ZERO, NodeId(1), prepare.clone());
+    let window = 256u64; // Config::new's window
+    for s in 1..=window {
+        let mut u = upd(5, 1, s);
+        u.payload = Bytes::from(vec![s as u8; 1 << 20]);
+        let items = vec![ProposalItem {
+            seq: Seq(s),
+            update: u,
+        }];
+        r.handle_message(
+            Time::ZERO,
+            NodeId(1),
+            Message::Proposal {
+                view: View(1),
+                items,
+            },
+        );
+    }
+    outbox(&mut r);
+    r.handle_message(Time::ZERO, NodeId(1), prepare);
+    let parts: Vec<_> = outbox(&mut r)
+        .into_iter()
+        .filter_map(|(_, m)| match m {
+            Message::PrepareOk { .. } => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(parts.len() as u64, window, "one 1 MiB value per part");
+    let (mut after, mut next, mut total) = (Seq(0), 1u64, 0usize);
+    for (k, m) in parts.iter().enumerate() {
+        let bytes = crate::codec::encode(m)
+            .expect("every part fits a message")
+            .len();
+        total += bytes;
+        let Message::PrepareOk {
+            data_list, part, ..
+        } = m
+        else {
+            unreachable!()
+        };
+        assert_eq!(part.after, after, "part {k} joins the one before");
+        for d in data_list {
+            let DataItem::Proposal(p) = d else {
+                panic!("not a proposal")
+            };
+            assert_eq!(p.seq, Seq(next));
+            assert_eq!(p.update.payload.len(), 1 << 20);
+            next += 1;
+        }
+        match part.through {
+            Some(t) => after = t,
+            None => assert_eq!(k + 1, parts.len(), "only the last part is open-ended"),
+        }
+    }
+    assert_eq!(next, window + 1, "every accepted value is carried");
+    assert!(total > 16 << 20, "{total} bytes would have fit one message");
+}
