@@ -143,15 +143,6 @@ impl Reconciliation {
             })
     }
 
-    /// Ask `i` first from now on (while it is ahead): the server a snapshot was just installed
-    /// from holds the slots right after it, where another may already have compacted past them
-    /// and would answer with a second, newer transfer.
-    pub(super) fn prefer(&mut self, i: usize) {
-        if i != self.me && i < self.n {
-            self.preferred = Some(i);
-        }
-    }
-
     /// `from` answered: with updates (`got`), or saying it cannot supply the range
     /// (`!complete`). Returns true when the answer settled the request in flight and had updates.
     pub(super) fn answered(&mut self, from: NodeId, got: bool, complete: bool) -> bool {

@@ -355,10 +355,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         };
         let digest = inc.hasher.finish();
         match Snapshot::from_digested(Bytes::from(inc.received), digest, Some(inc.digest)) {
-            Ok(snap) if snap.seq() == inc.seq => {
-                self.recon.prefer(inc.source.index());
-                self.on_snapshot(snap);
-            }
+            Ok(snap) if snap.seq() == inc.seq => self.on_snapshot(snap),
             _ => self.metrics.snapshots_rejected += 1,
         }
     }
