@@ -152,6 +152,8 @@ pub struct ServerEnd {
     pub snapshots_taken: u64,
     /// Its local aru.
     pub aru: u64,
+    /// Size of its latest snapshot image.
+    pub snapshot_bytes: u64,
 }
 
 /// Every server's [`ServerEnd`] (default for one that does not answer).
@@ -166,6 +168,7 @@ pub async fn server_ends(servers: &[SocketAddr]) -> Vec<ServerEnd> {
                     sessions_expired: s.sessions_expired,
                     snapshots_taken: s.snapshots_taken,
                     aru: s.aru,
+                    snapshot_bytes: s.snapshot_bytes,
                 })
                 .unwrap_or_default(),
         );
@@ -236,7 +239,7 @@ pub fn describe(r: &crate::ThroughputResult) -> String {
     );
     out += &format!(
         "sessions: {} opened by the clients; servers hold {:?}, expired {:?}; snapshots taken \
-         {:?}; peak RSS {:?} MiB\n",
+         {:?} (latest image {:?} bytes); peak RSS {:?} MiB\n",
         r.sessions_opened,
         r.servers.iter().map(|e| e.sessions).collect::<Vec<_>>(),
         r.servers
@@ -246,6 +249,10 @@ pub fn describe(r: &crate::ThroughputResult) -> String {
         r.servers
             .iter()
             .map(|e| e.snapshots_taken)
+            .collect::<Vec<_>>(),
+        r.servers
+            .iter()
+            .map(|e| e.snapshot_bytes)
             .collect::<Vec<_>>(),
         r.server_peak_rss_kib
             .iter()

@@ -662,6 +662,7 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
                     replica.metrics().prepare_ok_bytes_sent,
                     replica.metrics().prepare_ok_parts_sent,
                 ),
+                snapshot_bytes: replica.latest_snapshot().map_or(0, |s| s.len()),
             };
             if let Some(tx) = conns.get(&conn) {
                 if tx.try_send(ClientResponse::Status(status)).is_err() {

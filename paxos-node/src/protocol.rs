@@ -110,6 +110,8 @@ pub struct NodeStatus {
     /// Bytes of updates this server's PrepareOks carried so far (view changes), and in how many
     /// messages (parts of at most the core's `max_message_bytes`).
     pub prepare_ok_sent: (u64, u64),
+    /// Size of this server's latest snapshot image (0: none yet).
+    pub snapshot_bytes: u64,
 }
 
 /// A framing or decoding failure.
