@@ -258,6 +258,9 @@ where
     })
 }
 
+/// A driver round (or a gap between ticks) at least this long is logged (a warning).
+const DRIVER_STALL: Duration = Duration::from_millis(200);
+
 /// A storage write at least this long is logged (a warning).
 const SLOW_STORAGE_WRITE: Duration = Duration::from_millis(300);
 
@@ -443,12 +446,25 @@ where
     let mut client_conn: HashMap<ClientId, u64> = HashMap::new();
     let mut last_view = replica.status().last_installed;
     let mut outgoing: Vec<(Option<paxos_core::NodeId>, Envelope)> = Vec::new();
+    let mut last_tick = Instant::now();
     loop {
         let mut handled = 0usize;
+        let mut round_started = None;
         tokio::select! {
-            _ = tick.tick() => replica.handle_tick(now()),
+            _ = tick.tick() => {
+                // Ticks come every `tick` (2 ms): a long gap means this loop did not run, the
+                // first thing to rule out after a view change nobody's storage explains.
+                let at = Instant::now();
+                let gap = at.duration_since(last_tick);
+                last_tick = at;
+                if gap >= DRIVER_STALL {
+                    tracing::warn!(ms = gap.as_millis() as u64, "driver loop stalled (no tick)");
+                }
+                replica.handle_tick(now())
+            }
             ev = events.recv() => {
                 let Some(ev) = ev else { return Ok(()) };
+                round_started = Some(Instant::now());
                 handle_event(ev, &mut replica, &mut conns, &mut client_conn, &election_name, &now, &metrics)?;
                 handled += 1;
                 // Take whatever else is ready: one round, one batch, one flush (aggregation).
@@ -557,6 +573,16 @@ where
             last_view = st.last_installed;
             metrics.view_changes.fetch_add(1, Ordering::Relaxed);
             tracing::info!(view = last_view.0, state = ?st.state, "view installed");
+        }
+        if let Some(took) = round_started
+            .map(|t| t.elapsed())
+            .filter(|t| *t >= DRIVER_STALL)
+        {
+            tracing::warn!(
+                ms = took.as_millis() as u64,
+                events = handled,
+                "slow driver round"
+            );
         }
         let m = replica.metrics();
         metrics.executed.store(m.executed, Ordering::Relaxed);
