@@ -93,13 +93,7 @@ async fn catch_up(leader_change: bool) {
     if let Some(d) = &dir {
         let _ = std::fs::remove_dir_all(d);
     }
-    let mut cluster = LocalCluster::create(binary(), &o, dir).unwrap();
-    cluster.start_all().unwrap();
-    let leader = cluster
-        .wait_for_leader(Duration::from_secs(30))
-        .await
-        .unwrap();
-    let view = cluster.status(leader).await.unwrap().view;
+    let (mut cluster, leader, view) = started(&o, dir).await;
     let follower = (leader + 1) % 3;
     cluster.kill(follower).unwrap();
 

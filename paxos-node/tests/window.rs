@@ -17,7 +17,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use paxos_node::client::Client;
-use paxos_node::cluster::{ClusterOptions, LocalCluster};
+use paxos_node::cluster::ClusterOptions;
 use std::time::{Duration, Instant};
 
 const MIB: usize = 1 << 20;
@@ -30,13 +30,7 @@ async fn a_view_change_with_a_full_window_of_1_mib_values_completes() {
         .unwrap_or(256);
     let mut o = ClusterOptions::default();
     o.protocol.window = values;
-    let mut cluster = LocalCluster::create(binary(), &o, None).unwrap();
-    cluster.start_all().unwrap();
-    let leader = cluster
-        .wait_for_leader(Duration::from_secs(30))
-        .await
-        .unwrap();
-    let view = cluster.status(leader).await.unwrap().view;
+    let (mut cluster, leader, view) = started(&o, None).await;
     // PSB: view v is led by server v mod n.
     let next = ((view + 1) % 3) as usize;
     let other = 3 - leader - next;

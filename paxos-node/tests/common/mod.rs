@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use paxos_node::checker::{check_register, HistoryOp, RegisterOp};
 use paxos_node::client::Client;
-use paxos_node::cluster::LocalCluster;
+use paxos_node::cluster::{ClusterOptions, LocalCluster};
 use paxos_node::kv::KvResult;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,6 +18,22 @@ pub(crate) const KEYS: usize = 4;
 
 /// Every operation on each shared key.
 pub(crate) type History = Arc<Mutex<BTreeMap<usize, Vec<HistoryOp>>>>;
+
+/// A cluster of `o` (in `dir`, or a temporary directory) started, with its first leader and
+/// that leader's view.
+pub(crate) async fn started(
+    o: &ClusterOptions,
+    dir: Option<std::path::PathBuf>,
+) -> (LocalCluster, usize, u64) {
+    let mut cluster = LocalCluster::create(binary(), o, dir).unwrap();
+    cluster.start_all().unwrap();
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let view = cluster.status(leader).await.unwrap().view;
+    (cluster, leader, view)
+}
 
 /// The server binary under test.
 pub(crate) fn binary() -> &'static Path {
