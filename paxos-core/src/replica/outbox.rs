@@ -24,6 +24,8 @@ pub(super) struct Outbox {
     last_closed_sync: u64,
     /// Every batch up to this one is durable.
     persisted: u64,
+    /// The batch carrying the last installed (received) snapshot; 0: none.
+    install_batch: u64,
     /// Messages waiting for a batch, in creation order (they leave in that order).
     held: VecDeque<(u64, Destination, Message)>,
     /// This server's own accepts waiting for the batch that carries the accepted proposal.
@@ -50,6 +52,7 @@ impl Outbox {
             last_closed: 0,
             last_closed_sync: 0,
             persisted: 0,
+            install_batch: 0,
             held: VecDeque::new(),
             held_self_accepts: VecDeque::new(),
             proposals: Vec::new(),
@@ -114,7 +117,18 @@ impl Outbox {
         if self.persists() {
             self.open.snapshot = Some(snapshot.clone());
             self.open.snapshot_deferrable = own;
+            if !own {
+                // The open batch is handed out as the next one.
+                self.install_batch = self.last_closed + 1;
+            }
         }
+    }
+
+    /// Whether an installed snapshot is not yet durable: its image is written inline (nothing
+    /// else rebuilds it), and at 1 GiB that takes seconds during which nothing of this server's
+    /// is persisted, so nothing it waits for can progress.
+    pub(super) fn install_persisting(&self) -> bool {
+        self.install_batch > self.persisted
     }
 
     /// Closes the open batch and hands it out, if it holds anything.

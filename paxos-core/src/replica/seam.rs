@@ -13,12 +13,17 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             max_view_seen: self.max_view_seen,
             leader_announced_view: self.leader_announced_view,
             local_aru: self.local_aru,
-            has_outstanding_work: self.clients.has_work() || self.lag_waits_on_leader(),
+            has_outstanding_work: !self.outbox.install_persisting()
+                && (self.clients.has_work() || self.lag_waits_on_leader()),
             incarnation: self.incarnation,
         }
     }
 
     /// Whether slots this server saw ordered but has not executed are work the leader owes it.
+    /// (No work at all is owed while this server's own disk writes an installed snapshot, see
+    /// `Outbox::install_persisting`: its pending updates cannot even be forwarded until then. A
+    /// restarted follower whose 1 GiB install write outlasted the progress timer was left alone
+    /// in leader election.)
     /// Not while a state transfer brings them (DERIVED): the lag is then this server's own,
     /// served by a peer with its own timeouts, and suspecting the leader meanwhile left a
     /// restarted follower alone in leader election for good once a 1 GiB transfer outlasted
