@@ -19,7 +19,7 @@ use paxos_core::{ClientId, Timestamp};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Why an operation did not complete.
 #[derive(Debug, Error)]
@@ -203,10 +203,9 @@ impl Client {
     ) -> Result<Option<Outcome>, FrameError> {
         let addr = self.servers[self.current];
         if self.conn.is_none() {
-            let stream = tokio::time::timeout(wait, TcpStream::connect(addr))
+            let stream = tokio::time::timeout(wait, connect(addr))
                 .await
                 .map_err(|_| FrameError::Io(std::io::ErrorKind::TimedOut.into()))??;
-            stream.set_nodelay(true)?;
             self.conn = Some(stream);
         }
         let me = self.client_id;
@@ -307,6 +306,32 @@ enum Outcome {
 }
 
 /// A random registration nonce (below 2^63, where session ids start).
+/// Connects to a server, refusing a connection to itself: with no server listening on a port of
+/// the local ephemeral range, the kernel can hand that very port to the connecting socket (TCP
+/// simultaneous open), and the client would talk to itself.
+pub async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    connect_with(socket, addr).await
+}
+
+/// [`connect`] from a given socket (a test binds it to the server's address to force the
+/// self-connect).
+async fn connect_with(socket: TcpSocket, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = socket.connect(addr).await?;
+    if stream.local_addr()? == stream.peer_addr()? {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            format!("connection to {addr} is connected to itself (no server listening)"),
+        ));
+    }
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 fn fresh_nonce() -> ClientId {
     ClientId(rand::random::<u64>() >> 1)
 }
@@ -314,7 +339,7 @@ fn fresh_nonce() -> ClientId {
 /// Asks one server for its status.
 pub async fn status(addr: SocketAddr, wait: Duration) -> Result<NodeStatus, ClientError> {
     let fut = async {
-        let mut s = TcpStream::connect(addr).await?;
+        let mut s = connect(addr).await?;
         write_frame(&mut s, &ClientRequest::Status).await?;
         loop {
             if let ClientResponse::Status(st) = read_frame::<ClientResponse, _>(&mut s).await? {
@@ -326,5 +351,45 @@ pub async fn status(addr: SocketAddr, wait: Duration) -> Result<NodeStatus, Clie
         Err(_) => Err(ClientError::Timeout(wait)),
         Ok(Err(source)) => Err(ClientError::Server { addr, source }),
         Ok(Ok(st)) => Ok(st),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The self-connect of issue #16: a socket bound to the address it connects to, with nothing
+    /// listening there, is connected to itself. Without the check it reads its own request back,
+    /// which the direction tags refuse; with the check the connection is refused outright.
+    #[tokio::test]
+    async fn a_connection_to_itself_is_refused() {
+        let bound = |addr: SocketAddr| {
+            let s = TcpSocket::new_v4().unwrap();
+            s.set_reuseaddr(true).unwrap();
+            s.bind(addr).unwrap();
+            s
+        };
+        let free = || bound("127.0.0.1:0".parse().unwrap()).local_addr().unwrap();
+        let addr = free();
+
+        // Raw self-connect: the request comes back, and does not decode as a response.
+        let mut raw = bound(addr).connect(addr).await.unwrap();
+        assert_eq!(raw.local_addr().unwrap(), raw.peer_addr().unwrap());
+        let req = ClientRequest::Submit {
+            client_id: ClientId(5),
+            timestamp: Timestamp(1),
+            payload: Bytes::from_static(b"x"),
+        };
+        write_frame(&mut raw, &req).await.unwrap();
+        assert!(matches!(
+            read_frame::<ClientResponse, _>(&mut raw).await,
+            Err(FrameError::WrongTag { .. })
+        ));
+        drop(raw);
+
+        // The client's connect refuses it.
+        let addr = free();
+        let err = connect_with(bound(addr), addr).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     }
 }

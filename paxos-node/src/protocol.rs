@@ -1,8 +1,11 @@
 //! The client protocol: length-prefixed frames over TCP.
 //!
-//! Each frame is a little-endian `u32` length followed by that many bytes of the project's codec
-//! (version byte + postcard). Frames above [`MAX_FRAME_BYTES`] are refused before any allocation,
-//! and a malformed frame closes the connection with an error; the server counts both.
+//! Each frame is a little-endian `u32` length followed by that many bytes: a direction tag
+//! ([`REQUEST_TAG`] or [`RESPONSE_TAG`], see [`Frame`]) and then the project's codec (a version
+//! byte and postcard). The tag makes a request and a response unable to decode as each other: a client
+//! connected to itself (TCP self-connect) reads its own request back and refuses it instead of
+//! taking it for a reply. Frames above [`MAX_FRAME_BYTES`] are refused before any allocation, and
+//! a malformed frame closes the connection with an error; the server counts both.
 
 use bytes::Bytes;
 use paxos_core::codec::{decode_with_limit, encode_with_limit, CodecError};
@@ -13,6 +16,25 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Largest frame accepted in either direction (2 MiB).
 pub const MAX_FRAME_BYTES: usize = 2 << 20;
+
+/// First body byte of every [`ClientRequest`] frame.
+pub const REQUEST_TAG: u8 = 0x51; // 'Q'
+/// First body byte of every [`ClientResponse`] frame.
+pub const RESPONSE_TAG: u8 = 0x52; // 'R'
+
+/// A message of the client protocol, with the direction tag its frames carry.
+pub trait Frame: Serialize + DeserializeOwned {
+    /// The first byte of this message's frame bodies.
+    const TAG: u8;
+}
+
+impl Frame for ClientRequest {
+    const TAG: u8 = REQUEST_TAG;
+}
+
+impl Frame for ClientResponse {
+    const TAG: u8 = RESPONSE_TAG;
+}
 
 /// A client's request to its local server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +145,15 @@ pub enum FrameError {
     /// The announced frame is larger than the limit.
     #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_BYTES}")]
     TooLarge(usize),
+    /// The frame carries another direction's tag (or none): e.g. a client reading its own request
+    /// back over a connection to itself.
+    #[error("frame tag {got:#04x} where {expected:#04x} was expected")]
+    WrongTag {
+        /// The tag read (0 for an empty frame).
+        got: u8,
+        /// The tag this direction carries.
+        expected: u8,
+    },
     /// The frame does not decode.
     #[error("malformed frame: {0}")]
     Codec(#[from] CodecError),
@@ -132,9 +163,7 @@ pub enum FrameError {
 }
 
 /// Reads one frame and decodes it.
-pub async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
-    r: &mut R,
-) -> Result<T, FrameError> {
+pub async fn read_frame<T: Frame, R: AsyncRead + Unpin>(r: &mut R) -> Result<T, FrameError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -147,11 +176,26 @@ pub async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
     }
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf).await?;
-    Ok(decode_with_limit(&buf, MAX_FRAME_BYTES)?)
+    decode_frame_body(&buf)
+}
+
+/// Decodes one frame body (tag and codec bytes, without the length prefix).
+pub fn decode_frame_body<T: Frame>(body: &[u8]) -> Result<T, FrameError> {
+    match body.split_first() {
+        Some((&tag, rest)) if tag == T::TAG => Ok(decode_with_limit(rest, MAX_FRAME_BYTES)?),
+        Some((&tag, _)) => Err(FrameError::WrongTag {
+            got: tag,
+            expected: T::TAG,
+        }),
+        None => Err(FrameError::WrongTag {
+            got: 0,
+            expected: T::TAG,
+        }),
+    }
 }
 
 /// Encodes and writes one frame.
-pub async fn write_frame<T: Serialize, W: AsyncWrite + Unpin>(
+pub async fn write_frame<T: Frame, W: AsyncWrite + Unpin>(
     w: &mut W,
     value: &T,
 ) -> Result<(), FrameError> {
@@ -163,10 +207,11 @@ pub async fn write_frame<T: Serialize, W: AsyncWrite + Unpin>(
 
 /// Appends one encoded frame (length prefix and body) to `out`, so that many frames can be
 /// written with one system call.
-pub fn encode_frame_into<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), FrameError> {
-    let body = encode_with_limit(value, MAX_FRAME_BYTES)?;
-    out.reserve(body.len() + 4);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+pub fn encode_frame_into<T: Frame>(out: &mut Vec<u8>, value: &T) -> Result<(), FrameError> {
+    let body = encode_with_limit(value, MAX_FRAME_BYTES - 1)?;
+    out.reserve(body.len() + 5);
+    out.extend_from_slice(&(body.len() as u32 + 1).to_le_bytes());
+    out.push(T::TAG);
     out.extend_from_slice(&body);
     Ok(())
 }
@@ -196,8 +241,8 @@ mod tests {
 
         // Garbage body.
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
-        a.write_all(&3u32.to_le_bytes()).await.unwrap();
-        a.write_all(&[1, 250, 250]).await.unwrap();
+        a.write_all(&4u32.to_le_bytes()).await.unwrap();
+        a.write_all(&[REQUEST_TAG, 1, 250, 250]).await.unwrap();
         assert!(matches!(
             read_frame::<ClientRequest, _>(&mut b).await,
             Err(FrameError::Codec(_))
@@ -206,6 +251,43 @@ mod tests {
         assert!(matches!(
             read_frame::<ClientRequest, _>(&mut b).await,
             Err(FrameError::Closed)
+        ));
+    }
+
+    /// A request read back as a response (a client connected to itself) is refused, and so is
+    /// a response read as a request: the two directions' frames never decode as each other.
+    #[tokio::test]
+    async fn a_request_never_decodes_as_a_response() {
+        let req = ClientRequest::Submit {
+            client_id: ClientId(7),
+            timestamp: Timestamp(1),
+            payload: Bytes::from_static(b"put k v"),
+        };
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        write_frame(&mut a, &req).await.unwrap();
+        assert!(matches!(
+            read_frame::<ClientResponse, _>(&mut b).await,
+            Err(FrameError::WrongTag {
+                got: REQUEST_TAG,
+                expected: RESPONSE_TAG
+            })
+        ));
+        let resp = ClientResponse::Reply {
+            client_id: ClientId(7),
+            timestamp: Timestamp(1),
+            result: Bytes::from_static(b"put k v"),
+        };
+        write_frame(&mut a, &resp).await.unwrap();
+        assert!(matches!(
+            read_frame::<ClientRequest, _>(&mut b).await,
+            Err(FrameError::WrongTag {
+                got: RESPONSE_TAG,
+                expected: REQUEST_TAG
+            })
+        ));
+        assert!(matches!(
+            decode_frame_body::<ClientRequest>(&[]),
+            Err(FrameError::WrongTag { got: 0, .. })
         ));
     }
 }

@@ -125,13 +125,12 @@ async fn garbage_is_refused_and_counted_and_the_cluster_keeps_serving() {
     // A client that sends many requests and never reads a reply.
     let mut hog = TcpStream::connect(addrs[1]).await.unwrap();
     let status = {
-        let body = paxos_core::codec::encode_with_limit(
+        let mut f = Vec::new();
+        paxos_node::protocol::encode_frame_into(
+            &mut f,
             &paxos_node::protocol::ClientRequest::Status,
-            1 << 20,
         )
         .unwrap();
-        let mut f = (body.len() as u32).to_le_bytes().to_vec();
-        f.extend_from_slice(&body);
         f
     };
     let flood: Vec<u8> = status
