@@ -16,10 +16,11 @@
 use crate::BenchError;
 use bytes::{Buf, Bytes, BytesMut};
 use hdrhistogram::Histogram;
-use paxos_core::codec::{decode_with_limit, encode_with_limit};
 use paxos_core::{ClientId, Timestamp};
 use paxos_node::client::Client;
-use paxos_node::protocol::{ClientRequest, ClientResponse, MAX_FRAME_BYTES};
+use paxos_node::protocol::{
+    decode_frame_body, encode_frame_into, ClientRequest, ClientResponse, MAX_FRAME_BYTES,
+};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -247,11 +248,7 @@ fn push_request(out: &mut Vec<u8>, id: u64, ts: u64, payload: &Bytes) -> Result<
         timestamp: Timestamp(ts),
         payload: payload.clone(),
     };
-    let body = encode_with_limit(&req, MAX_FRAME_BYTES)
-        .map_err(|e| BenchError::Protocol(e.to_string()))?;
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&body);
-    Ok(())
+    encode_frame_into(out, &req).map_err(|e| BenchError::Protocol(e.to_string()))
 }
 
 async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
@@ -366,7 +363,7 @@ async fn connection(
                         if inbuf.len() < 4 + len {
                             break;
                         }
-                        let resp: ClientResponse = decode_with_limit(&inbuf[4..4 + len], MAX_FRAME_BYTES)
+                        let resp: ClientResponse = decode_frame_body(&inbuf[4..4 + len])
                             .map_err(|e| BenchError::Protocol(e.to_string()))?;
                         inbuf.advance(4 + len);
                         match resp {
