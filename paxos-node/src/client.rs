@@ -34,6 +34,10 @@ pub enum ClientError {
     /// The client was given no servers.
     #[error("no servers configured")]
     NoServers,
+    /// Every server refused the connection (nothing listens): no server received the request,
+    /// so it was not executed by this attempt.
+    #[error("cluster unreachable: every server refused the connection")]
+    Unreachable,
     /// The client's session expired before this update executed: it was not applied now, and
     /// whether an earlier attempt of it was applied is unknown. The next submit registers anew.
     #[error("session {0:?} expired (outcome of the update unknown)")]
@@ -170,6 +174,10 @@ impl Client {
     ) -> Result<Outcome, ClientError> {
         let deadline = Instant::now() + self.op_timeout;
         let mut attempts_here = 0;
+        // Servers that refused a connection in a row, with nothing sent since: when every server
+        // did, nothing listens anywhere and waiting out the deadline would only hide that.
+        let mut refused_in_a_row = 0;
+        let mut sent_anything = false;
         while Instant::now() < deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             match self
@@ -178,13 +186,25 @@ impl Client {
             {
                 Ok(Some(outcome)) => return Ok(outcome),
                 Ok(None) => {
+                    sent_anything = true;
+                    refused_in_a_row = 0;
                     attempts_here += 1;
                     if attempts_here >= 3 {
                         self.fail_over();
                         attempts_here = 0;
                     }
                 }
-                Err(_) => {
+                Err(e) => {
+                    if matches!(&e, FrameError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused)
+                    {
+                        refused_in_a_row += 1;
+                        if refused_in_a_row >= self.servers.len() && !sent_anything {
+                            return Err(ClientError::Unreachable);
+                        }
+                    } else {
+                        sent_anything = true;
+                        refused_in_a_row = 0;
+                    }
                     self.fail_over();
                     attempts_here = 0;
                     tokio::time::sleep(Duration::from_millis(50).min(left)).await;

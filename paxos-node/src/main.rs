@@ -1,9 +1,9 @@
 //! The `paxos-node` command: run a server, generate keys, talk to a cluster, or run the demo.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use paxos_node::client::{status, Client};
+use paxos_node::client::{status, Client, ClientError};
 use paxos_node::cluster::ClusterOptions;
 use paxos_node::config::{
     parse_choice, DurabilityChoice, NodeFile, StorageChoice, TransportChoice,
@@ -19,11 +19,61 @@ use std::time::Duration;
 #[command(
     name = "paxos-node",
     version,
-    about = "Paxos for System Builders: a replicated key-value service"
+    about = "Paxos for System Builders: a replicated key-value service",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// The exit codes, for `--help`.
+const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  error (configuration, I/O, a bug)
+  2  usage error
+  3  definite failure: cas failed, the update was refused, or `get` found no value
+  4  outcome unknown: no answer in time (the update may or may not have executed)
+  5  cluster unreachable: every server refused the connection (nothing was sent)";
+
+/// Exit code of a definite failure (the operation certainly did not take effect).
+const EXIT_DEFINITE: i32 = 3;
+/// Exit code of an unknown outcome.
+const EXIT_UNKNOWN: i32 = 4;
+/// Exit code when no server could be reached.
+const EXIT_UNREACHABLE: i32 = 5;
+
+/// An expected failure of a client command: printed as one line and mapped to its exit code
+/// (never a backtrace).
+#[derive(Debug)]
+struct Failure {
+    code: i32,
+    message: String,
+}
+
+fn failure(code: i32, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Failure {
+        code,
+        message: message.into(),
+    })
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+fn client_failure(e: ClientError) -> anyhow::Error {
+    let code = match e {
+        ClientError::Unreachable => EXIT_UNREACHABLE,
+        ClientError::Timeout(_) | ClientError::SessionExpired(_) => EXIT_UNKNOWN,
+        ClientError::BadReply(_) | ClientError::Server { .. } => EXIT_UNKNOWN,
+        ClientError::NoServers => 1,
+    };
+    failure(code, e.to_string())
 }
 
 #[derive(Subcommand)]
@@ -92,10 +142,10 @@ enum ClientOp {
     Put {
         /// The key.
         key: String,
-        /// The value.
+        /// The value, stored as given (unlike in `cas`, "-" is an ordinary value here).
         value: String,
     },
-    /// Read a key (through the log: linearizable).
+    /// Read a key (through the log: linearizable). Prints the value; an absent key exits 3.
     Get {
         /// The key.
         key: String,
@@ -131,9 +181,14 @@ fn show(v: &Option<Bytes>) -> String {
 
 async fn client(servers: Vec<SocketAddr>, op: ClientOp) -> Result<()> {
     if let ClientOp::Status = op {
+        // Every server at once, each with its own timeout: one dead server costs 2 s in all.
+        let asks: Vec<_> = servers
+            .iter()
+            .map(|a| tokio::spawn(status(*a, Duration::from_secs(2))))
+            .collect();
         let mut rows = Vec::new();
-        for a in &servers {
-            match status(*a, Duration::from_secs(2)).await {
+        for (a, ask) in servers.iter().zip(asks) {
+            match ask.await.context("status task")? {
                 Ok(s) => rows.push((a, Some(s))),
                 Err(e) => {
                     eprintln!("{a}: {e}");
@@ -141,13 +196,14 @@ async fn client(servers: Vec<SocketAddr>, op: ClientOp) -> Result<()> {
                 }
             }
         }
+        let reached = rows.iter().filter(|(_, s)| s.is_some()).count();
         let max_aru = rows
             .iter()
             .filter_map(|(_, s)| s.as_ref().map(|s| s.aru))
             .max()
             .unwrap_or(0);
         println!(
-            "{:<22} {:>3} {:<16} {:>6} {:>6} {:>6} {:>10} {:>6} {:>18} {:>9} {:>14}",
+            "{:<22} {:>3} {:<16} {:>6} {:>6} {:>6} {:>10} {:>6} {:>18} {:>9} {:>14} {:>6} {:>6} {:>12}",
             "server",
             "id",
             "role",
@@ -158,12 +214,15 @@ async fn client(servers: Vec<SocketAddr>, op: ClientOp) -> Result<()> {
             "lag",
             "digest",
             "sessions",
-            "transfer"
+            "transfer",
+            "snaps",
+            "inst",
+            "snap-bytes"
         );
         for (a, s) in rows {
             match s {
                 Some(s) => println!(
-                    "{:<22} {:>3} {:<16} {:>6} {:>6} {:>6} {:>10} {:>6} {:>18x} {:>9} {:>14}",
+                    "{:<22} {:>3} {:<16} {:>6} {:>6} {:>6} {:>10} {:>6} {:>18x} {:>9} {:>14} {:>6} {:>6} {:>12}",
                     a.to_string(),
                     s.id,
                     s.role,
@@ -176,28 +235,52 @@ async fn client(servers: Vec<SocketAddr>, op: ClientOp) -> Result<()> {
                     s.sessions,
                     s.transfer
                         .map_or("-".into(), |(got, total)| format!("{got}/{total}")),
+                    s.snapshots_taken,
+                    s.snapshots_installed,
+                    s.snapshot_bytes,
                 ),
                 None => println!("{:<22} unreachable", a.to_string()),
             }
+        }
+        if reached == 0 {
+            return Err(failure(
+                EXIT_UNREACHABLE,
+                "cluster unreachable: no server answered",
+            ));
         }
         return Ok(());
     }
     let mut c = Client::new(servers);
     let result = match op {
-        ClientOp::Put { key, value } => c.put(key, value).await?,
+        ClientOp::Put { key, value } => c.put(key, value).await.map_err(client_failure)?,
         ClientOp::Get { key } => {
-            println!("{}", show(&c.get(key).await?));
-            return Ok(());
+            // The value exactly as stored on stdout; an absent key prints nothing there and
+            // exits 3, so a stored "(absent)" cannot be mistaken for no value.
+            return match c.get(key).await.map_err(client_failure)? {
+                Some(v) => {
+                    println!("{}", String::from_utf8_lossy(&v));
+                    Ok(())
+                }
+                None => Err(failure(EXIT_DEFINITE, "(absent)")),
+            };
         }
-        ClientOp::Delete { key } => c.delete(key).await?,
-        ClientOp::Cas { key, expected, new } => c.cas(key, opt(&expected), opt(&new)).await?,
+        ClientOp::Delete { key } => c.delete(key).await.map_err(client_failure)?,
+        ClientOp::Cas { key, expected, new } => c
+            .cas(key, opt(&expected), opt(&new))
+            .await
+            .map_err(client_failure)?,
         ClientOp::Status => unreachable!("handled above"),
     };
     match result {
         KvResult::Done | KvResult::Swapped => println!("ok"),
         KvResult::Value(v) => println!("ok (was {})", show(&v)),
-        KvResult::CasFailed { current } => bail!("cas failed: key holds {}", show(&current)),
-        KvResult::Invalid(why) => bail!("refused: {why}"),
+        KvResult::CasFailed { current } => {
+            return Err(failure(
+                EXIT_DEFINITE,
+                format!("cas failed: key holds {}", show(&current)),
+            ))
+        }
+        KvResult::Invalid(why) => return Err(failure(EXIT_DEFINITE, format!("refused: {why}"))),
     }
     Ok(())
 }
@@ -299,7 +382,20 @@ async fn demo(
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn main() {
+    let code = match real_main() {
+        Ok(()) => 0,
+        Err(e) => {
+            // `{:#}`: the error and its causes on one line; an anyhow error's Debug form would add
+            // a backtrace under RUST_BACKTRACE=1, which only a bug (a panic) should print.
+            eprintln!("error: {e:#}");
+            e.downcast_ref::<Failure>().map_or(1, |f| f.code)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn real_main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
