@@ -33,7 +33,7 @@ pub use types::{
     ClientId, Destination, NodeId, Seq, Time, Timestamp, UpdateId, View, MAX_WIRE_INDEX,
 };
 pub mod replica;
-pub use replica::{ClientUpdateError, Executed, Metrics, Replica, Status};
+pub use replica::{ClientUpdateError, Executed, Metrics, Replica, Status, Suspicion};
 pub use replica::{CLOCK_CLIENT, NOOP_CLIENT, SESSION_ID_BASE};
 mod fxmap;
 mod history;

@@ -14,6 +14,8 @@ use super::*;
 pub(super) struct Pending {
     pub(super) update: ClientUpdate,
     pub(super) next_resend: Time,
+    /// When it became pending here (for diagnosis only: not part of the fingerprint).
+    pub(super) since: Time,
 }
 
 /// What [`ClientTable::enqueue`] did with an update.
@@ -103,14 +105,20 @@ impl ClientTable {
     }
 
     /// Makes `u` its client's pending update, to be resent at `next_resend`.
-    pub(super) fn add_pending(&mut self, u: ClientUpdate, next_resend: Time) {
+    pub(super) fn add_pending(&mut self, u: ClientUpdate, now: Time, next_resend: Time) {
         self.pending.insert(
             u.client_id,
             Pending {
                 update: u,
                 next_resend,
+                since: now,
             },
         );
+    }
+
+    /// Since when the oldest pending update waits.
+    pub(super) fn oldest_pending_since(&self) -> Option<Time> {
+        self.pending.values().map(|p| p.since).min()
     }
 
     /// `client`'s update `ts` executed: its pending copy (that one or an earlier one) is done.
@@ -406,7 +414,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     fn add_to_pending(&mut self, u: ClientUpdate) {
         self.outbox.persist_pending(u.clone());
         let next_resend = self.now + self.config.update_resend;
-        self.clients.add_pending(u, next_resend);
+        self.clients.add_pending(u, self.now, next_resend);
     }
 
     pub(super) fn on_forwarded_update(&mut self, from: NodeId, u: ClientUpdate) {

@@ -63,6 +63,10 @@ where
             outbox,
             executed,
             metrics: _,
+            // Diagnosis only: decides nothing, and would split the model's states by the clock.
+            last_suspicion: _,
+            last_view_progress: _,
+            last_heard: _,
         } = self;
         let now = *now;
         me.hash(h);

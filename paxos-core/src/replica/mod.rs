@@ -59,7 +59,7 @@ mod transfer;
 use transfer::Transfer;
 mod view_change;
 
-pub use status::{ClientUpdateError, Executed, Metrics, Status, Verdict};
+pub use status::{ClientUpdateError, Executed, Metrics, Status, Suspicion, Verdict};
 pub use transfer::TransferProgress;
 
 /// The client id reserved for no-op fillers (see docs/architecture.md, "Deviations").
@@ -171,6 +171,14 @@ pub struct Replica<S: StateMachine, E: LeaderElection> {
     outbox: Outbox,
     executed: VecDeque<Executed>,
     metrics: Metrics,
+
+    // diagnosis
+    /// See [`Replica::last_suspicion`].
+    last_suspicion: Option<Suspicion>,
+    /// The last execution that was progress of a view.
+    last_view_progress: Option<Time>,
+    /// Per server, the last valid message from it.
+    last_heard: Vec<Option<Time>>,
 }
 
 impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
@@ -221,6 +229,9 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             outbox: Outbox::new(&config),
             executed: VecDeque::new(),
             metrics: Metrics::default(),
+            last_suspicion: None,
+            last_view_progress: None,
+            last_heard: vec![None; n],
             config,
         };
         if let Some(snap) = durable.snapshot {
@@ -253,7 +264,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         r.advance_aru(Execution::Recovering);
         for (client, update) in durable.pending {
             if !r.clients.is_done(client, update.timestamp) && update.server_id == me {
-                r.clients.add_pending(update, now);
+                r.clients.add_pending(update, now, now);
             }
         }
         let ctx = r.ctx();
@@ -273,6 +284,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             self.metrics.dropped_invalid += 1;
             return;
         }
+        self.last_heard[from.index()] = Some(now);
         match message {
             Message::ClientUpdate(u) => self.on_forwarded_update(from, u),
             Message::Prepare { view, local_aru } => self.on_prepare(from, view, local_aru),
@@ -495,6 +507,12 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             sessions: self.clients.sessions.len(),
             log_time: self.clients.sessions.log_time(),
         }
+    }
+
+    /// What this server saw the last time its election strategy made it suspect a view it was
+    /// regular in (`None` before the first time): for logs that must say why a view changed.
+    pub fn last_suspicion(&self) -> Option<&Suspicion> {
+        self.last_suspicion.as_ref()
     }
 
     /// What the election strategy sees.

@@ -338,6 +338,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
         self.recon.caught_up(self.local_aru);
         if mode == Execution::Serving {
             if view_progressed && self.role.state() != ServerState::LeaderElection {
+                self.last_view_progress = Some(self.now);
                 let ctx = self.ctx();
                 self.election.handle_progress(self.now, &ctx);
                 self.drain_election();

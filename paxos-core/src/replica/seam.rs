@@ -52,7 +52,12 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                     ElectionAction::Suspect(v) if v <= self.last_installed => {
                         self.metrics.election_actions_ignored += 1;
                     }
-                    ElectionAction::Suspect(v) => self.shift_to_leader_election(v),
+                    ElectionAction::Suspect(v) => {
+                        if self.role.state() != ServerState::LeaderElection {
+                            self.note_suspicion(v);
+                        }
+                        self.shift_to_leader_election(v)
+                    }
                     ElectionAction::Install(v) => self.install(v),
                 }
             }
@@ -60,6 +65,25 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
                 break;
             }
         }
+    }
+
+    /// Keeps what this server saw as it leaves the view it was regular in (`last_suspicion`).
+    fn note_suspicion(&mut self, voted: View) {
+        let (pending, queued) = self.clients.counts();
+        self.last_suspicion = Some(Suspicion {
+            at: self.now,
+            suspected: self.last_installed,
+            voted,
+            was: self.role.state(),
+            pending,
+            oldest_pending_since: self.clients.oldest_pending_since(),
+            queued,
+            local_aru: self.local_aru,
+            max_seen_seq: self.max_seen_seq,
+            last_view_progress: self.last_view_progress,
+            last_heard_from_leader: self.last_heard[self.installed_leader().index()],
+            receiving_snapshot: self.transfer.receiving(self.now, self.config.recon_timeout),
+        });
     }
 
     pub(super) fn installed_leader(&self) -> NodeId {

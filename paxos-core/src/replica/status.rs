@@ -2,7 +2,7 @@
 
 use crate::election::ServerState;
 use crate::message::ClientUpdate;
-use crate::types::{ClientId, NodeId, Seq, View};
+use crate::types::{ClientId, NodeId, Seq, Time, View};
 use thiserror::Error;
 
 /// One executed slot, reported by [`crate::Replica::poll_executed`] when `record_executions` is on.
@@ -66,6 +66,37 @@ pub struct Status {
     pub sessions: usize,
     /// The log's clock (session expiry; zero without sessions).
     pub log_time: crate::types::Time,
+}
+
+/// What a server saw when its election strategy last made it suspect the installed view
+/// ([`crate::Replica::last_suspicion`]): the evidence that tells a dead or unreachable leader
+/// (nothing heard from it) from a slow pipeline (the leader heard from, its own work waiting).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Suspicion {
+    /// When.
+    pub at: Time,
+    /// The view suspected (the installed one).
+    pub suspected: View,
+    /// The view voted for.
+    pub voted: View,
+    /// The role in the suspected view.
+    pub was: ServerState,
+    /// Local client updates not yet executed.
+    pub pending: usize,
+    /// Since when the oldest of them waits (its arrival here, or the restart that recovered it).
+    pub oldest_pending_since: Option<Time>,
+    /// Updates queued at this server for proposal.
+    pub queued: usize,
+    /// Executed prefix.
+    pub local_aru: Seq,
+    /// Highest slot seen ordered or proposed.
+    pub max_seen_seq: Seq,
+    /// The last execution that counted as progress of a view ([`crate::LeaderElection::handle_progress`]).
+    pub last_view_progress: Option<Time>,
+    /// The last valid message from the suspected view's leader.
+    pub last_heard_from_leader: Option<Time>,
+    /// Whether a snapshot was being received.
+    pub receiving_snapshot: bool,
 }
 
 /// Counters for observability.
