@@ -258,7 +258,13 @@ async fn client(servers: Vec<SocketAddr>, op: ClientOp) -> Result<()> {
             // exits 3, so a stored "(absent)" cannot be mistaken for no value.
             return match c.get(key).await.map_err(client_failure)? {
                 Some(v) => {
-                    println!("{}", String::from_utf8_lossy(&v));
+                    // Raw bytes plus a newline: a binary value survives `get k | head -c -1`.
+                    use std::io::Write as _;
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&v)
+                        .and_then(|()| out.write_all(b"\n"))
+                        .and_then(|()| out.flush())
+                        .context("write the value to stdout")?;
                     Ok(())
                 }
                 None => Err(failure(EXIT_DEFINITE, "(absent)")),

@@ -274,6 +274,27 @@ pub async fn serve_metrics(
     }
 }
 
+/// Logs why this server left the view it was regular in (the core's [`paxos_core::Suspicion`]),
+/// each time as milliseconds before `now`: a leader heard from recently while the oldest
+/// pending update waited long points at the pipeline, not at the leader.
+pub(crate) fn log_suspicion(s: &paxos_core::Suspicion, now: paxos_core::Time) {
+    let ago = |t: Option<paxos_core::Time>| t.map(|t| now.saturating_since(t).as_millis() as u64);
+    tracing::warn!(
+        suspected = s.suspected.0,
+        voted = s.voted.0,
+        was = ?s.was,
+        pending = s.pending,
+        oldest_pending_ms = ?ago(s.oldest_pending_since),
+        queued = s.queued,
+        aru = s.local_aru.0,
+        max_seen = s.max_seen_seq.0,
+        progress_ms = ?ago(s.last_view_progress),
+        leader_heard_ms = ?ago(s.last_heard_from_leader),
+        receiving_snapshot = s.receiving_snapshot,
+        "suspecting the installed view"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -445,6 +445,7 @@ where
     let mut conns: HashMap<u64, mpsc::Sender<ClientResponse>> = HashMap::new();
     let mut client_conn: HashMap<ClientId, u64> = HashMap::new();
     let mut last_view = replica.status().last_installed;
+    let mut last_suspicion = replica.last_suspicion().map(|s| s.at);
     let mut outgoing: Vec<(Option<paxos_core::NodeId>, Envelope)> = Vec::new();
     let mut last_tick = Instant::now();
     loop {
@@ -573,6 +574,13 @@ where
             last_view = st.last_installed;
             metrics.view_changes.fetch_add(1, Ordering::Relaxed);
             tracing::info!(view = last_view.0, state = ?st.state, "view installed");
+        }
+        if let Some(s) = replica
+            .last_suspicion()
+            .filter(|s| Some(s.at) != last_suspicion)
+        {
+            last_suspicion = Some(s.at);
+            crate::metrics::log_suspicion(s, now());
         }
         if let Some(took) = round_started
             .map(|t| t.elapsed())
