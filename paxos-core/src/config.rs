@@ -129,6 +129,13 @@ pub struct Config {
     pub recon_delay: Duration,
     /// Timeout after which an unanswered ReconRequest is sent to another peer.
     pub recon_timeout: Duration,
+    /// A sync batch handed to storage and not durable for this long means this server waits on
+    /// its own disk: its progress timer is held ([`crate::ElectionContext::has_outstanding_work`]
+    /// is false) until the write returns. Suspecting the view helps nothing then, and a shared
+    /// disk's 1 s fdatasync under a noisy neighbour made both live servers of a 3-server
+    /// cluster suspect a healthy view. The other servers' timers still run, so a leader whose
+    /// disk is stuck is still replaced. Zero: never held. Default 250 ms.
+    pub storage_stall: Duration,
     /// Most slots asked for in one ReconRequest.
     pub recon_chunk: u64,
     /// Bound on the leader's update queue; updates beyond it are dropped (clients retry).
@@ -193,6 +200,7 @@ impl Config {
             alive_interval: Duration::from_millis(100),
             recon_delay: Duration::from_millis(20),
             recon_timeout: Duration::from_millis(200),
+            storage_stall: Duration::from_millis(250),
             recon_chunk: 256,
             max_queue: 100_000,
             snapshot_interval: Some(100_000),

@@ -291,6 +291,7 @@ pub(crate) fn log_suspicion(s: &paxos_core::Suspicion, now: paxos_core::Time) {
         progress_ms = ?ago(s.last_view_progress),
         leader_heard_ms = ?ago(s.last_heard_from_leader),
         receiving_snapshot = s.receiving_snapshot,
+        storage_wait_ms = ?ago(s.storage_wait_since),
         "suspecting the installed view"
     );
 }
