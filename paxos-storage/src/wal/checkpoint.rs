@@ -444,10 +444,12 @@ impl<R: Read> Records<'_, R> {
 
     /// Decodes the payload of the record `next` returned.
     fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, StorageError> {
-        postcard::from_bytes(self.buf.get(HEADER_LEN..).unwrap_or_default()).map_err(|e| StorageError::Corrupt {
-            path: self.path.to_path_buf(),
-            offset: self.offset + HEADER_LEN as u64,
-            reason: format!("undecodable checkpoint record: {e}"),
+        postcard::from_bytes(self.buf.get(HEADER_LEN..).unwrap_or_default()).map_err(|e| {
+            StorageError::Corrupt {
+                path: self.path.to_path_buf(),
+                offset: self.offset + HEADER_LEN as u64,
+                reason: format!("undecodable checkpoint record: {e}"),
+            }
         })
     }
 }
