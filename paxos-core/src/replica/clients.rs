@@ -79,6 +79,8 @@ impl ClientTable {
                     result: result.clone(),
                     outcome: ReplyOutcome::Applied,
                 });
+            } else if ts < done {
+                self.reply_outcome(client, ts, ReplyOutcome::Superseded(done));
             }
         }
     }
