@@ -249,6 +249,7 @@ pub async fn launch<S: StateMachine + Send + 'static>(
     let transport = bind_transport(file).await?;
     let mut node_cfg = NodeConfig::new(core, file.me().client);
     node_cfg.tick = Duration::from_millis(file.protocol.tick_ms);
+    node_cfg.clients = file.clients.limits();
     let handle = NodeBuilder::new(node_cfg, state_machine)
         .election(election)
         .storage(storage)

@@ -284,6 +284,7 @@ impl LocalCluster {
                 protocol: options.protocol.clone(),
                 election: options.election.clone(),
                 sessions: options.sessions.clone(),
+                clients: Default::default(),
                 storage: StorageSection {
                     backend: options.storage,
                     dir: Some(dir.join(format!("data-{id}"))),

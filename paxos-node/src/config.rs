@@ -181,6 +181,53 @@ impl Default for SessionsSection {
     }
 }
 
+/// `[clients]`: limits of the client port (see `paxos_node::client_port`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientsSection {
+    /// Most client connections served at once.
+    pub max_connections: usize,
+    /// Most connections from one source address.
+    pub max_per_ip: usize,
+    /// Reply bytes queued per connection; a client that does not read past it is closed.
+    pub reply_budget_bytes: usize,
+    /// A connection that sends nothing for this many seconds is closed.
+    pub idle_timeout_s: u64,
+    /// A connection whose replies do not drain within this many seconds is closed.
+    pub write_timeout_s: u64,
+    /// At a connection cap, a connection idle this many milliseconds may be closed for a new one.
+    pub evict_idle_after_ms: u64,
+}
+
+impl Default for ClientsSection {
+    fn default() -> Self {
+        let l = crate::client_port::ClientLimits::default();
+        ClientsSection {
+            max_connections: l.max_clients,
+            max_per_ip: l.max_per_ip,
+            reply_budget_bytes: l.reply_budget,
+            idle_timeout_s: l.idle_timeout.as_secs(),
+            write_timeout_s: l.write_timeout.as_secs(),
+            evict_idle_after_ms: l.evict_idle_after.as_millis() as u64,
+        }
+    }
+}
+
+impl ClientsSection {
+    /// The limits these settings name.
+    pub fn limits(&self) -> crate::client_port::ClientLimits {
+        crate::client_port::ClientLimits {
+            max_clients: self.max_connections,
+            max_per_ip: self.max_per_ip,
+            reply_budget: self.reply_budget_bytes,
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_s),
+            write_timeout: std::time::Duration::from_secs(self.write_timeout_s),
+            evict_idle_after: std::time::Duration::from_millis(self.evict_idle_after_ms),
+            ..crate::client_port::ClientLimits::default()
+        }
+    }
+}
+
 /// `[election]`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -242,6 +289,9 @@ pub struct NodeFile {
     /// Client sessions.
     #[serde(default)]
     pub sessions: SessionsSection,
+    /// Limits of the client port.
+    #[serde(default)]
+    pub clients: ClientsSection,
     /// Storage settings.
     pub storage: StorageSection,
     /// Transport settings.
@@ -311,6 +361,24 @@ impl NodeFile {
         }
         if self.protocol.window == 0 {
             return Err(invalid("protocol.window", "must be at least 1"));
+        }
+        let c = &self.clients;
+        for (field, v) in [
+            ("clients.max_connections", c.max_connections as u64),
+            ("clients.max_per_ip", c.max_per_ip as u64),
+            ("clients.idle_timeout_s", c.idle_timeout_s),
+            ("clients.write_timeout_s", c.write_timeout_s),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        // One reply of the largest kind must fit, or such a get would close its client.
+        if c.reply_budget_bytes < 2 * crate::protocol::MAX_FRAME_BYTES {
+            return Err(invalid(
+                "clients.reply_budget_bytes",
+                format!("must be at least {}", 2 * crate::protocol::MAX_FRAME_BYTES),
+            ));
         }
         if self.protocol.tick_ms == 0 || self.protocol.tick_ms > 1000 {
             return Err(invalid("protocol.tick_ms", "must be in 1..=1000"));

@@ -8,6 +8,7 @@
 pub mod builder;
 pub mod checker;
 pub mod client;
+pub mod client_port;
 pub mod cluster;
 pub mod config;
 pub mod demo;

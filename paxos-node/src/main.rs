@@ -70,6 +70,7 @@ fn client_failure(e: ClientError) -> anyhow::Error {
     let code = match e {
         ClientError::Unreachable => EXIT_UNREACHABLE,
         ClientError::Timeout(_) | ClientError::SessionExpired(_) => EXIT_UNKNOWN,
+        ClientError::Superseded { .. } => EXIT_UNKNOWN,
         ClientError::BadReply(_) | ClientError::Server { .. } => EXIT_UNKNOWN,
         ClientError::NoServers => 1,
     };

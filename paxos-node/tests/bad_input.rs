@@ -57,6 +57,7 @@ async fn cluster(dir: &std::path::Path, n: u32) -> (Vec<NodeFile>, Vec<NodeHandl
                 heartbeat_ms: 30,
             },
             sessions: Default::default(),
+            clients: Default::default(),
             storage: StorageSection {
                 backend: StorageChoice::Memory,
                 dir: None,
