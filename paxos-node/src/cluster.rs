@@ -288,6 +288,7 @@ impl LocalCluster {
                 storage: StorageSection {
                     backend: options.storage,
                     dir: Some(dir.join(format!("data-{id}"))),
+                    disk_timeout_s: 60,
                 },
                 transport: TransportSection {
                     kind: options.transport,

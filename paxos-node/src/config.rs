@@ -258,6 +258,14 @@ pub struct StorageSection {
     pub backend: StorageChoice,
     /// Directory (wal, rocksdb).
     pub dir: Option<PathBuf>,
+    /// A write that has not returned after this many seconds stops the server with an error
+    /// (the disk watchdog); 0: wait forever. Default 60.
+    #[serde(default = "default_disk_timeout_s")]
+    pub disk_timeout_s: u64,
+}
+
+fn default_disk_timeout_s() -> u64 {
+    60
 }
 
 /// `[transport]`

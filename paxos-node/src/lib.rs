@@ -16,5 +16,6 @@ pub mod kv;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
+mod storage_thread;
 
 pub use builder::{launch, NodeBuilder};

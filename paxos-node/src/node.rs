@@ -59,6 +59,9 @@ pub struct NodeConfig {
     pub tick: Duration,
     /// Limits of the client port (connections, idle and slow clients, reply bytes).
     pub clients: ClientLimits,
+    /// A storage write that has not returned after this long stops the server (fail-stop with
+    /// a clear error) instead of leaving it hung; `None`: wait forever.
+    pub disk_timeout: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -71,11 +74,13 @@ impl NodeConfig {
             client_addr,
             tick: Duration::from_millis(2),
             clients: ClientLimits::default(),
+            disk_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
 
-enum Event {
+/// What the driver loop is fed.
+pub(crate) enum Event {
     Peer(paxos_core::NodeId, Envelope),
     /// A client connection's event.
     Port(PortEvent),
@@ -181,9 +186,12 @@ where
     {
         let events = events_tx.clone();
         let storage_metrics = metrics.clone();
+        let disk_timeout = config.disk_timeout;
         std::thread::Builder::new()
             .name(format!("paxos-storage-{}", config.core.id.0))
-            .spawn(move || storage_thread(log, persist_rx, events, storage_metrics))
+            .spawn(move || {
+                crate::storage_thread::run(log, persist_rx, events, storage_metrics, disk_timeout)
+            })
             .map_err(|e| NodeError::Storage(e.to_string()))?;
     }
 
@@ -256,65 +264,6 @@ where
 
 /// A driver round (or a gap between ticks) at least this long is logged (a warning).
 const DRIVER_STALL: Duration = Duration::from_millis(200);
-
-/// A storage write at least this long is logged (a warning).
-const SLOW_STORAGE_WRITE: Duration = Duration::from_millis(300);
-
-fn storage_thread<L: Storage>(
-    mut log: L,
-    rx: std::sync::mpsc::Receiver<PersistBatch>,
-    events: mpsc::Sender<Event>,
-    metrics: Arc<NodeMetrics>,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < 4096 {
-            match rx.try_recv() {
-                Ok(b) => group.push(b),
-                Err(_) => break,
-            }
-        }
-        let sync = group.iter().any(|b| b.sync);
-        let last = group.last().expect("non-empty").id;
-        let started = Instant::now();
-        let snapshot = group.iter().any(|b| b.snapshot.is_some());
-        metrics
-            .snapshot_writes_running
-            .store(u64::from(snapshot), Ordering::Relaxed);
-        let r = log.append(&group, sync);
-        let took = started.elapsed();
-        if took >= SLOW_STORAGE_WRITE {
-            // Everything this server persists waits behind such a write (and so do its peers,
-            // when they need its votes): the first thing to look at after an unexpected view
-            // change.
-            tracing::warn!(
-                ms = took.as_millis() as u64,
-                batches = group.len(),
-                snapshot,
-                "slow storage write"
-            );
-        }
-        // Own snapshots may still be written on the backend's helper thread.
-        metrics
-            .snapshot_writes_running
-            .store(log.snapshot_writes_in_flight() as u64, Ordering::Relaxed);
-        match r {
-            Ok(()) => {
-                if events
-                    .blocking_send(Event::Persisted(last, started.elapsed(), group.len()))
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Err(e) => {
-                // Fail-stop: the failed write is never reported durable.
-                let _ = events.blocking_send(Event::StorageFailed(e.to_string()));
-                return;
-            }
-        }
-    }
-}
 
 #[allow(clippy::too_many_arguments)]
 async fn drive<S, E, N>(

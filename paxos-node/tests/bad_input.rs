@@ -61,6 +61,7 @@ async fn cluster(dir: &std::path::Path, n: u32) -> (Vec<NodeFile>, Vec<NodeHandl
             storage: StorageSection {
                 backend: StorageChoice::Memory,
                 dir: None,
+                disk_timeout_s: 60,
             },
             transport: TransportSection {
                 kind: TransportChoice::Quic,

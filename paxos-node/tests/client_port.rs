@@ -62,6 +62,7 @@ async fn cluster(dir: &std::path::Path, clients: ClientsSection) -> Vec<NodeHand
             storage: StorageSection {
                 backend: StorageChoice::Memory,
                 dir: None,
+                disk_timeout_s: 60,
             },
             transport: TransportSection {
                 kind: TransportChoice::Quic,
