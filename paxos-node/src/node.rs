@@ -377,7 +377,9 @@ where
         }
         if !outgoing.is_empty() {
             if let Err(e) = network.send_batch(&outgoing).await {
-                metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .send_errors
+                    .fetch_add(e.failed_messages() as u64, Ordering::Relaxed);
                 tracing::debug!("send failed: {e}");
             }
         }
