@@ -292,7 +292,7 @@ impl LocalCluster {
                 },
                 transport: TransportSection {
                     kind: options.transport,
-                    keys_dir: keys.clone(),
+                    keys_dir: keys.join(format!("node-{id}")),
                     multicast_group: (options.transport == TransportChoice::UdpMulticast)
                         .then(|| SocketAddr::from(([239, 255, 77, 1], group_port))),
                 },
