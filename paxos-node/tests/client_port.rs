@@ -272,3 +272,28 @@ async fn a_client_that_never_reads_is_closed_at_its_reply_budget() {
         KvResult::Done
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = ClientsSection {
+        idle_timeout_s: 1,
+        ..ClientsSection::default()
+    };
+    let handles = cluster(dir.path(), limits).await;
+    serving(&handles).await;
+    let mut s = TcpStream::connect(handles[0].client_addr()).await.unwrap();
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "closed by the server: {r:?}"
+    );
+    assert!(
+        handles[0]
+            .metrics
+            .clients_idle_closed
+            .load(Ordering::Relaxed)
+            >= 1
+    );
+}
