@@ -13,8 +13,10 @@
 //!   bytes (and [`ClientLimits::reply_queue`] replies). A client that does not read past its
 //!   budget is closed, and its queued replies freed. A never-reading client pipelining 1 MiB gets
 //!   cannot grow the server's memory.
-//! * **Overload.** A request that finds the driver's queue full is answered
-//!   [`ClientResponse::Overloaded`] at once (it was not taken), never dropped in silence.
+//! * **Overload.** Requests handed to the driver and not yet handled hold at most
+//!   [`ClientLimits::inflight_bytes`] across all connections. A request that would pass it, or
+//!   that finds the driver's queue full, is answered [`ClientResponse::Overloaded`] at once (it
+//!   was not taken), never dropped in silence.
 
 use crate::metrics::NodeMetrics;
 use crate::protocol::{encode_frame_into, read_frame, ClientRequest, ClientResponse};
@@ -44,6 +46,8 @@ pub struct ClientLimits {
     pub write_timeout: Duration,
     /// At a cap, a connection idle this long may be closed for a new one.
     pub evict_idle_after: Duration,
+    /// Request bytes read from all connections and not yet handled by the driver.
+    pub inflight_bytes: usize,
 }
 
 impl Default for ClientLimits {
@@ -56,6 +60,7 @@ impl Default for ClientLimits {
             idle_timeout: Duration::from_secs(300),
             write_timeout: Duration::from_secs(30),
             evict_idle_after: Duration::from_secs(10),
+            inflight_bytes: 256 << 20,
         }
     }
 }
@@ -153,12 +158,40 @@ impl Table {
     }
 }
 
+/// Request bytes counted against [`ClientLimits::inflight_bytes`] until dropped (once the driver
+/// handled the request).
+pub(crate) struct Inflight {
+    bytes: usize,
+    total: Arc<AtomicUsize>,
+}
+
+impl Inflight {
+    /// Counts `bytes` in `total` if that stays within `budget`.
+    fn take(total: &Arc<AtomicUsize>, bytes: usize, budget: usize) -> Option<Inflight> {
+        total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (t + bytes <= budget).then_some(t + bytes)
+            })
+            .ok()
+            .map(|_| Inflight {
+                bytes,
+                total: total.clone(),
+            })
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// What a connection task hands the driver.
 pub(crate) enum PortEvent {
     /// A new connection and its reply queue.
     New(u64, ConnHandle),
-    /// A request read from connection `0`.
-    Request(u64, ClientRequest),
+    /// A request read from connection `0`, and its bytes in flight.
+    Request(u64, ClientRequest, Inflight),
     /// The connection closed.
     Gone(u64),
 }
@@ -175,6 +208,7 @@ pub(crate) async fn accept_clients<E: Send + 'static>(
 ) {
     let epoch = Instant::now();
     let table: Arc<Mutex<Table>> = Arc::default();
+    let inflight: Arc<AtomicUsize> = Arc::default();
     let mut next_conn = 0u64;
     loop {
         let (stream, peer) = tokio::select! {
@@ -229,6 +263,7 @@ pub(crate) async fn accept_clients<E: Send + 'static>(
             limits.clone(),
             epoch,
             table.clone(),
+            inflight.clone(),
             metrics.clone(),
         ));
     }
@@ -286,6 +321,7 @@ async fn serve_client<E: Send + 'static>(
     limits: ClientLimits,
     epoch: Instant,
     table: Arc<Mutex<Table>>,
+    inflight: Arc<AtomicUsize>,
     metrics: Arc<NodeMetrics>,
 ) {
     let conn = own.conn.clone();
@@ -338,7 +374,13 @@ async fn serve_client<E: Send + 'static>(
                     conn.last_request_ms
                         .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
                     let answer = overload_answer(&req);
-                    if events.try_send(wrap(PortEvent::Request(id, req))).is_err() {
+                    let bytes = match &req {
+                        ClientRequest::Submit { payload, .. } => payload.len() + 64,
+                        ClientRequest::Status => 64,
+                    };
+                    let taken = Inflight::take(&inflight, bytes, limits.inflight_bytes)
+                        .is_some_and(|f| events.try_send(wrap(PortEvent::Request(id, req, f))).is_ok());
+                    if !taken {
                         metrics.dropped_overload.fetch_add(1, Ordering::Relaxed);
                         own.send(answer, &metrics);
                     }

@@ -197,6 +197,9 @@ pub struct ClientsSection {
     pub write_timeout_s: u64,
     /// At a connection cap, a connection idle this many milliseconds may be closed for a new one.
     pub evict_idle_after_ms: u64,
+    /// Request bytes read from all clients and not yet handled; beyond it requests are answered
+    /// `Overloaded`.
+    pub max_inflight_bytes: usize,
 }
 
 impl Default for ClientsSection {
@@ -209,6 +212,7 @@ impl Default for ClientsSection {
             idle_timeout_s: l.idle_timeout.as_secs(),
             write_timeout_s: l.write_timeout.as_secs(),
             evict_idle_after_ms: l.evict_idle_after.as_millis() as u64,
+            max_inflight_bytes: l.inflight_bytes,
         }
     }
 }
@@ -223,6 +227,7 @@ impl ClientsSection {
             idle_timeout: std::time::Duration::from_secs(self.idle_timeout_s),
             write_timeout: std::time::Duration::from_secs(self.write_timeout_s),
             evict_idle_after: std::time::Duration::from_millis(self.evict_idle_after_ms),
+            inflight_bytes: self.max_inflight_bytes,
             ..crate::client_port::ClientLimits::default()
         }
     }
@@ -381,12 +386,17 @@ impl NodeFile {
                 return Err(invalid(field, "must be at least 1"));
             }
         }
-        // One reply of the largest kind must fit, or such a get would close its client.
-        if c.reply_budget_bytes < 2 * crate::protocol::MAX_FRAME_BYTES {
-            return Err(invalid(
-                "clients.reply_budget_bytes",
-                format!("must be at least {}", 2 * crate::protocol::MAX_FRAME_BYTES),
-            ));
+        // One frame of the largest kind must fit, or such a request (or reply) never would.
+        for (field, v) in [
+            ("clients.reply_budget_bytes", c.reply_budget_bytes),
+            ("clients.max_inflight_bytes", c.max_inflight_bytes),
+        ] {
+            if v < 2 * crate::protocol::MAX_FRAME_BYTES {
+                return Err(invalid(
+                    field,
+                    format!("must be at least {}", 2 * crate::protocol::MAX_FRAME_BYTES),
+                ));
+            }
         }
         if self.protocol.tick_ms == 0 || self.protocol.tick_ms > 1000 {
             return Err(invalid("protocol.tick_ms", "must be in 1..=1000"));

@@ -497,6 +497,7 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
                 timestamp,
                 payload,
             },
+            _inflight,
         )) => {
             // A client id is bound to the connection that uses it while that one lives: another
             // connection naming it would take its replies (or advance its timestamps).
@@ -537,7 +538,7 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
                 }
             }
         }
-        Event::Port(PortEvent::Request(conn, ClientRequest::Status)) => {
+        Event::Port(PortEvent::Request(conn, ClientRequest::Status, _inflight)) => {
             let st = replica.status();
             let status = NodeStatus {
                 id: st.id.0,

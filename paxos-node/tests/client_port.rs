@@ -297,3 +297,52 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
             >= 1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_beyond_the_inflight_budget_is_answered_overloaded() {
+    use paxos_core::{Config, Durability, NodeId};
+    use paxos_node::node::NodeConfig;
+    use paxos_transport::mem::MemNetwork;
+    let net = MemNetwork::new([NodeId(0)]);
+    let mut core = Config::new(NodeId(0), 1);
+    core.durability = Durability::None;
+    let mut cfg = NodeConfig::new(core, "127.0.0.1:0".parse().unwrap());
+    // Smaller than one request: every such request is refused, deterministically.
+    cfg.clients.inflight_bytes = 1 << 20;
+    let node = paxos_node::NodeBuilder::new(cfg, paxos_node::kv::KvStore::new())
+        .transport(std::sync::Arc::new(net.endpoint(NodeId(0)).unwrap()))
+        .start()
+        .await
+        .unwrap();
+    let mut c = Client::new(vec![node.client_addr()]);
+    c.op_timeout = Duration::from_secs(20);
+    assert_eq!(
+        c.put(Bytes::from("small"), Bytes::from("v")).await.unwrap(),
+        KvResult::Done
+    );
+    let mut s = TcpStream::connect(node.client_addr()).await.unwrap();
+    let session = register(&mut s, 77).await;
+    let put = KvCommand::Put {
+        key: Bytes::from("big"),
+        value: Bytes::from(vec![1u8; 1_500_000]),
+    };
+    submit(&mut s, session, 1, Some(&put)).await;
+    match next(&mut s).await {
+        ClientResponse::Overloaded {
+            client_id,
+            timestamp,
+        } => assert_eq!(
+            (client_id, timestamp),
+            (Some(ClientId(session)), Some(Timestamp(1)))
+        ),
+        other => panic!("expected Overloaded, got {other:?}"),
+    }
+    assert!(node.metrics.dropped_overload.load(Ordering::Relaxed) >= 1);
+    // Small requests are still taken.
+    assert_eq!(
+        c.put(Bytes::from("small2"), Bytes::from("v"))
+            .await
+            .unwrap(),
+        KvResult::Done
+    );
+}
