@@ -140,6 +140,9 @@ pub struct Config {
     pub recon_chunk: u64,
     /// Bound on the leader's update queue; updates beyond it are dropped (clients retry).
     pub max_queue: usize,
+    /// Bound on the payload bytes in the leader's update queue (one update larger than it is
+    /// still taken into an empty queue). Default 256 MiB.
+    pub max_queue_bytes: usize,
     /// Take a snapshot and compact history every this many executed slots (None: never, and
     /// memory grows with the log). Default: every 100,000.
     pub snapshot_interval: Option<u64>,
@@ -203,6 +206,7 @@ impl Config {
             storage_stall: Duration::from_millis(250),
             recon_chunk: 256,
             max_queue: 100_000,
+            max_queue_bytes: 256 << 20,
             snapshot_interval: Some(100_000),
             history_retention: 20_000,
             snapshot_min_log_percent: 0,
@@ -252,6 +256,9 @@ impl Config {
         }
         if self.max_queue == 0 {
             return Err(ConfigError::Invalid("max_queue must be at least 1"));
+        }
+        if self.max_queue_bytes == 0 {
+            return Err(ConfigError::Invalid("max_queue_bytes must be at least 1"));
         }
         if self.snapshot_interval == Some(0) {
             return Err(ConfigError::Invalid("snapshot_interval must be at least 1"));

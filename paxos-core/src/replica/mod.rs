@@ -43,6 +43,7 @@ mod clients;
 use clients::ClientTable;
 mod fingerprint;
 mod ordering;
+mod queue;
 use ordering::Execution;
 mod outbox;
 use outbox::Outbox;
