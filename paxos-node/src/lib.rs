@@ -12,8 +12,10 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod kv;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
+mod status;
 
 pub use builder::{launch, NodeBuilder};

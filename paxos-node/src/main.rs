@@ -11,6 +11,7 @@ use paxos_node::config::{
 use paxos_node::demo::DemoOptions;
 use paxos_node::kv::KvResult;
 use paxos_node::kv::KvStore;
+use paxos_node::logging::LogFormat;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -95,6 +96,10 @@ enum Command {
         /// Override `metrics_addr`.
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
+        /// Log lines as text (coloured only on a terminal) or as JSON objects, one per line.
+        /// The level is info unless RUST_LOG says otherwise.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Generate the cluster CA, per-node certificates (QUIC) and the cluster key (UDP).
     Keygen {
@@ -318,6 +323,8 @@ async fn run(
     tracing::info!(
         id = file.id,
         clients = %node.client_addr(),
+        peers = %file.me().peer,
+        metrics = ?file.metrics_addr,
         election = %file.election.strategy,
         storage = ?file.storage.backend,
         transport = ?file.transport.kind,
@@ -402,14 +409,14 @@ fn main() {
 }
 
 fn real_main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // A server's lifecycle (serving, views, transfers, refusals) is info; the client and the
+    // demo print their own results and log only what went wrong.
+    let (format, level) = match &cli.command {
+        Command::Run { log_format, .. } => (*log_format, "info"),
+        _ => (LogFormat::Text, "warn"),
+    };
+    paxos_node::logging::init(format, level)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -422,6 +429,7 @@ fn real_main() -> Result<()> {
             election,
             data_dir,
             metrics_addr,
+            log_format: _,
         } => rt.block_on(run(config, durability, election, data_dir, metrics_addr)),
         Command::Keygen { dir, nodes } => {
             let ids: Vec<paxos_core::NodeId> = (0..nodes).map(paxos_core::NodeId).collect();

@@ -53,6 +53,14 @@ pub struct NodeMetrics {
     pub clients_connected: AtomicU64,
     /// Client connections refused at the limit.
     pub clients_refused: AtomicU64,
+    /// 1 when this server is a member of an installed view (leader or follower).
+    pub in_view: AtomicU64,
+    /// 1 while this server receives a snapshot (state transfer).
+    pub receiving_snapshot: AtomicU64,
+    /// Highest aru any server announced (this one's included).
+    pub max_peer_aru: AtomicU64,
+    /// Driver loop rounds completed (one at least every tick while the loop runs).
+    pub driver_rounds: AtomicU64,
 }
 
 /// Upper bounds of the sync latency buckets, in microseconds.
@@ -71,6 +79,31 @@ impl NodeMetrics {
             .position(|b| us <= *b)
             .unwrap_or(SYNC_BUCKETS_MICROS.len() - 1);
         self.sync_buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Copies what the replica reports after a driver round into the counters.
+    pub(crate) fn observe_round(&self, st: &paxos_core::Status, m: &paxos_core::Metrics) {
+        use paxos_core::ServerState;
+        let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        set(&self.executed, m.executed);
+        set(&self.snapshot_bytes_received, m.snapshot_bytes_received);
+        set(&self.snapshot_bytes_sent, m.snapshot_bytes_sent);
+        set(&self.sessions_expired, m.sessions_expired);
+        set(&self.sessions, st.sessions as u64);
+        set(&self.aru, st.local_aru.0);
+        set(&self.view, st.last_installed.0);
+        set(
+            &self.is_leader,
+            u64::from(st.state == ServerState::RegLeader),
+        );
+        set(
+            &self.in_view,
+            u64::from(st.state != ServerState::LeaderElection),
+        );
+        set(&self.receiving_snapshot, u64::from(st.transfer.is_some()));
+        let max_aru = st.peer_aru.iter().map(|s| s.0).max().unwrap_or(0);
+        set(&self.max_peer_aru, max_aru.max(st.local_aru.0));
+        self.driver_rounds.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Snapshot images being built or written now (0 between snapshots).

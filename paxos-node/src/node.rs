@@ -7,11 +7,12 @@
 //! only after the storage thread reports that write durable, so nothing here can send a promise early.
 //! The loop never blocks: storage runs on its own OS thread and every queue is bounded.
 
+use crate::logging::LogLimiter;
 use crate::metrics::NodeMetrics;
-use crate::protocol::{encode_frame_into, read_frame, ClientRequest, ClientResponse, NodeStatus};
+use crate::protocol::{encode_frame_into, read_frame, ClientRequest, ClientResponse};
 use paxos_core::{
     ClientId, ClientUpdate, Config, Destination, Envelope, LeaderElection, PersistBatch, Replica,
-    ReplyOutcome, ServerState, StateMachine, Time,
+    ReplyOutcome, StateMachine, Time,
 };
 use paxos_storage::Storage;
 use paxos_transport::{Transport, TransportError};
@@ -264,6 +265,11 @@ const DRIVER_STALL: Duration = Duration::from_millis(200);
 /// A storage write at least this long is logged (a warning).
 const SLOW_STORAGE_WRITE: Duration = Duration::from_millis(300);
 
+/// Refusals of outside input, each kind logged at most once a second.
+static REFUSED_UPDATE: LogLimiter = LogLimiter::new();
+static REFUSED_FRAME: LogLimiter = LogLimiter::new();
+static REFUSED_CONNECTION: LogLimiter = LogLimiter::new();
+
 fn storage_thread<L: Storage>(
     mut log: L,
     rx: std::sync::mpsc::Receiver<PersistBatch>,
@@ -343,6 +349,11 @@ async fn accept_clients(
         };
         if metrics.clients_connected.load(Ordering::Relaxed) as usize >= max_clients {
             metrics.clients_refused.fetch_add(1, Ordering::Relaxed);
+            crate::logging::refused(
+                &REFUSED_CONNECTION,
+                "a client connection",
+                &format_args!("{max_clients} clients connected (the limit)"),
+            );
             drop(stream);
             continue;
         }
@@ -409,7 +420,7 @@ async fn serve_client(
                 Err(crate::protocol::FrameError::Closed) => break,
                 Err(e) => {
                     metrics.bad_client_frames.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!("client {conn}: {e}; closing");
+                    crate::logging::refused(&REFUSED_FRAME, "a client frame", &e);
                     break;
                 }
             },
@@ -448,6 +459,7 @@ where
     let mut last_suspicion = replica.last_suspicion().map(|s| s.at);
     let mut outgoing: Vec<(Option<paxos_core::NodeId>, Envelope)> = Vec::new();
     let mut last_tick = Instant::now();
+    let mut transfer_log = crate::logging::TransferLog::default();
     loop {
         let mut handled = 0usize;
         let mut round_started = None;
@@ -592,26 +604,8 @@ where
                 "slow driver round"
             );
         }
-        let m = replica.metrics();
-        metrics.executed.store(m.executed, Ordering::Relaxed);
-        metrics
-            .snapshot_bytes_received
-            .store(m.snapshot_bytes_received, Ordering::Relaxed);
-        metrics
-            .snapshot_bytes_sent
-            .store(m.snapshot_bytes_sent, Ordering::Relaxed);
-        metrics
-            .sessions_expired
-            .store(m.sessions_expired, Ordering::Relaxed);
-        metrics
-            .sessions
-            .store(st.sessions as u64, Ordering::Relaxed);
-        metrics.aru.store(st.local_aru.0, Ordering::Relaxed);
-        metrics.view.store(st.last_installed.0, Ordering::Relaxed);
-        metrics.is_leader.store(
-            u64::from(st.state == ServerState::RegLeader),
-            Ordering::Relaxed,
-        );
+        transfer_log.observe(st.transfer.as_ref());
+        metrics.observe_round(&st, replica.metrics());
     }
 }
 
@@ -655,6 +649,7 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
                 payload,
             };
             if let Err(e) = replica.handle_client_update(now(), update) {
+                crate::logging::refused(&REFUSED_UPDATE, "a client update", &e);
                 if let Some(tx) = conns.get(&conn) {
                     if tx
                         .try_send(ClientResponse::Rejected {
@@ -668,36 +663,7 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
             }
         }
         Event::Client(conn, ClientRequest::Status) => {
-            let st = replica.status();
-            let status = NodeStatus {
-                id: st.id.0,
-                role: match st.state {
-                    ServerState::LeaderElection => "leader-election",
-                    ServerState::RegLeader => "leader",
-                    ServerState::RegNonLeader => "follower",
-                }
-                .to_owned(),
-                leader: st.leader.map(|l| l.0),
-                election_leader: st.election_leader.map(|l| l.0),
-                view: st.last_installed.0,
-                aru: st.local_aru.0,
-                peer_aru: st.peer_aru.iter().map(|s| s.0).collect(),
-                pending: st.pending as u64,
-                election: election_name.to_owned(),
-                state_digest: replica.state_machine().state_digest(),
-                snapshots_installed: replica.metrics().snapshots_installed,
-                sessions: st.sessions as u64,
-                sessions_expired: replica.metrics().sessions_expired,
-                transfer: st.transfer.map(|t| (t.received, t.total)),
-                snapshot_bytes_received: replica.metrics().snapshot_bytes_received,
-                snapshots_taken: replica.metrics().snapshots_taken,
-                snapshot_busy: metrics.snapshot_busy() > 0,
-                prepare_ok_sent: (
-                    replica.metrics().prepare_ok_bytes_sent,
-                    replica.metrics().prepare_ok_parts_sent,
-                ),
-                snapshot_bytes: replica.latest_snapshot().map_or(0, |s| s.len()),
-            };
+            let status = crate::status::node_status(replica, election_name, metrics);
             if let Some(tx) = conns.get(&conn) {
                 if tx.try_send(ClientResponse::Status(status)).is_err() {
                     metrics.replies_dropped.fetch_add(1, Ordering::Relaxed);

@@ -1,6 +1,7 @@
 //! The client CLI as a script sees it: exit codes and fast failure when nothing listens.
 
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 /// A port outside the ephemeral range (32768..61000) on which nothing listens.
 const DEAD_PORTS: [u16; 3] = [17_931, 17_932, 17_933];
@@ -48,4 +49,119 @@ fn help_documents_the_exit_codes() {
     ] {
         assert!(text.contains(line), "{text}");
     }
+}
+
+/// A port below the kernel's ephemeral range (so no outgoing connection can be given it) that is
+/// free for TCP and UDP now; each test process starts its search elsewhere.
+fn free_port() -> u16 {
+    let start = 20_000 + (std::process::id() as u16 % 500) * 20;
+    (start..32_000)
+        .chain(20_000..start)
+        .find(|p| {
+            std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()
+                && std::net::UdpSocket::bind(("127.0.0.1", *p)).is_ok()
+        })
+        .expect("a free port below 32000")
+}
+
+/// A one-server cluster's configuration in `dir` (keys generated in `dir/keys`), with the given
+/// `keys_dir` spelling and storage section; returns the file's path and the client address.
+fn one_server(dir: &Path, keys_dir: &str, storage: &str) -> (PathBuf, String) {
+    let out = cli(&[
+        "keygen",
+        "--dir",
+        dir.join("keys").to_str().unwrap(),
+        "--nodes",
+        "1",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let (peer, client) = (free_port(), free_port() + 1);
+    let client = format!("127.0.0.1:{client}");
+    let text = format!(
+        "id = 0\n[[members]]\nid = 0\npeer = \"127.0.0.1:{peer}\"\nclient = \"{client}\"\n\
+         [protocol]\ndurability = \"none\"\n{storage}\n\
+         [transport]\nkind = \"quic\"\nkeys_dir = \"{keys_dir}\"\n"
+    );
+    let path = dir.join("node.toml");
+    std::fs::write(&path, text).unwrap();
+    (path, client)
+}
+
+/// Runs `paxos-node run ARGS` in `cwd` with stderr to a pipe until a line contains "serving" (or
+/// the process ends), then stops it; returns every stderr line and how it exited.
+fn run_until_serving(args: &[&str], cwd: &Path) -> (Vec<Vec<u8>>, std::process::ExitStatus) {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paxos-node"))
+        .arg("run")
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start paxos-node run");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        if stderr.read_until(b'\n', &mut line).unwrap() == 0 {
+            break;
+        }
+        let serving = String::from_utf8_lossy(&line).contains("serving");
+        lines.push(line);
+        if serving {
+            break;
+        }
+    }
+    // SIGTERM: a clean shutdown, whose lines are read too.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut stderr, &mut rest).unwrap();
+    lines.extend(rest.split_inclusive(|b| *b == b'\n').map(<[u8]>::to_vec));
+    (lines, child.wait().unwrap())
+}
+
+#[test]
+fn a_server_logs_serving_at_info_in_plain_text_on_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let (config, client) = one_server(
+        dir.path(),
+        keys.to_str().unwrap(),
+        "[storage]\nbackend = \"memory\"",
+    );
+    let (lines, _) = run_until_serving(&["--config", config.to_str().unwrap()], dir.path());
+    let text: Vec<String> = lines
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    let serving = text.iter().position(|l| l.contains("serving"));
+    assert!(serving.is_some_and(|i| i < 5), "{text:#?}");
+    assert!(text[serving.unwrap()].contains(&client), "{text:#?}");
+    assert!(text[serving.unwrap()].contains("INFO"), "{text:#?}");
+    assert!(lines.iter().all(|l| !l.contains(&0x1b)), "{text:#?}");
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let (config, _) = one_server(
+        dir.path(),
+        keys.to_str().unwrap(),
+        "[storage]\nbackend = \"memory\"",
+    );
+    let args = ["--config", config.to_str().unwrap(), "--log-format", "json"];
+    let (lines, _) = run_until_serving(&args, dir.path());
+    assert!(!lines.is_empty());
+    let mut saw_serving = false;
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_slice(line)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(line)));
+        saw_serving |= v["fields"]["message"] == "serving";
+    }
+    assert!(saw_serving, "{lines:?}");
 }
