@@ -165,3 +165,36 @@ fn log_format_json_writes_one_json_object_per_line() {
     }
     assert!(saw_serving, "{lines:?}");
 }
+
+#[test]
+fn relative_paths_in_the_config_are_taken_from_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (config, _) = one_server(
+        dir.path(),
+        "keys",
+        "[storage]\nbackend = \"wal\"\ndir = \"data\"",
+    );
+    let (lines, _) = run_until_serving(&["--config", config.to_str().unwrap()], elsewhere.path());
+    let text = String::from_utf8_lossy(&lines.concat()).into_owned();
+    assert!(text.contains("serving"), "{text}");
+    assert!(dir.path().join("data").is_dir(), "{text}");
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn unreadable_keys_are_reported_with_their_field_and_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = one_server(
+        dir.path(),
+        "no-such-keys",
+        "[storage]\nbackend = \"memory\"",
+    );
+    let (lines, status) = run_until_serving(&["--config", config.to_str().unwrap()], dir.path());
+    let text = String::from_utf8_lossy(&lines.concat()).into_owned();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("transport.keys_dir"), "{text}");
+    let path = dir.path().join("no-such-keys");
+    assert!(text.contains(path.to_str().unwrap()), "{text}");
+    assert!(!text.contains("network"), "{text}");
+}
