@@ -1,7 +1,8 @@
 //! The client CLI as a script sees it: exit codes and fast failure when nothing listens.
 
+use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 
 /// A port outside the ephemeral range (32768..61000) on which nothing listens.
 const DEAD_PORTS: [u16; 3] = [17_931, 17_932, 17_933];
@@ -87,10 +88,9 @@ fn one_server(dir: &Path, keys_dir: &str, storage: &str) -> (PathBuf, String) {
     (path, client)
 }
 
-/// Runs `paxos-node run ARGS` in `cwd` with stderr to a pipe until a line contains "serving" (or
-/// the process ends), then stops it; returns every stderr line and how it exited.
-fn run_until_serving(args: &[&str], cwd: &Path) -> (Vec<Vec<u8>>, std::process::ExitStatus) {
-    use std::io::BufRead as _;
+/// `paxos-node run ARGS` started in `cwd` with stderr to a pipe, read until a line contains
+/// "serving" (or the process ends): the process, its stderr and the lines read so far.
+fn start_server(args: &[&str], cwd: &Path) -> (Child, BufReader<ChildStderr>, Vec<Vec<u8>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_paxos-node"))
         .arg("run")
         .args(args)
@@ -101,7 +101,7 @@ fn run_until_serving(args: &[&str], cwd: &Path) -> (Vec<Vec<u8>>, std::process::
         .stderr(Stdio::piped())
         .spawn()
         .expect("start paxos-node run");
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut lines = Vec::new();
     loop {
         let mut line = Vec::new();
@@ -114,14 +114,30 @@ fn run_until_serving(args: &[&str], cwd: &Path) -> (Vec<Vec<u8>>, std::process::
             break;
         }
     }
-    // SIGTERM: a clean shutdown, whose lines are read too.
+    (child, stderr, lines)
+}
+
+/// Stops a server with SIGTERM (a clean shutdown) and reads the rest of its stderr into `lines`.
+fn stop_server(
+    mut child: Child,
+    mut stderr: BufReader<ChildStderr>,
+    lines: &mut Vec<Vec<u8>>,
+) -> std::process::ExitStatus {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let mut rest = Vec::new();
-    std::io::Read::read_to_end(&mut stderr, &mut rest).unwrap();
+    stderr.read_to_end(&mut rest).unwrap();
     lines.extend(rest.split_inclusive(|b| *b == b'\n').map(<[u8]>::to_vec));
-    (lines, child.wait().unwrap())
+    child.wait().unwrap()
+}
+
+/// Runs `paxos-node run ARGS` in `cwd` until it logs "serving" (or ends), then stops it; returns
+/// every stderr line and how it exited.
+fn run_until_serving(args: &[&str], cwd: &Path) -> (Vec<Vec<u8>>, std::process::ExitStatus) {
+    let (child, stderr, mut lines) = start_server(args, cwd);
+    let status = stop_server(child, stderr, &mut lines);
+    (lines, status)
 }
 
 #[test]
@@ -197,4 +213,48 @@ fn unreadable_keys_are_reported_with_their_field_and_path() {
     let path = dir.path().join("no-such-keys");
     assert!(text.contains(path.to_str().unwrap()), "{text}");
     assert!(!text.contains("network"), "{text}");
+}
+
+#[test]
+fn servers_may_be_given_by_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let (config, client) = one_server(
+        dir.path(),
+        keys.to_str().unwrap(),
+        "[storage]\nbackend = \"memory\"",
+    );
+    let (child, stderr, mut lines) =
+        start_server(&["--config", config.to_str().unwrap()], dir.path());
+    let port = client.rsplit_once(':').unwrap().1;
+    let by_name = format!("localhost:{port}");
+    let out = cli(&["client", "--servers", &by_name, "status"]);
+    stop_server(child, stderr, &mut lines);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(stdout.contains(&by_name), "{stdout}");
+    assert!(!stdout.contains("unreachable"), "{stdout}");
+}
+
+#[test]
+fn an_unresolvable_or_malformed_server_is_a_usage_error() {
+    let out = cli(&[
+        "client",
+        "--servers",
+        "no-such-host.invalid:7100",
+        "get",
+        "k",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot resolve no-such-host.invalid:7100"),
+        "{stderr}"
+    );
+    for bad in ["127.0.0.1", "localhost:http", ":7100"] {
+        let out = cli(&["client", "--servers", bad, "status"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("HOST:PORT"), "{bad}: {stderr}");
+    }
 }
