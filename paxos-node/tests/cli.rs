@@ -1,4 +1,6 @@
-//! The client CLI as a script sees it: exit codes and fast failure when nothing listens.
+//! The `paxos-node` command as a script or an operator sees it: the client's exit codes and fast
+//! failure when nothing listens, host names in `--servers`, the server's log lines, config paths,
+//! and a restart on the same ports.
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
@@ -257,4 +259,55 @@ fn an_unresolvable_or_malformed_server_is_a_usage_error() {
         assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
         assert!(stderr.contains("HOST:PORT"), "{bad}: {stderr}");
     }
+}
+
+/// Sockets in TIME_WAIT whose local port is `port` (from /proc/net/tcp, state 06).
+fn time_wait_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&local) && f[3] == "06"
+        })
+        .count()
+}
+
+/// The client port is bound with SO_REUSEADDR (tokio's `TcpListener::bind` sets it on Unix):
+/// connections the server closed itself leave TIME_WAIT sockets on its port, and a killed server
+/// restarted at once must still bind it.
+#[test]
+fn a_killed_server_restarts_on_its_port_despite_time_wait() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let (config, client) = one_server(
+        dir.path(),
+        keys.to_str().unwrap(),
+        "[storage]\nbackend = \"memory\"",
+    );
+    let args = ["--config", config.to_str().unwrap()];
+    let (mut child, _stderr, lines) = start_server(&args, dir.path());
+    assert!(
+        String::from_utf8_lossy(&lines.concat()).contains("serving"),
+        "{lines:?}"
+    );
+    for _ in 0..20 {
+        let mut c = std::net::TcpStream::connect(&client).unwrap();
+        // A frame length over the limit: the server refuses it and closes first, so the
+        // TIME_WAIT is on its side.
+        c.write_all(&[0xff; 8]).unwrap();
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest);
+    }
+    let port: u16 = client.rsplit_once(':').unwrap().1.parse().unwrap();
+    assert!(time_wait_on(port) > 0, "no TIME_WAIT on the client port");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (lines, _) = run_until_serving(&args, dir.path());
+    let text = String::from_utf8_lossy(&lines.concat()).into_owned();
+    assert!(text.contains("serving"), "{text}");
+    assert!(!text.contains("cannot listen"), "{text}");
 }
