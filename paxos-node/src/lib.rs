@@ -11,6 +11,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod kv;
 pub mod logging;
 pub mod metrics;

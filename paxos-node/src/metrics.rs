@@ -265,7 +265,8 @@ impl NodeMetrics {
     }
 }
 
-/// Serves `GET /metrics` in Prometheus text format on `listener` until the task is dropped.
+/// Serves `GET /metrics` in Prometheus text format, and `GET /healthz` and `GET /readyz`
+/// ([`crate::health`]), on `listener` until the task is dropped.
 ///
 /// A deliberately small HTTP/1.0 responder: it reads at most 8 KiB of request, answers one request
 /// per connection and closes it, so a slow or hostile scraper cannot hold memory.
@@ -290,13 +291,26 @@ pub async fn serve_metrics(
                 _ => return,
             };
             let head = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if head.starts_with("GET /metrics") {
-                let extra = extra();
-                let refs: Vec<(&str, &str, u64)> =
-                    extra.iter().map(|(k, v)| (k.as_str(), "", *v)).collect();
-                ("200 OK", metrics.render(node, &refs))
-            } else {
-                ("404 Not Found", "try /metrics\n".to_owned())
+            let mut words = head.split_whitespace();
+            let (method, target) = (words.next(), words.next().unwrap_or(""));
+            let path = target.split('?').next();
+            let (status, body) = match (method, path) {
+                (Some("GET"), Some("/metrics")) => {
+                    let extra = extra();
+                    let refs: Vec<(&str, &str, u64)> =
+                        extra.iter().map(|(k, v)| (k.as_str(), "", *v)).collect();
+                    ("200 OK", metrics.render(node, &refs))
+                }
+                (Some("GET"), Some("/healthz")) => {
+                    crate::health::answer(crate::health::healthz(&metrics).await)
+                }
+                (Some("GET"), Some("/readyz")) => {
+                    crate::health::answer(crate::health::readyz(&metrics).await)
+                }
+                _ => (
+                    "404 Not Found",
+                    "try /metrics, /healthz or /readyz\n".to_owned(),
+                ),
             };
             let resp = format!(
                 "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
