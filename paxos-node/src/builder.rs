@@ -212,10 +212,14 @@ pub async fn bind_transport(file: &NodeFile) -> Result<Arc<dyn Transport>, NodeE
         .collect();
     let id = NodeId(file.id);
     let err = |e: paxos_transport::TransportError| NodeError::Network(e.to_string());
+    let keys_dir = &file.transport.keys_dir;
+    // The key material is configuration: name the field and the path the operator can fix.
+    let keys_err = |e: paxos_transport::TransportError| {
+        NodeError::Config(format!("transport.keys_dir {}: {e}", keys_dir.display()))
+    };
     Ok(match file.transport.kind {
         TransportChoice::Quic => {
-            let cfg =
-                QuicConfig::from_keys_dir(id, peers, &file.transport.keys_dir).map_err(err)?;
+            let cfg = QuicConfig::from_keys_dir(id, peers, keys_dir).map_err(keys_err)?;
             Arc::new(QuicTransport::bind(cfg).await.map_err(err)?)
         }
         TransportChoice::UdpMulticast => {
@@ -227,8 +231,7 @@ pub async fn bind_transport(file: &NodeFile) -> Result<Arc<dyn Transport>, NodeE
                     )))
                 }
             };
-            let cfg = UdpConfig::from_keys_dir(id, peers, group, &file.transport.keys_dir)
-                .map_err(err)?;
+            let cfg = UdpConfig::from_keys_dir(id, peers, group, keys_dir).map_err(keys_err)?;
             Arc::new(UdpTransport::bind(cfg).await.map_err(err)?)
         }
     })

@@ -18,6 +18,7 @@
 //!   that finds the driver's queue full, is answered [`ClientResponse::Overloaded`] at once (it
 //!   was not taken), never dropped in silence.
 
+use crate::logging::LogLimiter;
 use crate::metrics::NodeMetrics;
 use crate::protocol::{encode_frame_into, read_frame, ClientRequest, ClientResponse};
 use std::collections::HashMap;
@@ -28,6 +29,10 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
+
+/// Refusals of outside input, each kind logged at most once a second.
+static REFUSED_FRAME: LogLimiter = LogLimiter::new();
+static REFUSED_CONNECTION: LogLimiter = LogLimiter::new();
 
 /// Limits of the client port (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -235,6 +240,14 @@ pub(crate) async fn accept_clients<E: Send + 'static>(
         });
         if !admit(&table, &conn, peer, now_ms, &limits, &metrics) {
             metrics.clients_refused.fetch_add(1, Ordering::Relaxed);
+            crate::logging::refused(
+                &REFUSED_CONNECTION,
+                "a client connection",
+                &format_args!(
+                    "from {peer}: at the limit ({} connections, {} per address) and none idle",
+                    limits.max_clients, limits.max_per_ip
+                ),
+            );
             drop(stream);
             continue;
         }
@@ -388,7 +401,7 @@ async fn serve_client<E: Send + 'static>(
                 Ok(Err(crate::protocol::FrameError::Closed)) => break,
                 Ok(Err(e)) => {
                     metrics.bad_client_frames.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!("client {id}: {e}; closing");
+                    crate::logging::refused(&REFUSED_FRAME, "a client frame", &e);
                     break;
                 }
                 Err(_) => {

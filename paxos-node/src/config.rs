@@ -314,7 +314,9 @@ pub struct NodeFile {
 }
 
 impl NodeFile {
-    /// Reads and validates a file.
+    /// Reads and validates a file. Relative paths in it (`storage.dir`, `transport.keys_dir`)
+    /// are taken relative to the file's directory, not to the working directory, so a file
+    /// means the same wherever the server is started from.
     pub fn load(path: &std::path::Path) -> Result<NodeFile, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -327,7 +329,22 @@ impl NodeFile {
             },
             other => other,
         })?;
-        Ok(file)
+        let base = path.parent().unwrap_or(std::path::Path::new(""));
+        Ok(file.relative_to(base))
+    }
+
+    /// This file with every relative path in it joined to `base`.
+    pub fn relative_to(mut self, base: &std::path::Path) -> NodeFile {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(dir) = self.storage.dir.as_mut() {
+            resolve(dir);
+        }
+        resolve(&mut self.transport.keys_dir);
+        self
     }
 
     /// Parses and validates TOML text.
@@ -491,6 +508,22 @@ keys_dir = "/tmp/keys"
         assert_eq!(f.protocol.durability, DurabilityChoice::Sync);
         assert_eq!(f.election.strategy, "psb");
         assert_eq!(NodeFile::parse(&f.to_toml()).unwrap(), f);
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_file_s_directory() {
+        let text = GOOD
+            .replace("\"/tmp/n1\"", "\"data/n1\"")
+            .replace("\"/tmp/keys\"", "\"../keys\"");
+        let f = NodeFile::parse(&text)
+            .unwrap()
+            .relative_to(std::path::Path::new("/etc/paxos"));
+        assert_eq!(f.storage.dir, Some(PathBuf::from("/etc/paxos/data/n1")));
+        assert_eq!(f.transport.keys_dir, PathBuf::from("/etc/paxos/../keys"));
+        let f = NodeFile::parse(GOOD)
+            .unwrap()
+            .relative_to(std::path::Path::new("/etc/paxos"));
+        assert_eq!(f.transport.keys_dir, PathBuf::from("/tmp/keys"));
     }
 
     #[test]

@@ -12,10 +12,13 @@ pub mod client_port;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod kv;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
+mod status;
 mod storage_thread;
 
 pub use builder::{launch, NodeBuilder};

@@ -11,6 +11,7 @@ use paxos_node::config::{
 use paxos_node::demo::DemoOptions;
 use paxos_node::kv::KvResult;
 use paxos_node::kv::KvStore;
+use paxos_node::logging::LogFormat;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,11 +32,13 @@ struct Cli {
 const EXIT_CODES: &str = "Exit codes:
   0  success
   1  error (configuration, I/O, a bug)
-  2  usage error
+  2  usage error (also a --servers name that does not resolve)
   3  definite failure: cas failed, the update was refused, or `get` found no value
   4  outcome unknown: no answer in time (the update may or may not have executed)
   5  cluster unreachable: every server refused the connection (nothing was sent)";
 
+/// Exit code of a usage error (the same code clap exits with for a malformed command line).
+const EXIT_USAGE: i32 = 2;
 /// Exit code of a definite failure (the operation certainly did not take effect).
 const EXIT_DEFINITE: i32 = 3;
 /// Exit code of an unknown outcome.
@@ -96,6 +99,10 @@ enum Command {
         /// Override `metrics_addr`.
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
+        /// Log lines as text (coloured only on a terminal) or as JSON objects, one per line.
+        /// The level is info unless RUST_LOG says otherwise.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Generate the cluster CA, per-node certificates (QUIC) and the cluster key (UDP).
     Keygen {
@@ -137,9 +144,10 @@ enum Command {
     },
     /// Talk to a running cluster.
     Client {
-        /// Client addresses of the servers (comma-separated), the first preferred.
-        #[arg(long, value_delimiter = ',', required = true)]
-        servers: Vec<SocketAddr>,
+        /// Client addresses of the servers as HOST:PORT (comma-separated; HOST an IP address or a
+        /// name such as localhost), the first preferred.
+        #[arg(long, value_delimiter = ',', required = true, value_parser = host_port)]
+        servers: Vec<String>,
         #[command(subcommand)]
         op: ClientOp,
     },
@@ -188,15 +196,58 @@ fn show(v: &Option<Bytes>) -> String {
     }
 }
 
-async fn client(servers: Vec<SocketAddr>, op: ClientOp) -> Result<()> {
+/// Checks the form `HOST:PORT` of one `--servers` entry (resolved later, once the runtime runs).
+fn host_port(s: &str) -> Result<String, String> {
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(s.to_owned()),
+        _ => Err(format!("{s:?} is not HOST:PORT")),
+    }
+}
+
+/// Every address of each `--servers` entry, in the order given; a name that does not resolve
+/// is a usage error naming it.
+async fn resolve(servers: &[String]) -> Result<Vec<Vec<SocketAddr>>> {
+    let mut out = Vec::with_capacity(servers.len());
+    for s in servers {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(s.as_str())
+            .await
+            .map_err(|e| failure(EXIT_USAGE, format!("--servers: cannot resolve {s}: {e}")))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(failure(
+                EXIT_USAGE,
+                format!("--servers: {s} resolves to no address"),
+            ));
+        }
+        out.push(addrs);
+    }
+    Ok(out)
+}
+
+/// The status of the server at any of `addrs` (the addresses of one name), the first that answers.
+async fn status_of(
+    addrs: Vec<SocketAddr>,
+) -> Result<paxos_node::protocol::NodeStatus, ClientError> {
+    let mut last = ClientError::NoServers;
+    for a in addrs {
+        match status(a, Duration::from_secs(2)).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn client(names: Vec<String>, op: ClientOp) -> Result<()> {
+    let resolved = resolve(&names).await?;
     if let ClientOp::Status = op {
         // Every server at once, each with its own timeout: one dead server costs 2 s in all.
-        let asks: Vec<_> = servers
+        let asks: Vec<_> = resolved
             .iter()
-            .map(|a| tokio::spawn(status(*a, Duration::from_secs(2))))
+            .map(|a| tokio::spawn(status_of(a.clone())))
             .collect();
         let mut rows = Vec::new();
-        for (a, ask) in servers.iter().zip(asks) {
+        for (a, ask) in names.iter().zip(asks) {
             match ask.await.context("status task")? {
                 Ok(s) => rows.push((a, Some(s))),
                 Err(e) => {
@@ -248,7 +299,7 @@ async fn client(servers: Vec<SocketAddr>, op: ClientOp) -> Result<()> {
                     s.snapshots_installed,
                     s.snapshot_bytes,
                 ),
-                None => println!("{:<22} unreachable", a.to_string()),
+                None => println!("{a:<22} unreachable"),
             }
         }
         if reached == 0 {
@@ -259,6 +310,10 @@ async fn client(servers: Vec<SocketAddr>, op: ClientOp) -> Result<()> {
         }
         return Ok(());
     }
+    let mut servers: Vec<SocketAddr> = resolved.into_iter().flatten().collect();
+    // `localhost` and 127.0.0.1 given both must not make one server count twice.
+    let mut seen = std::collections::HashSet::new();
+    servers.retain(|a| seen.insert(*a));
     let mut c = Client::new(servers);
     let result = match op {
         ClientOp::Put { key, value } => c.put(key, value).await.map_err(client_failure)?,
@@ -327,6 +382,8 @@ async fn run(
     tracing::info!(
         id = file.id,
         clients = %node.client_addr(),
+        peers = %file.me().peer,
+        metrics = ?file.metrics_addr,
         election = %file.election.strategy,
         storage = ?file.storage.backend,
         transport = ?file.transport.kind,
@@ -411,14 +468,14 @@ fn main() {
 }
 
 fn real_main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // A server's lifecycle (serving, views, transfers, refusals) is info; the client and the
+    // demo print their own results and log only what went wrong.
+    let (format, level) = match &cli.command {
+        Command::Run { log_format, .. } => (*log_format, "info"),
+        _ => (LogFormat::Text, "warn"),
+    };
+    paxos_node::logging::init(format, level)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -431,6 +488,7 @@ fn real_main() -> Result<()> {
             election,
             data_dir,
             metrics_addr,
+            log_format: _,
         } => rt.block_on(run(config, durability, election, data_dir, metrics_addr)),
         Command::Keygen {
             dir,

@@ -61,6 +61,14 @@ pub struct NodeMetrics {
     pub clients_slow_closed: AtomicU64,
     /// Updates refused because their client id is bound to another connection.
     pub client_id_conflicts: AtomicU64,
+    /// 1 when this server is a member of an installed view (leader or follower).
+    pub in_view: AtomicU64,
+    /// 1 while this server receives a snapshot (state transfer).
+    pub receiving_snapshot: AtomicU64,
+    /// Highest aru any server announced (this one's included).
+    pub max_peer_aru: AtomicU64,
+    /// Driver loop rounds completed (one at least every tick while the loop runs).
+    pub driver_rounds: AtomicU64,
 }
 
 /// Upper bounds of the sync latency buckets, in microseconds.
@@ -79,6 +87,31 @@ impl NodeMetrics {
             .position(|b| us <= *b)
             .unwrap_or(SYNC_BUCKETS_MICROS.len() - 1);
         self.sync_buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Copies what the replica reports after a driver round into the counters.
+    pub(crate) fn observe_round(&self, st: &paxos_core::Status, m: &paxos_core::Metrics) {
+        use paxos_core::ServerState;
+        let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        set(&self.executed, m.executed);
+        set(&self.snapshot_bytes_received, m.snapshot_bytes_received);
+        set(&self.snapshot_bytes_sent, m.snapshot_bytes_sent);
+        set(&self.sessions_expired, m.sessions_expired);
+        set(&self.sessions, st.sessions as u64);
+        set(&self.aru, st.local_aru.0);
+        set(&self.view, st.last_installed.0);
+        set(
+            &self.is_leader,
+            u64::from(st.state == ServerState::RegLeader),
+        );
+        set(
+            &self.in_view,
+            u64::from(st.state != ServerState::LeaderElection),
+        );
+        set(&self.receiving_snapshot, u64::from(st.transfer.is_some()));
+        let max_aru = st.peer_aru.iter().map(|s| s.0).max().unwrap_or(0);
+        set(&self.max_peer_aru, max_aru.max(st.local_aru.0));
+        self.driver_rounds.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Snapshot images being built or written now (0 between snapshots).
@@ -244,7 +277,8 @@ impl NodeMetrics {
     }
 }
 
-/// Serves `GET /metrics` in Prometheus text format on `listener` until the task is dropped.
+/// Serves `GET /metrics` in Prometheus text format, and `GET /healthz` and `GET /readyz`
+/// ([`crate::health`]), on `listener` until the task is dropped.
 ///
 /// A deliberately small HTTP/1.0 responder: it reads at most 8 KiB of request, answers one request
 /// per connection and closes it, so a slow or hostile scraper cannot hold memory.
@@ -269,13 +303,26 @@ pub async fn serve_metrics(
                 _ => return,
             };
             let head = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if head.starts_with("GET /metrics") {
-                let extra = extra();
-                let refs: Vec<(&str, &str, u64)> =
-                    extra.iter().map(|(k, v)| (k.as_str(), "", *v)).collect();
-                ("200 OK", metrics.render(node, &refs))
-            } else {
-                ("404 Not Found", "try /metrics\n".to_owned())
+            let mut words = head.split_whitespace();
+            let (method, target) = (words.next(), words.next().unwrap_or(""));
+            let path = target.split('?').next();
+            let (status, body) = match (method, path) {
+                (Some("GET"), Some("/metrics")) => {
+                    let extra = extra();
+                    let refs: Vec<(&str, &str, u64)> =
+                        extra.iter().map(|(k, v)| (k.as_str(), "", *v)).collect();
+                    ("200 OK", metrics.render(node, &refs))
+                }
+                (Some("GET"), Some("/healthz")) => {
+                    crate::health::answer(crate::health::healthz(&metrics).await)
+                }
+                (Some("GET"), Some("/readyz")) => {
+                    crate::health::answer(crate::health::readyz(&metrics).await)
+                }
+                _ => (
+                    "404 Not Found",
+                    "try /metrics, /healthz or /readyz\n".to_owned(),
+                ),
             };
             let resp = format!(
                 "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -8,11 +8,12 @@
 //! The loop never blocks: storage runs on its own OS thread and every queue is bounded.
 
 use crate::client_port::{accept_clients, ClientLimits, ConnHandle, PortEvent};
+use crate::logging::LogLimiter;
 use crate::metrics::NodeMetrics;
-use crate::protocol::{ClientRequest, ClientResponse, NodeStatus};
+use crate::protocol::{ClientRequest, ClientResponse};
 use paxos_core::{
     ClientId, ClientUpdate, Config, Destination, Envelope, LeaderElection, PersistBatch, Replica,
-    ReplyOutcome, ServerState, StateMachine, Time,
+    ReplyOutcome, StateMachine, Time,
 };
 use paxos_storage::Storage;
 use paxos_transport::{Transport, TransportError};
@@ -265,6 +266,9 @@ where
 /// A driver round (or a gap between ticks) at least this long is logged (a warning).
 const DRIVER_STALL: Duration = Duration::from_millis(200);
 
+/// Refused client updates, logged at most once a second.
+static REFUSED_UPDATE: LogLimiter = LogLimiter::new();
+
 #[allow(clippy::too_many_arguments)]
 async fn drive<S, E, N>(
     mut replica: Replica<S, E>,
@@ -292,6 +296,7 @@ where
     let mut last_suspicion = replica.last_suspicion().map(|s| s.at);
     let mut outgoing: Vec<(Option<paxos_core::NodeId>, Envelope)> = Vec::new();
     let mut last_tick = Instant::now();
+    let mut transfer_log = crate::logging::TransferLog::default();
     loop {
         let mut handled = 0usize;
         let mut round_started = None;
@@ -443,26 +448,8 @@ where
                 "slow driver round"
             );
         }
-        let m = replica.metrics();
-        metrics.executed.store(m.executed, Ordering::Relaxed);
-        metrics
-            .snapshot_bytes_received
-            .store(m.snapshot_bytes_received, Ordering::Relaxed);
-        metrics
-            .snapshot_bytes_sent
-            .store(m.snapshot_bytes_sent, Ordering::Relaxed);
-        metrics
-            .sessions_expired
-            .store(m.sessions_expired, Ordering::Relaxed);
-        metrics
-            .sessions
-            .store(st.sessions as u64, Ordering::Relaxed);
-        metrics.aru.store(st.local_aru.0, Ordering::Relaxed);
-        metrics.view.store(st.last_installed.0, Ordering::Relaxed);
-        metrics.is_leader.store(
-            u64::from(st.state == ServerState::RegLeader),
-            Ordering::Relaxed,
-        );
+        transfer_log.observe(st.transfer.as_ref());
+        metrics.observe_round(&st, replica.metrics());
     }
 }
 
@@ -526,6 +513,7 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
                 payload,
             };
             if let Err(e) = replica.handle_client_update(now(), update) {
+                crate::logging::refused(&REFUSED_UPDATE, "a client update", &e);
                 if let Some(tx) = conns.get(&conn) {
                     if !tx.send(
                         ClientResponse::Rejected {
@@ -539,36 +527,7 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
             }
         }
         Event::Port(PortEvent::Request(conn, ClientRequest::Status, _inflight)) => {
-            let st = replica.status();
-            let status = NodeStatus {
-                id: st.id.0,
-                role: match st.state {
-                    ServerState::LeaderElection => "leader-election",
-                    ServerState::RegLeader => "leader",
-                    ServerState::RegNonLeader => "follower",
-                }
-                .to_owned(),
-                leader: st.leader.map(|l| l.0),
-                election_leader: st.election_leader.map(|l| l.0),
-                view: st.last_installed.0,
-                aru: st.local_aru.0,
-                peer_aru: st.peer_aru.iter().map(|s| s.0).collect(),
-                pending: st.pending as u64,
-                election: election_name.to_owned(),
-                state_digest: replica.state_machine().state_digest(),
-                snapshots_installed: replica.metrics().snapshots_installed,
-                sessions: st.sessions as u64,
-                sessions_expired: replica.metrics().sessions_expired,
-                transfer: st.transfer.map(|t| (t.received, t.total)),
-                snapshot_bytes_received: replica.metrics().snapshot_bytes_received,
-                snapshots_taken: replica.metrics().snapshots_taken,
-                snapshot_busy: metrics.snapshot_busy() > 0,
-                prepare_ok_sent: (
-                    replica.metrics().prepare_ok_bytes_sent,
-                    replica.metrics().prepare_ok_parts_sent,
-                ),
-                snapshot_bytes: replica.latest_snapshot().map_or(0, |s| s.len()),
-            };
+            let status = crate::status::node_status(replica, election_name, metrics);
             if let Some(tx) = conns.get(&conn) {
                 if !tx.send(ClientResponse::Status(status), metrics) {
                     metrics.replies_dropped.fetch_add(1, Ordering::Relaxed);
