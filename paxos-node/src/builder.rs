@@ -231,7 +231,10 @@ pub async fn bind_transport(file: &NodeFile) -> Result<Arc<dyn Transport>, NodeE
                     )))
                 }
             };
-            let cfg = UdpConfig::from_keys_dir(id, peers, group, keys_dir).map_err(keys_err)?;
+            let mut cfg = UdpConfig::from_keys_dir(id, peers, group, keys_dir).map_err(keys_err)?;
+            // Beside the server's durable state: epochs increase across restarts even when the
+            // clock steps back (without a data directory, the clock's epoch).
+            cfg.epoch_file = file.storage.dir.as_ref().map(|d| d.join("udp-epoch"));
             Arc::new(UdpTransport::bind(cfg).await.map_err(err)?)
         }
     })

@@ -41,6 +41,11 @@ pub struct UdpConfig {
     pub socket_buffer: usize,
     /// Probability of dropping each outgoing datagram: fault injection for tests, 0 otherwise.
     pub loss: f64,
+    /// A file that keeps the last sender epoch across restarts (see
+    /// [`durable_epoch`](super::replay::durable_epoch)). Without it the epoch is the wall clock's,
+    /// and a restart after the clock stepped back sends under an epoch every peer takes for a
+    /// replay (a silent partition until the clock passes the old one).
+    pub epoch_file: Option<std::path::PathBuf>,
 }
 
 impl UdpConfig {
@@ -65,6 +70,7 @@ impl UdpConfig {
             recv_queue: 65_536,
             socket_buffer: 8 << 20,
             loss: 0.0,
+            epoch_file: None,
         }
     }
 

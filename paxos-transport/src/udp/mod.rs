@@ -56,7 +56,7 @@ mod socket;
 pub use config::{UdpConfig, ETHERNET_DATAGRAM, LOOPBACK_DATAGRAM};
 pub use frame::{batch_payload, seal, HEADER_LEN, TAG_LEN};
 pub use recv::REASSEMBLY_TIMEOUT;
-pub use replay::REPLAY_WINDOW;
+pub use replay::{durable_epoch, REPLAY_WINDOW};
 pub use send::PACE_BYTES;
 
 use crate::{Counters, DropReason, Inbox, Transport, TransportError, TransportStats};
@@ -128,7 +128,13 @@ impl UdpTransport {
             inbound_tx,
             counters.clone(),
         ));
-        let sender = Sender::new(&config, uni.clone(), counters.clone());
+        let epoch = match &config.epoch_file {
+            Some(path) => replay::durable_epoch(path).map_err(|e| {
+                TransportError::Config(format!("UDP epoch file {}: {e}", path.display()))
+            })?,
+            None => replay::new_epoch(),
+        };
+        let sender = Sender::new(&config, epoch, uni.clone(), counters.clone());
         let tasks = vec![
             tokio::spawn(sender.run(outbox.clone())),
             tokio::spawn(receiver.clone().run(uni)),

@@ -10,7 +10,7 @@ pub const REPLAY_WINDOW: u64 = 1024;
 
 /// A fresh sender epoch: microseconds since the Unix epoch, above any earlier one of this
 /// process.
-pub(super) fn new_epoch() -> u64 {
+pub(crate) fn new_epoch() -> u64 {
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -24,6 +24,33 @@ pub(super) fn new_epoch() -> u64 {
             Err(actual) => last = actual,
         }
     }
+}
+
+/// A sender epoch above both the wall clock's ([`new_epoch`]) and the last one recorded in
+/// `path`, recorded there (written, fsynced, renamed, directory fsynced) before it is used: epochs
+/// increase across restarts even when the clock steps back.
+pub fn durable_epoch(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::io::Write;
+    let last = match std::fs::read_to_string(path) {
+        Ok(text) => text.trim().parse::<u64>().map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: not an epoch: {e}", path.display()),
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    };
+    let epoch = new_epoch().max(last.saturating_add(1));
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    writeln!(f, "{epoch}")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(epoch)
 }
 
 /// A per-sender replay window: highest epoch, highest seq and a bitmap of recent seqs.
@@ -110,6 +137,21 @@ mod tests {
         assert!(w.accept(6, 0));
         assert!(!w.accept(5, 5000));
         assert!(!w.accept(6, 0));
+    }
+
+    #[test]
+    fn durable_epochs_increase_past_a_clock_that_stepped_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("udp-epoch");
+        let a = durable_epoch(&path).unwrap();
+        // As if the last run's clock was an hour ahead of this one's.
+        let ahead = a + 3_600_000_000;
+        std::fs::write(&path, format!("{ahead}\n")).unwrap();
+        let b = durable_epoch(&path).unwrap();
+        assert_eq!(b, ahead + 1);
+        assert_eq!(durable_epoch(&path).unwrap(), ahead + 2);
+        std::fs::write(&path, "garbage").unwrap();
+        assert!(durable_epoch(&path).is_err());
     }
 
     #[test]

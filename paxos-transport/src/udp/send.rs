@@ -8,7 +8,6 @@ use super::frame::{
     be_u16, mac, seal_in_place, HmacSha256, FRAGMENT_HEADER, HEADER_LEN, KIND_BATCH, KIND_FRAGMENT,
     TAG_LEN,
 };
-use super::replay::new_epoch;
 use crate::{Counters, DropReason};
 use paxos_core::NodeId;
 use std::net::SocketAddr;
@@ -140,16 +139,17 @@ pub(super) struct Sender {
 }
 
 impl Sender {
-    /// A sender with a fresh epoch, sending from `socket`.
+    /// A sender with epoch `epoch` (see [`new_epoch`](super::replay::new_epoch)), sending from `socket`.
     pub(super) fn new(
         config: &UdpConfig,
+        epoch: u64,
         socket: Arc<UdpSocket>,
         counters: Arc<Counters>,
     ) -> Sender {
         Sender {
             id: config.id,
             mac: mac(&config.key),
-            epoch: new_epoch(),
+            epoch,
             seq: 0,
             socket,
             group: SocketAddr::V4(config.group),
