@@ -431,10 +431,12 @@ async fn connection(
                                 c.last_sent = now;
                                 push_logical(&mut out, c, &payload)?;
                             }
-                            ClientResponse::Rejected { .. } => {
+                            // Not taken: the resend timer sends it again.
+                            ClientResponse::Rejected { .. } | ClientResponse::Overloaded { .. } => {
                                 shared.rejected.fetch_add(1, Ordering::Relaxed);
                             }
-                            ClientResponse::Status(_) => {}
+                            // Only for a stale resend of an update this client already moved past.
+                            ClientResponse::Superseded { .. } | ClientResponse::Status(_) => {}
                         }
                     }
                     if done > 0 {
