@@ -54,17 +54,9 @@ fn help_documents_the_exit_codes() {
     }
 }
 
-/// A port below the kernel's ephemeral range (so no outgoing connection can be given it) that is
-/// free for TCP and UDP now; each test process starts its search elsewhere.
+/// A free port below the kernel's ephemeral range (no outgoing connection can be given it).
 fn free_port() -> u16 {
-    let start = 20_000 + (std::process::id() as u16 % 500) * 20;
-    (start..32_000)
-        .chain(20_000..start)
-        .find(|p| {
-            std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()
-                && std::net::UdpSocket::bind(("127.0.0.1", *p)).is_ok()
-        })
-        .expect("a free port below 32000")
+    paxos_node::cluster::free_port().expect("a free port")
 }
 
 /// A one-server cluster's configuration in `dir` (keys generated in `dir/keys`), with the given
@@ -78,7 +70,7 @@ fn one_server(dir: &Path, keys_dir: &str, storage: &str) -> (PathBuf, String) {
         "1",
     ]);
     assert!(out.status.success(), "{out:?}");
-    let (peer, client) = (free_port(), free_port() + 1);
+    let (peer, client) = (free_port(), free_port());
     let client = format!("127.0.0.1:{client}");
     let text = format!(
         "id = 0\n[[members]]\nid = 0\npeer = \"127.0.0.1:{peer}\"\nclient = \"{client}\"\n\
