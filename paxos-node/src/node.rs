@@ -12,7 +12,7 @@ use crate::metrics::NodeMetrics;
 use crate::protocol::{encode_frame_into, read_frame, ClientRequest, ClientResponse};
 use paxos_core::{
     ClientId, ClientUpdate, Config, Destination, Envelope, LeaderElection, PersistBatch, Replica,
-    ReplyOutcome, StateMachine, Time,
+    ReplyOutcome, ServerState, StateMachine, Time,
 };
 use paxos_storage::Storage;
 use paxos_transport::{Transport, TransportError};
@@ -455,7 +455,11 @@ where
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut conns: HashMap<u64, mpsc::Sender<ClientResponse>> = HashMap::new();
     let mut client_conn: HashMap<ClientId, u64> = HashMap::new();
-    let mut last_view = replica.status().last_installed;
+    // A lone server installs its view as it is built: logged below like any other (a recovered
+    // server in leader election is in no view, whatever view it last installed).
+    let mut last_view = Some(replica.status())
+        .filter(|st| st.state == ServerState::LeaderElection)
+        .map_or(paxos_core::View::default(), |st| st.last_installed);
     let mut last_suspicion = replica.last_suspicion().map(|s| s.at);
     let mut outgoing: Vec<(Option<paxos_core::NodeId>, Envelope)> = Vec::new();
     let mut last_tick = Instant::now();
