@@ -463,7 +463,7 @@ where
     let mut last_suspicion = replica.last_suspicion().map(|s| s.at);
     let mut outgoing: Vec<(Option<paxos_core::NodeId>, Envelope)> = Vec::new();
     let mut last_tick = Instant::now();
-    let mut transfer_log = crate::logging::TransferLog::default();
+    let mut progress_log = crate::logging::ProgressLog::default();
     loop {
         let mut handled = 0usize;
         let mut round_started = None;
@@ -608,7 +608,7 @@ where
                 "slow driver round"
             );
         }
-        transfer_log.observe(st.transfer.as_ref());
+        progress_log.observe(&st);
         metrics.observe_round(&st, replica.metrics());
     }
 }
