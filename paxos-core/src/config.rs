@@ -129,10 +129,20 @@ pub struct Config {
     pub recon_delay: Duration,
     /// Timeout after which an unanswered ReconRequest is sent to another peer.
     pub recon_timeout: Duration,
+    /// A sync batch handed to storage and not durable for this long means this server waits on
+    /// its own disk: its progress timer is held ([`crate::ElectionContext::has_outstanding_work`]
+    /// is false) until the write returns. Suspecting the view helps nothing then, and a shared
+    /// disk's 1 s fdatasync under a noisy neighbour made both live servers of a 3-server
+    /// cluster suspect a healthy view. The other servers' timers still run, so a leader whose
+    /// disk is stuck is still replaced. Zero: never held. Default 250 ms.
+    pub storage_stall: Duration,
     /// Most slots asked for in one ReconRequest.
     pub recon_chunk: u64,
     /// Bound on the leader's update queue; updates beyond it are dropped (clients retry).
     pub max_queue: usize,
+    /// Bound on the payload bytes in the leader's update queue (one update larger than it is
+    /// still taken into an empty queue). Default 256 MiB.
+    pub max_queue_bytes: usize,
     /// Take a snapshot and compact history every this many executed slots (None: never, and
     /// memory grows with the log). Default: every 100,000.
     pub snapshot_interval: Option<u64>,
@@ -193,8 +203,10 @@ impl Config {
             alive_interval: Duration::from_millis(100),
             recon_delay: Duration::from_millis(20),
             recon_timeout: Duration::from_millis(200),
+            storage_stall: Duration::from_millis(250),
             recon_chunk: 256,
             max_queue: 100_000,
+            max_queue_bytes: 256 << 20,
             snapshot_interval: Some(100_000),
             history_retention: 20_000,
             snapshot_min_log_percent: 0,
@@ -244,6 +256,9 @@ impl Config {
         }
         if self.max_queue == 0 {
             return Err(ConfigError::Invalid("max_queue must be at least 1"));
+        }
+        if self.max_queue_bytes == 0 {
+            return Err(ConfigError::Invalid("max_queue_bytes must be at least 1"));
         }
         if self.snapshot_interval == Some(0) {
             return Err(ConfigError::Invalid("snapshot_interval must be at least 1"));

@@ -310,4 +310,9 @@ pub enum ReplyOutcome {
     /// The update's session is not (or no longer) in the exactly-once table: it was not applied
     /// now, and whether an earlier copy of it was applied before the session expired is unknown.
     SessionExpired,
+    /// The client id already executed this later timestamp: the update named is a stale
+    /// duplicate, or another party uses the id. Not applied now; whether it was applied before
+    /// is unknown. (An update older than one still pending is dropped without an answer: the
+    /// pending one answers once it executes.)
+    Superseded(Timestamp),
 }

@@ -96,3 +96,94 @@ fn a_follower_whose_update_is_never_ordered_records_that_the_leader_was_heard() 
     );
     assert!(!s.receiving_snapshot);
 }
+
+/// Drives a follower of view 1 whose pending update's write is stuck for 5 s, then returns, with
+/// the leader never ordering it. Returns when it suspected the view (ms) and when the write
+/// returned.
+fn stuck_follower(storage_stall: Duration) -> (u64, u64) {
+    let mut c = Config::new(NodeId(0), 3);
+    c.durability = Durability::Sync;
+    c.storage_stall = storage_stall;
+    let psb = PsbViewChange::new(
+        NodeId(0),
+        3,
+        PsbConfig {
+            progress_timeout: Duration::from_millis(1_000),
+            max_progress_timeout: Duration::from_secs(60),
+            resend_interval: Duration::from_millis(100),
+        },
+    );
+    let mut r = Replica::new(c, NullStateMachine, psb, DurableState::default(), at(0)).unwrap();
+    // Hands out every batch; reports them durable unless `stuck`. Returns the last one.
+    let step = |r: &mut Replica<NullStateMachine, PsbViewChange>, ms: u64, stuck: bool| {
+        let mut last = None;
+        while let Some(b) = r.poll_persist() {
+            last = Some(b.id);
+        }
+        if let (Some(id), false) = (last, stuck) {
+            r.handle_persisted(at(ms), id);
+        }
+        while r.poll_message().is_some() {}
+        last
+    };
+    step(&mut r, 0, false);
+    let vc = PsbMessage::ViewChange { attempted: View(1) };
+    for from in [NodeId(1), NodeId(2)] {
+        r.handle_message(
+            at(0),
+            from,
+            Message::Election(Bytes::from(encode(&vc).unwrap())),
+        );
+    }
+    r.handle_message(
+        at(1),
+        NodeId(1),
+        Message::Prepare {
+            view: View(1),
+            local_aru: Seq(0),
+        },
+    );
+    step(&mut r, 1, false);
+    assert_eq!(r.status().state, ServerState::RegNonLeader);
+    r.handle_client_update(
+        at(10),
+        ClientUpdate {
+            client_id: ClientId(7),
+            server_id: NodeId(0),
+            timestamp: Timestamp(1),
+            payload: Bytes::from_static(b"x"),
+        },
+    )
+    .unwrap();
+    let stuck = step(&mut r, 10, true).expect("the pending update is persisted");
+    let mut ms = 20;
+    let back = 5_000;
+    while r.status().state != ServerState::LeaderElection {
+        assert!(ms < back + 3_000, "never suspected");
+        if ms == back {
+            r.handle_persisted(at(ms), stuck);
+        }
+        r.handle_tick(at(ms));
+        step(&mut r, ms, ms < back);
+        ms += 10;
+    }
+    (ms - 10, back)
+}
+
+/// A server whose own sync write is outstanding past `Config::storage_stall` holds its progress
+/// timer: no view would progress faster while its disk is the one waited for. Once the write
+/// returns, the timer runs again from the start and the view is suspected as usual. Without
+/// the rule (`storage_stall` zero) the same follower suspects the view while its disk stalls.
+#[test]
+fn a_server_waiting_on_its_own_disk_holds_its_progress_timer() {
+    let (suspected, back) = stuck_follower(Duration::from_millis(250));
+    assert!(
+        suspected >= back + 1_000,
+        "suspected at {suspected} ms; its write returned at {back} ms"
+    );
+    let (suspected, back) = stuck_follower(Duration::ZERO);
+    assert!(
+        suspected < back,
+        "without the rule it suspects during the stall: {suspected} ms"
+    );
+}

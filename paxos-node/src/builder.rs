@@ -252,6 +252,9 @@ pub async fn launch<S: StateMachine + Send + 'static>(
     let transport = bind_transport(file).await?;
     let mut node_cfg = NodeConfig::new(core, file.me().client);
     node_cfg.tick = Duration::from_millis(file.protocol.tick_ms);
+    node_cfg.clients = file.clients.limits();
+    node_cfg.disk_timeout =
+        (file.storage.disk_timeout_s > 0).then(|| Duration::from_secs(file.storage.disk_timeout_s));
     let handle = NodeBuilder::new(node_cfg, state_machine)
         .election(election)
         .storage(storage)

@@ -42,6 +42,15 @@ pub enum ClientError {
     /// whether an earlier attempt of it was applied is unknown. The next submit registers anew.
     #[error("session {0:?} expired (outcome of the update unknown)")]
     SessionExpired(ClientId),
+    /// The client id already executed a later timestamp (`executed`): another party uses this
+    /// id. The update was not applied now; whether it was applied before is unknown.
+    #[error("client id {client:?} already executed timestamp {executed:?}: the id is in use elsewhere (outcome unknown)")]
+    Superseded {
+        /// The client id.
+        client: ClientId,
+        /// The later timestamp executed.
+        executed: Timestamp,
+    },
     /// Talking to a server failed.
     #[error("server {addr}: {source}")]
     Server {
@@ -124,9 +133,9 @@ impl Client {
                 self.last_ts = 0;
                 Ok(session)
             }
-            Outcome::Result(_) | Outcome::Expired => Err(ClientError::BadReply(
-                "registration answered as an update".into(),
-            )),
+            Outcome::Result(_) | Outcome::Expired | Outcome::Superseded(_) => Err(
+                ClientError::BadReply("registration answered as an update".into()),
+            ),
         }
     }
 
@@ -162,6 +171,10 @@ impl Client {
             Outcome::Opened(_) => Err(ClientError::BadReply(
                 "update answered as a registration".into(),
             )),
+            Outcome::Superseded(executed) => Err(ClientError::Superseded {
+                client: self.client_id,
+                executed,
+            }),
         }
     }
 
@@ -259,7 +272,18 @@ impl Client {
                     client_id,
                     timestamp,
                 })) if client_id == me && timestamp == ts => return Ok(Some(Outcome::Expired)),
-                Ok(Ok(ClientResponse::Rejected { .. })) => return Ok(None),
+                Ok(Ok(ClientResponse::Superseded {
+                    client_id,
+                    timestamp,
+                    executed,
+                })) if client_id == me && timestamp == ts => {
+                    return Ok(Some(Outcome::Superseded(executed)))
+                }
+                // Not taken: a pause before the next attempt, so a busy server is not hammered.
+                Ok(Ok(ClientResponse::Rejected { .. } | ClientResponse::Overloaded { .. })) => {
+                    tokio::time::sleep(REFUSED_PAUSE.min(left)).await;
+                    return Ok(None);
+                }
                 Ok(Ok(_)) => {} // a late reply to an earlier attempt
             }
         }
@@ -323,7 +347,11 @@ enum Outcome {
     Result(Bytes),
     Opened(ClientId),
     Expired,
+    Superseded(Timestamp),
 }
+
+/// How long an attempt waits after a refusal (`Rejected`, `Overloaded`) before the next one.
+const REFUSED_PAUSE: Duration = Duration::from_millis(20);
 
 /// A random registration nonce (below 2^63, where session ids start).
 /// Connects to a server, refusing a connection to itself: with no server listening on a port of

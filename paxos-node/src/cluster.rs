@@ -311,13 +311,15 @@ impl LocalCluster {
                 protocol: options.protocol.clone(),
                 election: options.election.clone(),
                 sessions: options.sessions.clone(),
+                clients: Default::default(),
                 storage: StorageSection {
                     backend: options.storage,
                     dir: Some(dir.join(format!("data-{id}"))),
+                    disk_timeout_s: 60,
                 },
                 transport: TransportSection {
                     kind: options.transport,
-                    keys_dir: keys.clone(),
+                    keys_dir: keys.join(format!("node-{id}")),
                     multicast_group: (options.transport == TransportChoice::UdpMulticast)
                         .then(|| SocketAddr::from(([239, 255, 77, 1], group_port))),
                 },

@@ -181,6 +181,58 @@ impl Default for SessionsSection {
     }
 }
 
+/// `[clients]`: limits of the client port (see `paxos_node::client_port`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientsSection {
+    /// Most client connections served at once.
+    pub max_connections: usize,
+    /// Most connections from one source address.
+    pub max_per_ip: usize,
+    /// Reply bytes queued per connection; a client that does not read past it is closed.
+    pub reply_budget_bytes: usize,
+    /// A connection that sends nothing for this many seconds is closed.
+    pub idle_timeout_s: u64,
+    /// A connection whose replies do not drain within this many seconds is closed.
+    pub write_timeout_s: u64,
+    /// At a connection cap, a connection idle this many milliseconds may be closed for a new one.
+    pub evict_idle_after_ms: u64,
+    /// Request bytes read from all clients and not yet handled; beyond it requests are answered
+    /// `Overloaded`.
+    pub max_inflight_bytes: usize,
+}
+
+impl Default for ClientsSection {
+    fn default() -> Self {
+        let l = crate::client_port::ClientLimits::default();
+        ClientsSection {
+            max_connections: l.max_clients,
+            max_per_ip: l.max_per_ip,
+            reply_budget_bytes: l.reply_budget,
+            idle_timeout_s: l.idle_timeout.as_secs(),
+            write_timeout_s: l.write_timeout.as_secs(),
+            evict_idle_after_ms: l.evict_idle_after.as_millis() as u64,
+            max_inflight_bytes: l.inflight_bytes,
+        }
+    }
+}
+
+impl ClientsSection {
+    /// The limits these settings name.
+    pub fn limits(&self) -> crate::client_port::ClientLimits {
+        crate::client_port::ClientLimits {
+            max_clients: self.max_connections,
+            max_per_ip: self.max_per_ip,
+            reply_budget: self.reply_budget_bytes,
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_s),
+            write_timeout: std::time::Duration::from_secs(self.write_timeout_s),
+            evict_idle_after: std::time::Duration::from_millis(self.evict_idle_after_ms),
+            inflight_bytes: self.max_inflight_bytes,
+            ..crate::client_port::ClientLimits::default()
+        }
+    }
+}
+
 /// `[election]`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -211,6 +263,14 @@ pub struct StorageSection {
     pub backend: StorageChoice,
     /// Directory (wal, rocksdb).
     pub dir: Option<PathBuf>,
+    /// A write that has not returned after this many seconds stops the server with an error
+    /// (the disk watchdog); 0: wait forever. Default 60.
+    #[serde(default = "default_disk_timeout_s")]
+    pub disk_timeout_s: u64,
+}
+
+fn default_disk_timeout_s() -> u64 {
+    60
 }
 
 /// `[transport]`
@@ -242,6 +302,9 @@ pub struct NodeFile {
     /// Client sessions.
     #[serde(default)]
     pub sessions: SessionsSection,
+    /// Limits of the client port.
+    #[serde(default)]
+    pub clients: ClientsSection,
     /// Storage settings.
     pub storage: StorageSection,
     /// Transport settings.
@@ -328,6 +391,29 @@ impl NodeFile {
         }
         if self.protocol.window == 0 {
             return Err(invalid("protocol.window", "must be at least 1"));
+        }
+        let c = &self.clients;
+        for (field, v) in [
+            ("clients.max_connections", c.max_connections as u64),
+            ("clients.max_per_ip", c.max_per_ip as u64),
+            ("clients.idle_timeout_s", c.idle_timeout_s),
+            ("clients.write_timeout_s", c.write_timeout_s),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        // One frame of the largest kind must fit, or such a request (or reply) never would.
+        for (field, v) in [
+            ("clients.reply_budget_bytes", c.reply_budget_bytes),
+            ("clients.max_inflight_bytes", c.max_inflight_bytes),
+        ] {
+            if v < 2 * crate::protocol::MAX_FRAME_BYTES {
+                return Err(invalid(
+                    field,
+                    format!("must be at least {}", 2 * crate::protocol::MAX_FRAME_BYTES),
+                ));
+            }
         }
         if self.protocol.tick_ms == 0 || self.protocol.tick_ms > 1000 {
             return Err(invalid("protocol.tick_ms", "must be in 1..=1000"));
@@ -454,10 +540,14 @@ keys_dir = "/tmp/keys"
         assert_eq!(f.protocol, ProtocolSection::default());
         assert_eq!(f.election, ElectionSection::default());
         assert_eq!(f.sessions, SessionsSection::default());
+        assert_eq!(f.clients, ClientsSection::default());
+        assert_eq!(f.storage.disk_timeout_s, default_disk_timeout_s());
         let defaults = [
             toml::to_string(&ProtocolSection::default()).unwrap(),
             toml::to_string(&ElectionSection::default()).unwrap(),
             toml::to_string(&SessionsSection::default()).unwrap(),
+            toml::to_string(&ClientsSection::default()).unwrap(),
+            format!("disk_timeout_s = {}", default_disk_timeout_s()),
         ];
         let shown: Vec<String> = block
             .lines()

@@ -8,6 +8,7 @@
 pub mod builder;
 pub mod checker;
 pub mod client;
+pub mod client_port;
 pub mod cluster;
 pub mod config;
 pub mod demo;
@@ -18,5 +19,6 @@ pub mod metrics;
 pub mod node;
 pub mod protocol;
 mod status;
+mod storage_thread;
 
 pub use builder::{launch, NodeBuilder};

@@ -73,6 +73,7 @@ fn client_failure(e: ClientError) -> anyhow::Error {
     let code = match e {
         ClientError::Unreachable => EXIT_UNREACHABLE,
         ClientError::Timeout(_) | ClientError::SessionExpired(_) => EXIT_UNKNOWN,
+        ClientError::Superseded { .. } => EXIT_UNKNOWN,
         ClientError::BadReply(_) | ClientError::Server { .. } => EXIT_UNKNOWN,
         ClientError::NoServers => 1,
     };
@@ -105,12 +106,20 @@ enum Command {
     },
     /// Generate the cluster CA, per-node certificates (QUIC) and the cluster key (UDP).
     Keygen {
-        /// Directory to write the key material to (created; existing files are kept).
+        /// Directory to write the key material to: `ca/` (the CA key, keep it offline) and one
+        /// bundle `node-<id>/` per server, that server's `keys_dir`. Refuses to overwrite.
         #[arg(long)]
         dir: PathBuf,
         /// Number of servers (ids 0..N).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
         nodes: u32,
+        /// Days the node certificates are valid.
+        #[arg(long, default_value_t = paxos_transport::keygen::DEFAULT_VALID_DAYS)]
+        valid_days: u32,
+        /// Write every file flat into `dir`, CA key included (local test clusters only: any node
+        /// reading that directory could mint every identity).
+        #[arg(long)]
+        flat: bool,
     },
     /// Start a local 3-server cluster, run a workload, kill and restart the leader, and verify.
     Demo {
@@ -481,11 +490,28 @@ fn real_main() -> Result<()> {
             metrics_addr,
             log_format: _,
         } => rt.block_on(run(config, durability, election, data_dir, metrics_addr)),
-        Command::Keygen { dir, nodes } => {
+        Command::Keygen {
+            dir,
+            nodes,
+            valid_days,
+            flat,
+        } => {
             let ids: Vec<paxos_core::NodeId> = (0..nodes).map(paxos_core::NodeId).collect();
-            paxos_transport::keygen::keygen(&dir, &ids)
-                .with_context(|| format!("writing keys to {}", dir.display()))?;
-            println!("wrote keys for {nodes} servers to {}", dir.display());
+            if flat {
+                paxos_transport::keygen::keygen(&dir, &ids)
+            } else {
+                paxos_transport::keygen::keygen_bundles(&dir, &ids, valid_days)
+            }
+            .with_context(|| format!("writing keys to {}", dir.display()))?;
+            if flat {
+                println!("wrote keys for {nodes} servers to {}", dir.display());
+            } else {
+                println!(
+                    "wrote the CA to {0}/ca (keep it offline) and one bundle per server, \
+                     {0}/node-<id> (that server's keys_dir); certificates valid {valid_days} days",
+                    dir.display()
+                );
+            }
             Ok(())
         }
         Command::Demo {

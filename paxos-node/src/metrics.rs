@@ -53,6 +53,14 @@ pub struct NodeMetrics {
     pub clients_connected: AtomicU64,
     /// Client connections refused at the limit.
     pub clients_refused: AtomicU64,
+    /// Idle client connections closed to make room for a new one at a limit.
+    pub clients_evicted: AtomicU64,
+    /// Client connections closed after sending nothing for the idle timeout.
+    pub clients_idle_closed: AtomicU64,
+    /// Client connections closed for not reading their replies (byte budget or write timeout).
+    pub clients_slow_closed: AtomicU64,
+    /// Updates refused because their client id is bound to another connection.
+    pub client_id_conflicts: AtomicU64,
     /// 1 when this server is a member of an installed view (leader or follower).
     pub in_view: AtomicU64,
     /// 1 while this server receives a snapshot (state transfer).
@@ -225,6 +233,10 @@ impl NodeMetrics {
             ("forged_sender", g(&self.dropped_forged)),
             ("bad_client_frame", g(&self.bad_client_frames)),
             ("client_refused", g(&self.clients_refused)),
+            ("client_evicted_idle", g(&self.clients_evicted)),
+            ("client_idle_timeout", g(&self.clients_idle_closed)),
+            ("client_slow_reader", g(&self.clients_slow_closed)),
+            ("client_id_in_use", g(&self.client_id_conflicts)),
         ] {
             let _ = writeln!(
                 out,
@@ -338,6 +350,7 @@ pub(crate) fn log_suspicion(s: &paxos_core::Suspicion, now: paxos_core::Time) {
         progress_ms = ?ago(s.last_view_progress),
         leader_heard_ms = ?ago(s.last_heard_from_leader),
         receiving_snapshot = s.receiving_snapshot,
+        storage_wait_ms = ?ago(s.storage_wait_since),
         "suspecting the installed view"
     );
 }

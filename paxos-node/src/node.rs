@@ -7,9 +7,10 @@
 //! only after the storage thread reports that write durable, so nothing here can send a promise early.
 //! The loop never blocks: storage runs on its own OS thread and every queue is bounded.
 
+use crate::client_port::{accept_clients, ClientLimits, ConnHandle, PortEvent};
 use crate::logging::LogLimiter;
 use crate::metrics::NodeMetrics;
-use crate::protocol::{encode_frame_into, read_frame, ClientRequest, ClientResponse};
+use crate::protocol::{ClientRequest, ClientResponse};
 use paxos_core::{
     ClientId, ClientUpdate, Config, Destination, Envelope, LeaderElection, PersistBatch, Replica,
     ReplyOutcome, ServerState, StateMachine, Time,
@@ -22,8 +23,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -58,10 +58,11 @@ pub struct NodeConfig {
     pub client_addr: SocketAddr,
     /// Tick period of the core's timers.
     pub tick: Duration,
-    /// Most client connections served at once.
-    pub max_clients: usize,
-    /// Replies buffered per client connection before they are dropped (the client retries).
-    pub client_buffer: usize,
+    /// Limits of the client port (connections, idle and slow clients, reply bytes).
+    pub clients: ClientLimits,
+    /// A storage write that has not returned after this long stops the server (fail-stop with
+    /// a clear error) instead of leaving it hung; `None`: wait forever.
+    pub disk_timeout: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -73,17 +74,17 @@ impl NodeConfig {
             core,
             client_addr,
             tick: Duration::from_millis(2),
-            max_clients: 4096,
-            client_buffer: 1024,
+            clients: ClientLimits::default(),
+            disk_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
 
-enum Event {
+/// What the driver loop is fed.
+pub(crate) enum Event {
     Peer(paxos_core::NodeId, Envelope),
-    Client(u64, ClientRequest),
-    ClientGone(u64),
-    ClientNew(u64, mpsc::Sender<ClientResponse>),
+    /// A client connection's event.
+    Port(PortEvent),
     Persisted(paxos_core::BatchId, Duration, usize),
     StorageFailed(String),
     /// A snapshot built on a blocking thread (`Config::snapshot_off_loop`).
@@ -186,9 +187,12 @@ where
     {
         let events = events_tx.clone();
         let storage_metrics = metrics.clone();
+        let disk_timeout = config.disk_timeout;
         std::thread::Builder::new()
             .name(format!("paxos-storage-{}", config.core.id.0))
-            .spawn(move || storage_thread(log, persist_rx, events, storage_metrics))
+            .spawn(move || {
+                crate::storage_thread::run(log, persist_rx, events, storage_metrics, disk_timeout)
+            })
             .map_err(|e| NodeError::Storage(e.to_string()))?;
     }
 
@@ -233,9 +237,9 @@ where
     tokio::spawn(accept_clients(
         listener,
         events_tx.clone(),
+        Event::Port,
         shutdown_rx.clone(),
-        config.max_clients,
-        config.client_buffer,
+        config.clients.clone(),
         metrics.clone(),
     ));
 
@@ -262,175 +266,8 @@ where
 /// A driver round (or a gap between ticks) at least this long is logged (a warning).
 const DRIVER_STALL: Duration = Duration::from_millis(200);
 
-/// A storage write at least this long is logged (a warning).
-const SLOW_STORAGE_WRITE: Duration = Duration::from_millis(300);
-
-/// Refusals of outside input, each kind logged at most once a second.
+/// Refused client updates, logged at most once a second.
 static REFUSED_UPDATE: LogLimiter = LogLimiter::new();
-static REFUSED_FRAME: LogLimiter = LogLimiter::new();
-static REFUSED_CONNECTION: LogLimiter = LogLimiter::new();
-
-fn storage_thread<L: Storage>(
-    mut log: L,
-    rx: std::sync::mpsc::Receiver<PersistBatch>,
-    events: mpsc::Sender<Event>,
-    metrics: Arc<NodeMetrics>,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < 4096 {
-            match rx.try_recv() {
-                Ok(b) => group.push(b),
-                Err(_) => break,
-            }
-        }
-        let sync = group.iter().any(|b| b.sync);
-        let last = group.last().expect("non-empty").id;
-        let started = Instant::now();
-        let snapshot = group.iter().any(|b| b.snapshot.is_some());
-        metrics
-            .snapshot_writes_running
-            .store(u64::from(snapshot), Ordering::Relaxed);
-        let r = log.append(&group, sync);
-        let took = started.elapsed();
-        if took >= SLOW_STORAGE_WRITE {
-            // Everything this server persists waits behind such a write (and so do its peers,
-            // when they need its votes): the first thing to look at after an unexpected view
-            // change.
-            tracing::warn!(
-                ms = took.as_millis() as u64,
-                batches = group.len(),
-                snapshot,
-                "slow storage write"
-            );
-        }
-        // Own snapshots may still be written on the backend's helper thread.
-        metrics
-            .snapshot_writes_running
-            .store(log.snapshot_writes_in_flight() as u64, Ordering::Relaxed);
-        match r {
-            Ok(()) => {
-                if events
-                    .blocking_send(Event::Persisted(last, started.elapsed(), group.len()))
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Err(e) => {
-                // Fail-stop: the failed write is never reported durable.
-                let _ = events.blocking_send(Event::StorageFailed(e.to_string()));
-                return;
-            }
-        }
-    }
-}
-
-async fn accept_clients(
-    listener: TcpListener,
-    events: mpsc::Sender<Event>,
-    mut stop: watch::Receiver<bool>,
-    max_clients: usize,
-    buffer: usize,
-    metrics: Arc<NodeMetrics>,
-) {
-    let mut next_conn = 0u64;
-    loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
-        if metrics.clients_connected.load(Ordering::Relaxed) as usize >= max_clients {
-            metrics.clients_refused.fetch_add(1, Ordering::Relaxed);
-            crate::logging::refused(
-                &REFUSED_CONNECTION,
-                "a client connection",
-                &format_args!("{max_clients} clients connected (the limit)"),
-            );
-            drop(stream);
-            continue;
-        }
-        next_conn += 1;
-        let conn = next_conn;
-        let _ = stream.set_nodelay(true);
-        let (tx, rx) = mpsc::channel(buffer);
-        if events.send(Event::ClientNew(conn, tx)).await.is_err() {
-            return;
-        }
-        metrics.clients_connected.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(serve_client(
-            conn,
-            stream,
-            rx,
-            events.clone(),
-            stop.clone(),
-            metrics.clone(),
-        ));
-    }
-}
-
-async fn serve_client(
-    conn: u64,
-    stream: TcpStream,
-    mut replies: mpsc::Receiver<ClientResponse>,
-    events: mpsc::Sender<Event>,
-    mut stop: watch::Receiver<bool>,
-    metrics: Arc<NodeMetrics>,
-) {
-    let (rd, mut wr) = stream.into_split();
-    // Buffered: one read system call takes every request the client has pipelined, instead of two
-    // per frame (length, body).
-    let mut rd = tokio::io::BufReader::with_capacity(64 * 1024, rd);
-    let writer = tokio::spawn(async move {
-        let mut buf = Vec::with_capacity(16 * 1024);
-        while let Some(first) = replies.recv().await {
-            // Every reply already queued goes out with one write system call.
-            buf.clear();
-            let mut next = Some(first);
-            while let Some(r) = next {
-                if encode_frame_into(&mut buf, &r).is_err() {
-                    return;
-                }
-                next = if buf.len() < 256 * 1024 {
-                    replies.try_recv().ok()
-                } else {
-                    None
-                };
-            }
-            if wr.write_all(&buf).await.is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        tokio::select! {
-            r = read_frame::<ClientRequest, _>(&mut rd) => match r {
-                Ok(req) => {
-                    if events.try_send(Event::Client(conn, req)).is_err() {
-                        metrics.dropped_overload.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Err(crate::protocol::FrameError::Closed) => break,
-                Err(e) => {
-                    metrics.bad_client_frames.fetch_add(1, Ordering::Relaxed);
-                    crate::logging::refused(&REFUSED_FRAME, "a client frame", &e);
-                    break;
-                }
-            },
-            _ = stop.changed() => break,
-        }
-    }
-    let _ = events.send(Event::ClientGone(conn)).await;
-    metrics.clients_connected.fetch_sub(1, Ordering::Relaxed);
-    writer.abort();
-}
 
 #[allow(clippy::too_many_arguments)]
 async fn drive<S, E, N>(
@@ -453,7 +290,7 @@ where
     let me = config.core.id;
     let mut tick = tokio::time::interval(config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut conns: HashMap<u64, mpsc::Sender<ClientResponse>> = HashMap::new();
+    let mut conns: HashMap<u64, ConnHandle> = HashMap::new();
     let mut client_conn: HashMap<ClientId, u64> = HashMap::new();
     // A lone server installs its view as it is built: logged below like any other (a recovered
     // server in leader election is in no view, whatever view it last installed).
@@ -549,7 +386,9 @@ where
         }
         if !outgoing.is_empty() {
             if let Err(e) = network.send_batch(&outgoing).await {
-                metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .send_errors
+                    .fetch_add(e.failed_messages() as u64, Ordering::Relaxed);
                 tracing::debug!("send failed: {e}");
             }
         }
@@ -572,8 +411,13 @@ where
                             client_id: reply.client_id,
                             timestamp: reply.timestamp,
                         },
+                        ReplyOutcome::Superseded(executed) => ClientResponse::Superseded {
+                            client_id: reply.client_id,
+                            timestamp: reply.timestamp,
+                            executed,
+                        },
                     };
-                    tx.try_send(response).is_ok()
+                    tx.send(response, &metrics)
                 });
             if let ReplyOutcome::SessionOpened(session) = reply.outcome {
                 // The nonce names nothing any more: its connection is found by the session id.
@@ -616,7 +460,7 @@ where
 fn handle_event<S: StateMachine, E: LeaderElection>(
     ev: Event,
     replica: &mut Replica<S, E>,
-    conns: &mut HashMap<u64, mpsc::Sender<ClientResponse>>,
+    conns: &mut HashMap<u64, ConnHandle>,
     client_conn: &mut HashMap<ClientId, u64>,
     election_name: &str,
     now: &impl Fn() -> Time,
@@ -630,21 +474,41 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
                 replica.handle_message(now(), from, env.message);
             }
         }
-        Event::ClientNew(conn, tx) => {
+        Event::Port(PortEvent::New(conn, tx)) => {
             conns.insert(conn, tx);
         }
-        Event::ClientGone(conn) => {
+        Event::Port(PortEvent::Gone(conn)) => {
             conns.remove(&conn);
             client_conn.retain(|_, c| *c != conn);
         }
-        Event::Client(
+        Event::Port(PortEvent::Request(
             conn,
             ClientRequest::Submit {
                 client_id,
                 timestamp,
                 payload,
             },
-        ) => {
+            _inflight,
+        )) => {
+            // A client id is bound to the connection that uses it while that one lives: another
+            // connection naming it would take its replies (or advance its timestamps).
+            if let Some(&owner) = client_conn.get(&client_id) {
+                if owner != conn && conns.contains_key(&owner) {
+                    metrics.client_id_conflicts.fetch_add(1, Ordering::Relaxed);
+                    if let Some(tx) = conns.get(&conn) {
+                        tx.send(
+                            ClientResponse::Rejected {
+                                reason: format!(
+                                    "client id {} is in use by another connection",
+                                    client_id.0
+                                ),
+                            },
+                            metrics,
+                        );
+                    }
+                    return Ok(());
+                }
+            }
             client_conn.insert(client_id, conn);
             let update = ClientUpdate {
                 client_id,
@@ -655,21 +519,21 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
             if let Err(e) = replica.handle_client_update(now(), update) {
                 crate::logging::refused(&REFUSED_UPDATE, "a client update", &e);
                 if let Some(tx) = conns.get(&conn) {
-                    if tx
-                        .try_send(ClientResponse::Rejected {
+                    if !tx.send(
+                        ClientResponse::Rejected {
                             reason: e.to_string(),
-                        })
-                        .is_err()
-                    {
+                        },
+                        metrics,
+                    ) {
                         metrics.replies_dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
         }
-        Event::Client(conn, ClientRequest::Status) => {
+        Event::Port(PortEvent::Request(conn, ClientRequest::Status, _inflight)) => {
             let status = crate::status::node_status(replica, election_name, metrics);
             if let Some(tx) = conns.get(&conn) {
-                if tx.try_send(ClientResponse::Status(status)).is_err() {
+                if !tx.send(ClientResponse::Status(status), metrics) {
                     metrics.replies_dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }

@@ -89,6 +89,24 @@ pub enum ClientResponse {
         /// The update's timestamp.
         timestamp: Timestamp,
     },
+    /// The server was too busy to take the request: it was not taken (nothing of it is
+    /// ordered); retry after a pause, here or elsewhere. Names the update it answers, if any.
+    Overloaded {
+        /// The client of the update refused (none for a status request).
+        client_id: Option<ClientId>,
+        /// The update's timestamp.
+        timestamp: Option<Timestamp>,
+    },
+    /// The client id already executed a later timestamp than this update's: someone else uses
+    /// this id, or this is a stale duplicate. Whether this update was applied is unknown.
+    Superseded {
+        /// The client.
+        client_id: ClientId,
+        /// The update's timestamp.
+        timestamp: Timestamp,
+        /// The latest timestamp the id executed.
+        executed: Timestamp,
+    },
 }
 
 /// A server's status as the client sees it.

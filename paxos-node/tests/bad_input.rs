@@ -57,9 +57,11 @@ async fn cluster(dir: &std::path::Path, n: u32) -> (Vec<NodeFile>, Vec<NodeHandl
                 heartbeat_ms: 30,
             },
             sessions: Default::default(),
+            clients: Default::default(),
             storage: StorageSection {
                 backend: StorageChoice::Memory,
                 dir: None,
+                disk_timeout_s: 60,
             },
             transport: TransportSection {
                 kind: TransportChoice::Quic,

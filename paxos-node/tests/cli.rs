@@ -68,6 +68,7 @@ fn one_server(dir: &Path, keys_dir: &str, storage: &str) -> (PathBuf, String) {
         dir.join("keys").to_str().unwrap(),
         "--nodes",
         "1",
+        "--flat",
     ]);
     assert!(out.status.success(), "{out:?}");
     let (peer, client) = (free_port(), free_port());

@@ -325,6 +325,21 @@ impl Checker {
             }
             // Refused: nothing to compare (the canonical verdict is checked by the model).
             ReplyOutcome::SessionExpired if self.session_model.is_some() => return Ok(()),
+            // True only if the canonical order applied that later timestamp of this client.
+            ReplyOutcome::Superseded(later) => {
+                let (applied_ts, _) = self.applied(c);
+                return if later.0 > ts && applied_ts >= later.0 {
+                    Ok(())
+                } else {
+                    Err((
+                        ViolationKind::Validity,
+                        format!(
+                            "n{i} told {c} that {ts} was superseded by {}, applied {applied_ts}",
+                            later.0
+                        ),
+                    ))
+                };
+            }
             o => {
                 return Err((
                     ViolationKind::Validity,

@@ -1,16 +1,20 @@
 //! Key material: a cluster CA with per-node certificates (QUIC) and a cluster key (UDP).
 //!
-//! [`keygen`] writes, into one directory, the files the node binary reads:
+//! [`keygen_bundles`] is what an operator runs for a real cluster: one directory per node holding
+//! only what that node needs, and the CA key apart from all of them:
 //!
-//! | file | content |
+//! | path | content |
 //! |---|---|
-//! | `ca.pem` | the cluster CA certificate (every node trusts it) |
-//! | `ca.key` | the CA's private key (keep offline; [`ClusterCa::load`] issues more nodes) |
-//! | `node-<id>.pem` | node `<id>`'s certificate, DNS name `node-<id>.paxos`, signed by the CA |
-//! | `node-<id>.key` | node `<id>`'s private key (PKCS#8 PEM) |
-//! | `cluster.key` | 32 random bytes in hex: the UDP transport's HMAC-SHA256 key |
+//! | `ca/ca.pem`, `ca/ca.key` | the cluster CA (keep `ca/` offline: it mints node identities) |
+//! | `node-<id>/ca.pem` | the CA certificate the node trusts |
+//! | `node-<id>/node-<id>.pem`, `.key` | the node's certificate (DNS name `node-<id>.paxos`) and key |
+//! | `node-<id>/cluster.key` | the UDP transport's HMAC-SHA256 key (64 hex digits) |
 //!
-//! Private keys are written with mode 0600.
+//! A node's `keys_dir` is its bundle. [`keygen`] writes the same files flat into one directory,
+//! CA key included: for local test clusters only, since every node reading it could mint any
+//! identity. Both refuse to overwrite any existing file, set every mode explicitly (0600 for keys,
+//! 0700 for bundle directories, whatever the umask), and issue certificates valid for
+//! [`DEFAULT_VALID_DAYS`] (rotation: docs/security.md).
 
 use crate::{node_name, TransportError};
 use paxos_core::NodeId;
@@ -21,6 +25,9 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::path::Path;
+
+/// How long issued certificates are valid, in days, unless told otherwise.
+pub const DEFAULT_VALID_DAYS: u32 = 365;
 
 fn keys_err(e: impl std::fmt::Display) -> TransportError {
     TransportError::Keys(e.to_string())
@@ -51,12 +58,21 @@ impl Clone for NodeTls {
 pub struct ClusterCa {
     cert: rcgen::Certificate,
     key: KeyPair,
+    /// Validity of the certificates it issues, in days.
+    valid_days: u32,
 }
 
 impl std::fmt::Debug for ClusterCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterCa").finish_non_exhaustive()
     }
+}
+
+/// Sets `params` valid from a day ago (clock skew) for `days` days.
+fn validity(params: &mut CertificateParams, days: u32) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(i64::from(days));
 }
 
 fn ca_params() -> CertificateParams {
@@ -94,8 +110,21 @@ impl ClusterCa {
     }
 
     fn from_key(key: KeyPair) -> Result<ClusterCa, TransportError> {
-        let cert = ca_params().self_signed(&key).map_err(keys_err)?;
-        Ok(ClusterCa { cert, key })
+        // The CA outlives the node certificates it issues: rotating those must not need it anew.
+        let mut params = ca_params();
+        validity(&mut params, 10 * DEFAULT_VALID_DAYS);
+        let cert = params.self_signed(&key).map_err(keys_err)?;
+        Ok(ClusterCa {
+            cert,
+            key,
+            valid_days: DEFAULT_VALID_DAYS,
+        })
+    }
+
+    /// Issues certificates valid for `days` days from now on.
+    pub fn with_validity(mut self, days: u32) -> ClusterCa {
+        self.valid_days = days;
+        self
     }
 
     /// Reloads the CA from `ca.key` in `dir` (the certificate is rebuilt with the same name and
@@ -128,7 +157,9 @@ impl ClusterCa {
     /// Issues a certificate for node `id` as `(certificate PEM, private key PEM)`.
     pub fn issue_pem(&self, id: NodeId) -> Result<(String, String), TransportError> {
         let key = KeyPair::generate().map_err(keys_err)?;
-        let cert = node_params(id)?
+        let mut params = node_params(id)?;
+        validity(&mut params, self.valid_days);
+        let cert = params
             .signed_by(&key, &self.cert, &self.key)
             .map_err(keys_err)?;
         Ok((cert.pem(), key.serialize_pem()))
@@ -150,26 +181,57 @@ pub fn self_signed_node(
     })
 }
 
+/// Writes a new file (refusing to replace one) and sets its mode explicitly.
 fn write_file(path: &Path, content: &[u8], private: bool) -> Result<(), TransportError> {
     use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let _ = private;
-    let mut f = options
+    let label = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            keys_err(format!(
+                "{} exists: refusing to overwrite key material",
+                path.display()
+            ))
+        } else {
+            keys_err(format!("{}: {e}", path.display()))
+        }
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
         .open(path)
-        .map_err(|e| keys_err(format!("{}: {e}", path.display())))?;
-    f.write_all(content)
-        .map_err(|e| keys_err(format!("{}: {e}", path.display())))
+        .map_err(label)?;
+    set_mode(path, if private { 0o600 } else { 0o644 })?;
+    f.write_all(content).map_err(label)?;
+    f.sync_all().map_err(label)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), TransportError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| keys_err(format!("{}: {e}", path.display())))?;
+    }
+    let _ = (path, mode);
+    Ok(())
+}
+
+fn check_nodes(nodes: &[NodeId]) -> Result<(), TransportError> {
+    if nodes.is_empty() {
+        return Err(keys_err("no nodes: a cluster needs at least one server"));
+    }
+    Ok(())
+}
+
+fn write_cluster_key(path: &Path, key: &[u8; 32]) -> Result<(), TransportError> {
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    write_file(path, format!("{hex}\n").as_bytes(), true)
 }
 
 /// Generates a cluster CA, a certificate and key per node and the UDP cluster key, and writes
-/// them into `dir` (created if missing) under the names in the module documentation.
+/// them flat into `dir` (created if missing), CA key included: for local test clusters (see the
+/// module documentation; a real cluster takes [`keygen_bundles`]).
 pub fn keygen(dir: &Path, nodes: &[NodeId]) -> Result<(), TransportError> {
+    check_nodes(nodes)?;
     std::fs::create_dir_all(dir).map_err(keys_err)?;
     let ca = ClusterCa::generate()?;
     write_file(&dir.join("ca.pem"), ca.cert_pem().as_bytes(), false)?;
@@ -187,13 +249,61 @@ pub fn keygen(dir: &Path, nodes: &[NodeId]) -> Result<(), TransportError> {
             true,
         )?;
     }
-    let key: [u8; 32] = rand::random();
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    write_cluster_key(&dir.join("cluster.key"), &rand::random())
+}
+
+/// Creates `dir` (refusing an existing one) with mode 0700.
+fn new_private_dir(dir: &Path) -> Result<(), TransportError> {
+    std::fs::create_dir(dir).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            keys_err(format!(
+                "{} exists: refusing to overwrite key material",
+                dir.display()
+            ))
+        } else {
+            keys_err(format!("{}: {e}", dir.display()))
+        }
+    })?;
+    set_mode(dir, 0o700)
+}
+
+/// Generates a cluster CA and one bundle per node under `out` (see the module documentation):
+/// `out/ca/` holds the CA key and nothing else does; `out/node-<id>/` is node `id`'s `keys_dir`.
+/// Node certificates are valid for `valid_days` days.
+pub fn keygen_bundles(out: &Path, nodes: &[NodeId], valid_days: u32) -> Result<(), TransportError> {
+    check_nodes(nodes)?;
+    if valid_days == 0 {
+        return Err(keys_err("certificates must be valid for at least one day"));
+    }
+    std::fs::create_dir_all(out).map_err(|e| keys_err(format!("{}: {e}", out.display())))?;
+    let ca = ClusterCa::generate()?.with_validity(valid_days);
+    let ca_dir = out.join("ca");
+    new_private_dir(&ca_dir)?;
+    write_file(&ca_dir.join("ca.pem"), ca.cert_pem().as_bytes(), false)?;
     write_file(
-        &dir.join("cluster.key"),
-        format!("{hex}\n").as_bytes(),
+        &ca_dir.join("ca.key"),
+        ca.key.serialize_pem().as_bytes(),
         true,
-    )
+    )?;
+    let cluster_key: [u8; 32] = rand::random();
+    for &id in nodes {
+        let dir = out.join(format!("node-{}", id.0));
+        new_private_dir(&dir)?;
+        let (cert, key) = ca.issue_pem(id)?;
+        write_file(&dir.join("ca.pem"), ca.cert_pem().as_bytes(), false)?;
+        write_file(
+            &dir.join(format!("node-{}.pem", id.0)),
+            cert.as_bytes(),
+            false,
+        )?;
+        write_file(
+            &dir.join(format!("node-{}.key", id.0)),
+            key.as_bytes(),
+            true,
+        )?;
+        write_cluster_key(&dir.join("cluster.key"), &cluster_key)?;
+    }
+    Ok(())
 }
 
 /// Reads node `id`'s TLS identity (`ca.pem`, `node-<id>.pem`, `node-<id>.key`) from `dir`.
@@ -261,5 +371,88 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(parse_hex_key("zz").is_err());
+        // Existing key material is never replaced.
+        let again = keygen(dir.path(), &[NodeId(0)]).unwrap_err().to_string();
+        assert!(again.contains("refusing to overwrite"), "{again}");
+        assert!(keygen(&dir.path().join("none"), &[]).is_err());
+    }
+
+    #[test]
+    fn bundles_hold_only_their_node_and_the_ca_key_stays_apart() {
+        use std::os::unix::fs::PermissionsExt;
+        let out = tempfile::tempdir().unwrap();
+        keygen_bundles(out.path(), &[NodeId(0), NodeId(1), NodeId(2)], 30).unwrap();
+        for id in 0..3u32 {
+            let dir = out.path().join(format!("node-{id}"));
+            let mut names: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            let want = vec![
+                "ca.pem".to_owned(),
+                "cluster.key".to_owned(),
+                format!("node-{id}.key"),
+                format!("node-{id}.pem"),
+            ];
+            assert_eq!(names, want, "node {id}'s bundle");
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&dir), 0o700);
+            assert_eq!(mode(&dir.join(format!("node-{id}.key"))), 0o600);
+            let tls = load_node_tls(&dir, NodeId(id)).unwrap();
+            assert_eq!(tls.chain.len(), 1);
+            assert!(ClusterCa::load(&dir).is_err(), "no CA key in a node bundle");
+        }
+        assert_eq!(
+            load_cluster_key(&out.path().join("node-0")).unwrap(),
+            load_cluster_key(&out.path().join("node-2")).unwrap()
+        );
+        ClusterCa::load(&out.path().join("ca")).unwrap();
+        let again = keygen_bundles(out.path(), &[NodeId(0)], 30)
+            .unwrap_err()
+            .to_string();
+        assert!(again.contains("refusing to overwrite"), "{again}");
+        assert!(keygen_bundles(&out.path().join("x"), &[], 30).is_err());
+        assert!(keygen_bundles(&out.path().join("y"), &[NodeId(0)], 0).is_err());
+    }
+
+    #[test]
+    fn node_certificates_expire() {
+        let ca = ClusterCa::generate().unwrap().with_validity(30);
+        let (pem, _) = ca.issue_pem(NodeId(3)).unwrap();
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        // The validity is checked by verifying at two instants (rustls-webpki).
+        let anchors = [webpki::anchor_from_trusted_cert(&ca.cert_der())
+            .unwrap()
+            .to_owned()];
+        let verify = |days: u64| {
+            let at = rustls::pki_types::UnixTime::since_unix_epoch(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    + std::time::Duration::from_secs(days * 86_400),
+            );
+            cert_ok(&der, &anchors, at)
+        };
+        assert!(verify(0), "valid now");
+        assert!(!verify(31), "expired after 30 days");
+    }
+
+    fn cert_ok(
+        der: &CertificateDer<'_>,
+        anchors: &[rustls::pki_types::TrustAnchor<'_>],
+        at: rustls::pki_types::UnixTime,
+    ) -> bool {
+        let cert = webpki::EndEntityCert::try_from(der).unwrap();
+        cert.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            anchors,
+            &[],
+            at,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .is_ok()
     }
 }

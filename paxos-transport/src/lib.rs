@@ -63,6 +63,26 @@ pub enum TransportError {
     /// The transport was shut down.
     #[error("transport closed")]
     Closed,
+    /// Some messages of a [`Transport::send_batch`] failed; every other one was still sent.
+    #[error("{failed} of {total} messages not sent; the first failure: {first}")]
+    Partial {
+        /// How many failed.
+        failed: usize,
+        /// How many the batch held.
+        total: usize,
+        /// The first failure.
+        first: Box<TransportError>,
+    },
+}
+
+impl TransportError {
+    /// How many messages this error stands for (a [`TransportError::Partial`] counts each).
+    pub fn failed_messages(&self) -> usize {
+        match self {
+            TransportError::Partial { failed, .. } => *failed,
+            _ => 1,
+        }
+    }
 }
 
 /// Counters of a transport, as returned by [`Transport::stats`].
@@ -255,15 +275,33 @@ pub trait Transport: Send + Sync {
     async fn broadcast(&self, env: &Envelope) -> Result<(), TransportError>;
 
     /// Queues several messages; transports that batch put as many as fit in each packet.
-    /// `None` as destination means every other member.
+    /// `None` as destination means every other member. One failed message does not stop the
+    /// others: every one is tried, and the failures come back as [`TransportError::Partial`]
+    /// (one bad destination used to drop the rest of the driver's round).
     async fn send_batch(&self, batch: &[(Option<NodeId>, Envelope)]) -> Result<(), TransportError> {
+        let mut failed = 0;
+        let mut first = None;
         for (to, env) in batch {
-            match to {
-                Some(to) => self.send(*to, env).await?,
-                None => self.broadcast(env).await?,
+            let r = match to {
+                Some(to) => self.send(*to, env).await,
+                None => self.broadcast(env).await,
+            };
+            if let Err(e) = r {
+                if matches!(e, TransportError::Closed) {
+                    return Err(e);
+                }
+                failed += 1;
+                first.get_or_insert(e);
             }
         }
-        Ok(())
+        match first {
+            None => Ok(()),
+            Some(first) => Err(TransportError::Partial {
+                failed,
+                total: batch.len(),
+                first: Box::new(first),
+            }),
+        }
     }
 
     /// The next envelope from an authenticated member, with that member's id.

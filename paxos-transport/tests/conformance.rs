@@ -238,6 +238,46 @@ async fn lossy_link_recovers(kind: Kind) {
     assert!(lost > 0, "loss was injected");
 }
 
+/// A batch with a message to a non-member in the middle: the others are still sent, and the
+/// failure is reported for that one message.
+async fn one_bad_message_in_a_batch(kind: Kind) {
+    if skip(kind) {
+        return;
+    }
+    let h = Harness::new(kind, 2);
+    let nodes = h.start_all().await;
+    assert!(send_until_received(&*nodes[0], &*nodes[1], &env(NodeId(0), 9999, 10), T).await);
+    let batch = vec![
+        (Some(NodeId(1)), env(NodeId(0), 1, 100)),
+        (Some(NodeId(7)), env(NodeId(0), 2, 100)),
+        (Some(NodeId(1)), env(NodeId(0), 3, 100)),
+    ];
+    match nodes[0].send_batch(&batch).await {
+        Err(
+            e @ paxos_transport::TransportError::Partial {
+                failed: 1,
+                total: 3,
+                ..
+            },
+        ) => {
+            assert_eq!(e.failed_messages(), 1)
+        }
+        other => panic!("expected one failure of three, got {other:?}"),
+    }
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + T;
+    while got.len() < 2 && std::time::Instant::now() < deadline {
+        got.extend(
+            recv_n(&*nodes[1], 1, Duration::from_millis(200))
+                .await
+                .into_iter()
+                .map(|(_, e)| tag(&e))
+                .filter(|&t| t != 9999),
+        );
+    }
+    assert_eq!(got, vec![1, 3], "the message after the bad one was sent");
+}
+
 macro_rules! suite {
     ($($name:ident),*) => {
         mod mem { use super::*; $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(Kind::Mem).await } )* }
@@ -252,7 +292,8 @@ suite!(
     large_messages,
     many_peers,
     restart,
-    forged_sender
+    forged_sender,
+    one_bad_message_in_a_batch
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

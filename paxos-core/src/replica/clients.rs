@@ -35,7 +35,7 @@ pub(super) struct ClientTable {
     /// Updates of this server's own clients not yet executed (`pending_updates`).
     pending: FxHashMap<ClientId, Pending>,
     /// Updates waiting for a slot at this server (`update_queue`).
-    queue: VecDeque<ClientUpdate>,
+    queue: super::queue::UpdateQueue,
     /// The exactly-once table (`last_executed`), with session expiry.
     pub(super) sessions: Sessions,
     /// Per client, the highest timestamp queued or bound at this server in the current view.
@@ -79,6 +79,8 @@ impl ClientTable {
                     result: result.clone(),
                     outcome: ReplyOutcome::Applied,
                 });
+            } else if ts < done {
+                self.reply_outcome(client, ts, ReplyOutcome::Superseded(done));
             }
         }
     }
@@ -171,7 +173,7 @@ impl ClientTable {
     pub(super) fn enqueue(
         &mut self,
         u: ClientUpdate,
-        max_queue: usize,
+        (max_queue, max_bytes): (usize, usize),
         bound: impl Fn(&UpdateId) -> bool,
     ) -> Enqueued {
         let c = u.client_id;
@@ -189,7 +191,7 @@ impl ClientTable {
         {
             return Enqueued::Refused;
         }
-        if self.queue.len() >= max_queue {
+        if !self.queue.fits(&u, max_queue, max_bytes) {
             return Enqueued::Full;
         }
         if !registration {
@@ -226,7 +228,7 @@ impl ClientTable {
     /// A leader's new view: drops from the queue what is bound (`bound`), executed, or (for a
     /// forwarded update) older than what its client already had queued here.
     pub(super) fn drop_stale_from_queue(&mut self, me: NodeId, bound: impl Fn(&UpdateId) -> bool) {
-        let queue = std::mem::take(&mut self.queue);
+        let queue = self.queue.take();
         for u in queue {
             let c = u.client_id;
             let is_bound = bound(&u.id());
@@ -399,9 +401,11 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
 
     /// Queues `u` for proposal (see [`ClientTable::enqueue`]); counts a full queue.
     pub(super) fn enqueue(&mut self, u: ClientUpdate) -> bool {
-        match self.clients.enqueue(u, self.config.max_queue, |id| {
-            self.role.bound_at_install(id)
-        }) {
+        let bounds = (self.config.max_queue, self.config.max_queue_bytes);
+        match self
+            .clients
+            .enqueue(u, bounds, |id| self.role.bound_at_install(id))
+        {
             Enqueued::Queued => true,
             Enqueued::Refused => false,
             Enqueued::Full => {

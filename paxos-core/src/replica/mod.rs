@@ -43,6 +43,7 @@ mod clients;
 use clients::ClientTable;
 mod fingerprint;
 mod ordering;
+mod queue;
 use ordering::Execution;
 mod outbox;
 use outbox::Outbox;
@@ -424,7 +425,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
     /// [`Replica::handle_persisted`] once it is on stable storage.
     pub fn poll_persist(&mut self) -> Option<PersistBatch> {
         self.flush();
-        let batch = self.outbox.close_batch()?;
+        let batch = self.outbox.close_batch(self.now)?;
         self.metrics.batches += 1;
         Some(batch)
     }

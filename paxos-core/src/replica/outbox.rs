@@ -26,6 +26,8 @@ pub(super) struct Outbox {
     persisted: u64,
     /// The batch carrying the last installed (received) snapshot; 0: none.
     install_batch: u64,
+    /// Sync batches handed out and not yet durable, with when each was handed out.
+    sync_closed_at: VecDeque<(u64, Time)>,
     /// Messages waiting for a batch, in creation order (they leave in that order).
     held: VecDeque<(u64, Destination, Message)>,
     /// This server's own accepts waiting for the batch that carries the accepted proposal.
@@ -53,6 +55,7 @@ impl Outbox {
             last_closed_sync: 0,
             persisted: 0,
             install_batch: 0,
+            sync_closed_at: VecDeque::new(),
             held: VecDeque::new(),
             held_self_accepts: VecDeque::new(),
             proposals: Vec::new(),
@@ -131,8 +134,13 @@ impl Outbox {
         self.install_batch > self.persisted
     }
 
-    /// Closes the open batch and hands it out, if it holds anything.
-    pub(super) fn close_batch(&mut self) -> Option<PersistBatch> {
+    /// Since when the oldest sync batch handed out waits to be durable.
+    pub(super) fn storage_wait_since(&self) -> Option<Time> {
+        self.sync_closed_at.front().map(|(_, t)| *t)
+    }
+
+    /// Closes the open batch and hands it out (at `now`), if it holds anything.
+    pub(super) fn close_batch(&mut self, now: Time) -> Option<PersistBatch> {
         if self.open.is_empty() {
             return None;
         }
@@ -141,6 +149,7 @@ impl Outbox {
         batch.id = BatchId(self.last_closed);
         if batch.sync {
             self.last_closed_sync = self.last_closed;
+            self.sync_closed_at.push_back((self.last_closed, now));
         }
         Some(batch)
     }
@@ -160,6 +169,13 @@ impl Outbox {
             return false;
         }
         self.persisted = upto.0;
+        while self
+            .sync_closed_at
+            .front()
+            .is_some_and(|(id, _)| *id <= self.persisted)
+        {
+            self.sync_closed_at.pop_front();
+        }
         while let Some((dep, _, _)) = self.held.front() {
             if *dep > self.persisted {
                 break;

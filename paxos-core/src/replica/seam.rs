@@ -14,9 +14,20 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             leader_announced_view: self.leader_announced_view,
             local_aru: self.local_aru,
             has_outstanding_work: !self.outbox.install_persisting()
+                && !self.waits_on_own_storage()
                 && (self.clients.has_work() || self.lag_waits_on_leader()),
             incarnation: self.incarnation,
         }
+    }
+
+    /// Whether a sync write of this server's has been outstanding for `Config::storage_stall`:
+    /// nothing it waits for can progress before it returns, whoever leads.
+    fn waits_on_own_storage(&self) -> bool {
+        !self.config.storage_stall.is_zero()
+            && self
+                .outbox
+                .storage_wait_since()
+                .is_some_and(|t| self.now.saturating_since(t) >= self.config.storage_stall)
     }
 
     /// Whether slots this server saw ordered but has not executed are work the leader owes it.
@@ -83,6 +94,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             last_view_progress: self.last_view_progress,
             last_heard_from_leader: self.last_heard[self.installed_leader().index()],
             receiving_snapshot: self.transfer.receiving(self.now, self.config.recon_timeout),
+            storage_wait_since: self.outbox.storage_wait_since(),
         });
     }
 

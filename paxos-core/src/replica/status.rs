@@ -97,6 +97,9 @@ pub struct Suspicion {
     pub last_heard_from_leader: Option<Time>,
     /// Whether a snapshot was being received.
     pub receiving_snapshot: bool,
+    /// Since when this server's oldest outstanding sync write waited (see
+    /// [`crate::Config::storage_stall`]).
+    pub storage_wait_since: Option<Time>,
 }
 
 /// Counters for observability.

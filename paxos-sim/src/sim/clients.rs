@@ -239,6 +239,9 @@ impl World {
                 }
                 return;
             }
+            // Never for an honest client's outstanding update (its later timestamps come after
+            // this one's answer); the checker verifies the claim.
+            ReplyOutcome::Superseded(_) => return,
             ReplyOutcome::Applied => {}
         }
         let latency = self.now - cl.first_sent;

@@ -43,6 +43,10 @@ pub(crate) enum RecordKind {
     /// A batch that carried a snapshot: `(PersistBatch without it, SnapRef)`; the image is in its
     /// own file (`snapfile.rs`).
     BatchRef = 6,
+    /// A checkpoint file's part: a bounded run of its accepted, ordered or pending entries.
+    CheckpointPart = 7,
+    /// A checkpoint file's last record: how many parts and entries came before it.
+    CheckpointEnd = 8,
 }
 
 impl RecordKind {
@@ -54,6 +58,8 @@ impl RecordKind {
             4 => Self::Seal,
             5 => Self::Checkpoint,
             6 => Self::BatchRef,
+            7 => Self::CheckpointPart,
+            8 => Self::CheckpointEnd,
             _ => return None,
         })
     }

@@ -29,9 +29,8 @@ impl WalStorage {
         // Images the checkpoint and the replayed records name: every one stays (a later
         // recovery replays the same records).
         let mut named: Vec<SnapRef> = Vec::new();
-        let (mut state, start_seg, start_off) = match std::fs::read(&ck_path) {
-            Ok(data) => {
-                let ck = read_checkpoint(&ck_path, &data)?;
+        let (mut state, start_seg, start_off) = match read_checkpoint(&ck_path)? {
+            Some(ck) => {
                 let mut state = ck.state;
                 if let Some(r) = &ck.snapshot {
                     state.snapshot = Some(self.read_snapshot_file(r)?);
@@ -39,10 +38,7 @@ impl WalStorage {
                 }
                 (state, Some(ck.log_segment), ck.log_offset)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                (DurableState::default(), None, 0)
-            }
-            Err(e) => return Err(io_err(&ck_path, e)),
+            None => (DurableState::default(), None, 0),
         };
         let mut segs = ids;
         if let Some(start) = start_seg {
@@ -245,7 +241,9 @@ fn replay(
             }
             return Ok(true);
         }
-        RecordKind::Checkpoint => return Err(corrupt("checkpoint record inside a segment".into())),
+        RecordKind::Checkpoint | RecordKind::CheckpointPart | RecordKind::CheckpointEnd => {
+            return Err(corrupt("checkpoint record inside a segment".into()))
+        }
     }
     Ok(false)
 }
