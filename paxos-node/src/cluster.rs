@@ -207,14 +207,38 @@ pub fn namespaces_available() -> bool {
             .is_ok_and(|o| o.status.success())
 }
 
-fn free_tcp_port() -> Result<u16, ClusterError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-    Ok(l.local_addr().map_err(io("finding a free port"))?.port())
+/// Lowest port of the kernel's ephemeral range (what outgoing connections are given).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
-fn free_udp_port() -> Result<u16, ClusterError> {
-    let s = UdpSocket::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-    Ok(s.local_addr().map_err(io("finding a free port"))?.port())
+/// A loopback port free for both TCP and UDP now, below the kernel's ephemeral range, and not
+/// handed out before by this process.
+///
+/// Below the range: a port that outgoing connections can be given may be taken by one between
+/// this probe and the server's bind (or be a client's own port, a self-connection). Each process
+/// starts its search at another place, so concurrent test processes rarely probe the same ports.
+pub fn free_port() -> Result<u16, ClusterError> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let high = u32::from(ephemeral_low()).max(LOW + 1_000);
+    let span = high - LOW;
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return Ok(port);
+        }
+    }
+    Err(ClusterError::Failed(format!(
+        "no free port in {LOW}..{high}"
+    )))
 }
 
 impl LocalCluster {
@@ -236,6 +260,9 @@ impl LocalCluster {
             }
         };
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        // The node files name paths under `dir`; relative ones would be taken from the files'
+        // own directory, i.e. doubled.
+        let dir = std::path::absolute(&dir).map_err(io(format!("resolving {}", dir.display())))?;
         let keys = dir.join("keys");
         let out = Command::new(binary)
             .args(["keygen", "--dir"])
@@ -267,15 +294,15 @@ impl LocalCluster {
         }
         for id in (0..options.servers as u32).filter(|_| netns.is_none()) {
             let peer_port = match options.transport {
-                TransportChoice::Quic | TransportChoice::UdpMulticast => free_udp_port()?,
+                TransportChoice::Quic | TransportChoice::UdpMulticast => free_port()?,
             };
             members.push(Member {
                 id,
                 peer: SocketAddr::from(([127, 0, 0, 1], peer_port)),
-                client: SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?)),
+                client: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
             });
         }
-        let group_port = free_udp_port()?;
+        let group_port = free_port()?;
         let mut files = Vec::new();
         for id in 0..options.servers as u32 {
             let file = NodeFile {
@@ -299,7 +326,7 @@ impl LocalCluster {
                 metrics_addr: if options.metrics && netns.is_some() {
                     Some(SocketAddr::new(members[id as usize].client.ip(), 9100))
                 } else if options.metrics {
-                    Some(SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?)))
+                    Some(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
                 } else {
                     None
                 },

@@ -526,6 +526,38 @@ keys_dir = "/tmp/keys"
         assert_eq!(f.transport.keys_dir, PathBuf::from("/tmp/keys"));
     }
 
+    /// The README's example file lists every key of the optional sections with its real
+    /// default, and parses.
+    #[test]
+    fn the_readme_shows_every_default() {
+        let readme = include_str!("../README.md");
+        let block = readme
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n```").next())
+            .expect("README has a toml block");
+        let f = NodeFile::parse(block).unwrap();
+        assert_eq!(f.protocol, ProtocolSection::default());
+        assert_eq!(f.election, ElectionSection::default());
+        assert_eq!(f.sessions, SessionsSection::default());
+        assert_eq!(f.clients, ClientsSection::default());
+        assert_eq!(f.storage.disk_timeout_s, default_disk_timeout_s());
+        let defaults = [
+            toml::to_string(&ProtocolSection::default()).unwrap(),
+            toml::to_string(&ElectionSection::default()).unwrap(),
+            toml::to_string(&SessionsSection::default()).unwrap(),
+            toml::to_string(&ClientsSection::default()).unwrap(),
+            format!("disk_timeout_s = {}", default_disk_timeout_s()),
+        ];
+        let shown: Vec<String> = block
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim().to_owned())
+            .collect();
+        for line in defaults.iter().flat_map(|d| d.lines()) {
+            assert!(shown.iter().any(|s| s == line), "README lacks `{line}`");
+        }
+    }
+
     #[test]
     fn bad_files_name_the_field() {
         let cases = [

@@ -41,17 +41,40 @@ pub fn init(format: LogFormat, default_filter: &str) -> Result<(), LoggingError>
     .map_err(|e| LoggingError(e.to_string()))
 }
 
-/// Logs a snapshot transfer into this server: its start, every tenth of the image, and its end,
-/// so an operator sees catch-up move without a line per chunk.
+/// Logs how a server catches up, so an operator sees it move without a line per message: a
+/// snapshot transfer into it (start, every tenth of the image, end), and a lag behind the highest
+/// aru it heard of above [`crate::health::READY_MAX_LAG`] (when it begins and when it ends).
 #[derive(Debug, Default)]
-pub(crate) struct TransferLog {
+pub(crate) struct ProgressLog {
     current: Option<paxos_core::replica::TransferProgress>,
     logged_tenths: u64,
+    behind_since_aru: Option<u64>,
 }
 
-impl TransferLog {
-    /// Notes the transfer the replica reports now (after a driver round).
-    pub(crate) fn observe(&mut self, now: Option<&paxos_core::replica::TransferProgress>) {
+impl ProgressLog {
+    /// Notes what the replica reports after a driver round.
+    pub(crate) fn observe(&mut self, st: &paxos_core::Status) {
+        self.observe_transfer(st.transfer.as_ref());
+        let aru = st.local_aru.0;
+        self.observe_lag(aru, st.peer_aru.iter().map(|s| s.0).max().unwrap_or(aru));
+    }
+
+    fn observe_lag(&mut self, aru: u64, highest: u64) {
+        let lag = highest.saturating_sub(aru);
+        match self.behind_since_aru {
+            None if lag > crate::health::READY_MAX_LAG => {
+                self.behind_since_aru = Some(aru);
+                tracing::info!(aru, highest, lag, "catching up");
+            }
+            Some(from) if lag <= crate::health::READY_MAX_LAG => {
+                self.behind_since_aru = None;
+                tracing::info!(aru, slots = aru.saturating_sub(from), "caught up");
+            }
+            _ => {}
+        }
+    }
+
+    fn observe_transfer(&mut self, now: Option<&paxos_core::replica::TransferProgress>) {
         match (self.current.take(), now) {
             (None, None) => {}
             (Some(was), None) => {
@@ -155,20 +178,33 @@ mod tests {
     }
 
     #[test]
-    fn transfer_log_follows_one_transfer_to_its_end() {
-        let mut log = TransferLog::default();
+    fn progress_log_notes_a_lag_once_and_its_end() {
+        let mut log = ProgressLog::default();
+        log.observe_lag(0, 10);
+        assert_eq!(log.behind_since_aru, None);
+        log.observe_lag(5, 5_000);
+        assert_eq!(log.behind_since_aru, Some(5));
+        log.observe_lag(3_000, 5_000);
+        assert_eq!(log.behind_since_aru, Some(5));
+        log.observe_lag(4_500, 5_000);
+        assert_eq!(log.behind_since_aru, None);
+    }
+
+    #[test]
+    fn progress_log_follows_one_transfer_to_its_end() {
+        let mut log = ProgressLog::default();
         let mut t = paxos_core::replica::TransferProgress {
             seq: paxos_core::Seq(10),
             source: paxos_core::NodeId(1),
             received: 0,
             total: 100,
         };
-        log.observe(Some(&t));
+        log.observe_transfer(Some(&t));
         assert_eq!(log.logged_tenths, 0);
         t.received = 55;
-        log.observe(Some(&t));
+        log.observe_transfer(Some(&t));
         assert_eq!(log.logged_tenths, 5);
-        log.observe(None);
+        log.observe_transfer(None);
         assert!(log.current.is_none());
     }
 }

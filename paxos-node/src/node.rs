@@ -13,7 +13,7 @@ use crate::metrics::NodeMetrics;
 use crate::protocol::{ClientRequest, ClientResponse};
 use paxos_core::{
     ClientId, ClientUpdate, Config, Destination, Envelope, LeaderElection, PersistBatch, Replica,
-    ReplyOutcome, StateMachine, Time,
+    ReplyOutcome, ServerState, StateMachine, Time,
 };
 use paxos_storage::Storage;
 use paxos_transport::{Transport, TransportError};
@@ -292,11 +292,15 @@ where
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut conns: HashMap<u64, ConnHandle> = HashMap::new();
     let mut client_conn: HashMap<ClientId, u64> = HashMap::new();
-    let mut last_view = replica.status().last_installed;
+    // A lone server installs its view as it is built: logged below like any other (a recovered
+    // server in leader election is in no view, whatever view it last installed).
+    let mut last_view = Some(replica.status())
+        .filter(|st| st.state == ServerState::LeaderElection)
+        .map_or(paxos_core::View::default(), |st| st.last_installed);
     let mut last_suspicion = replica.last_suspicion().map(|s| s.at);
     let mut outgoing: Vec<(Option<paxos_core::NodeId>, Envelope)> = Vec::new();
     let mut last_tick = Instant::now();
-    let mut transfer_log = crate::logging::TransferLog::default();
+    let mut progress_log = crate::logging::ProgressLog::default();
     loop {
         let mut handled = 0usize;
         let mut round_started = None;
@@ -448,7 +452,7 @@ where
                 "slow driver round"
             );
         }
-        transfer_log.observe(st.transfer.as_ref());
+        progress_log.observe(&st);
         metrics.observe_round(&st, replica.metrics());
     }
 }

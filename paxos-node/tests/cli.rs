@@ -54,17 +54,9 @@ fn help_documents_the_exit_codes() {
     }
 }
 
-/// A port below the kernel's ephemeral range (so no outgoing connection can be given it) that is
-/// free for TCP and UDP now; each test process starts its search elsewhere.
+/// A free port below the kernel's ephemeral range (no outgoing connection can be given it).
 fn free_port() -> u16 {
-    let start = 20_000 + (std::process::id() as u16 % 500) * 20;
-    (start..32_000)
-        .chain(20_000..start)
-        .find(|p| {
-            std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()
-                && std::net::UdpSocket::bind(("127.0.0.1", *p)).is_ok()
-        })
-        .expect("a free port below 32000")
+    paxos_node::cluster::free_port().expect("a free port")
 }
 
 /// A one-server cluster's configuration in `dir` (keys generated in `dir/keys`), with the given
@@ -79,7 +71,7 @@ fn one_server(dir: &Path, keys_dir: &str, storage: &str) -> (PathBuf, String) {
         "--flat",
     ]);
     assert!(out.status.success(), "{out:?}");
-    let (peer, client) = (free_port(), free_port() + 1);
+    let (peer, client) = (free_port(), free_port());
     let client = format!("127.0.0.1:{client}");
     let text = format!(
         "id = 0\n[[members]]\nid = 0\npeer = \"127.0.0.1:{peer}\"\nclient = \"{client}\"\n\
@@ -94,6 +86,15 @@ fn one_server(dir: &Path, keys_dir: &str, storage: &str) -> (PathBuf, String) {
 /// `paxos-node run ARGS` started in `cwd` with stderr to a pipe, read until a line contains
 /// "serving" (or the process ends): the process, its stderr and the lines read so far.
 fn start_server(args: &[&str], cwd: &Path) -> (Child, BufReader<ChildStderr>, Vec<Vec<u8>>) {
+    start_server_until(args, cwd, "serving")
+}
+
+/// [`start_server`], reading until a line contains `marker`.
+fn start_server_until(
+    args: &[&str],
+    cwd: &Path,
+    marker: &str,
+) -> (Child, BufReader<ChildStderr>, Vec<Vec<u8>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_paxos-node"))
         .arg("run")
         .args(args)
@@ -111,9 +112,9 @@ fn start_server(args: &[&str], cwd: &Path) -> (Child, BufReader<ChildStderr>, Ve
         if stderr.read_until(b'\n', &mut line).unwrap() == 0 {
             break;
         }
-        let serving = String::from_utf8_lossy(&line).contains("serving");
+        let found = String::from_utf8_lossy(&line).contains(marker);
         lines.push(line);
-        if serving {
+        if found {
             break;
         }
     }
@@ -152,7 +153,10 @@ fn a_server_logs_serving_at_info_in_plain_text_on_a_pipe() {
         keys.to_str().unwrap(),
         "[storage]\nbackend = \"memory\"",
     );
-    let (lines, _) = run_until_serving(&["--config", config.to_str().unwrap()], dir.path());
+    // A one-server cluster installs its view at once, after it logs "serving".
+    let args = ["--config", config.to_str().unwrap()];
+    let (child, stderr, mut lines) = start_server_until(&args, dir.path(), "view installed");
+    stop_server(child, stderr, &mut lines);
     let text: Vec<String> = lines
         .iter()
         .map(|l| String::from_utf8_lossy(l).into_owned())
@@ -161,6 +165,10 @@ fn a_server_logs_serving_at_info_in_plain_text_on_a_pipe() {
     assert!(serving.is_some_and(|i| i < 5), "{text:#?}");
     assert!(text[serving.unwrap()].contains(&client), "{text:#?}");
     assert!(text[serving.unwrap()].contains("INFO"), "{text:#?}");
+    assert!(
+        text.iter().any(|l| l.contains("view installed")),
+        "{text:#?}"
+    );
     assert!(lines.iter().all(|l| !l.contains(&0x1b)), "{text:#?}");
 }
 
