@@ -43,6 +43,8 @@ pub(crate) enum RecordKind {
     /// A batch that carried a snapshot: `(PersistBatch without it, SnapRef)`; the image is in its
     /// own file (`snapfile.rs`).
     BatchRef = 6,
+    /// The header of a write's frame (`frame.rs`); the write's records follow it.
+    Frame = 7,
 }
 
 impl RecordKind {
@@ -54,6 +56,7 @@ impl RecordKind {
             4 => Self::Seal,
             5 => Self::Checkpoint,
             6 => Self::BatchRef,
+            7 => Self::Frame,
             _ => return None,
         })
     }
@@ -82,7 +85,8 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     Ok(())
 }
 
-fn crc(segment: u64, body: &[u8]) -> u32 {
+/// CRC32C of `body`, seeded with `segment` (as u64 LE).
+pub(crate) fn crc(segment: u64, body: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&segment.to_le_bytes()), body)
 }
 
