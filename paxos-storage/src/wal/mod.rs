@@ -201,8 +201,9 @@ impl WalStorage {
         self.loaded.as_ref().map(|l| (l.w.id, l.w.pos))
     }
 
-    /// How many torn tails (damaged bytes confined to the writes after the last fdatasync, left
-    /// by a crash) [`Storage::load`] found and truncated: 0 or 1.
+    /// How many torn tails [`Storage::load`] found and erased (zeroed and synced): 0 or 1. A
+    /// torn tail is damage confined to the writes after the last fdatasync, left by a crash, or
+    /// the stale bytes of a recycled segment's previous life after the end of the log.
     pub fn torn_tails_truncated(&self) -> u64 {
         self.torn_tails
     }

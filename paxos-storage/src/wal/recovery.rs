@@ -184,16 +184,27 @@ impl WalStorage {
                             reason: format!("{reason}, but {why}: damage inside the written log"),
                         });
                     }
+                    // A torn write, or records of the file's previous life as another segment.
+                    // Whole frames of the torn window may be among them (valid for this segment,
+                    // at their own offsets): zero it all and sync, so that no later write that
+                    // ends exactly where one starts brings it back into the log.
                     self.torn_tails += 1;
-                    // A torn write, or records of the file's previous life as another segment:
-                    // none of it validates for this segment, so appends simply overwrite it.
                     tracing::info!(
                         file = %path.display(),
                         offset = off,
                         bytes = dirty_end - off,
                         reason,
-                        "WAL: log ends here; the torn or stale bytes after it are ignored"
+                        "WAL: log ends here; the torn or stale bytes after it are erased"
                     );
+                    let file = self.fs.open_rw(&path)?;
+                    let zeros = vec![0u8; 1 << 20];
+                    let mut at = off;
+                    while at < dirty_end {
+                        let n = zeros.len().min(dirty_end - at);
+                        self.fs.write_at(&file, &path, &zeros[..n], at as u64)?;
+                        at += n;
+                    }
+                    self.fs.sync_data(&file, &path)?;
                 }
             }
             let capacity = (data.len() as u64).max(self.opts.segment_bytes);
