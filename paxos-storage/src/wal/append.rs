@@ -3,6 +3,7 @@
 //! with one `pwrite` per segment touched, then fdatasynced once, inline or on the helper thread
 //! while the caller folds the batches into its in-memory state.
 
+use super::frame::{self, FRAME_LEN};
 use super::fs::Fs;
 use super::record::{self, SEAL_RESERVE};
 use super::WalStorage;
@@ -79,6 +80,7 @@ impl WalStorage {
         if l.w.dirty {
             self.fs.sync_data(&l.w.file, &l.w.path)?;
             l.w.dirty = false;
+            l.w.synced = l.w.pos;
         }
         Ok(())
     }
@@ -108,36 +110,55 @@ impl WalStorage {
             None => Err(StorageError::Misuse("finish_sync without start_sync")),
         };
         result?;
-        self.loaded().w.dirty = false;
+        // Nothing is written between start_sync and here, so the sync covered `pos`.
+        let w = &mut self.loaded().w;
+        w.dirty = false;
+        w.synced = w.pos;
         Ok(())
     }
 
-    /// Encodes records with `encode` into `self.buf` one at a time and writes them, sealing and
-    /// rotating segments as they fill. `encode` gets a record index and the current segment id
-    /// (the CRC's seed) and returns whether it encoded a record.
+    /// Encodes records with `encode` into `self.buf` one at a time and writes them as one frame
+    /// per segment touched (`frame.rs`), sealing and rotating segments as they fill. `encode` gets
+    /// a record index and the CRC seed of the current segment's framed records and returns
+    /// whether it encoded a record.
     pub(super) fn write_records(
         &mut self,
         mut encode: impl FnMut(usize, &mut Vec<u8>, u64) -> Result<bool, StorageError>,
     ) -> Result<(), StorageError> {
         self.buf.clear();
+        self.buf.resize(FRAME_LEN, 0);
         let mut i = 0;
         loop {
             let before = self.buf.len();
             let id = self.loaded().w.id;
-            if !encode(i, &mut self.buf, id)? {
+            if !encode(i, &mut self.buf, frame::inner_seed(id))? {
                 break;
             }
             i += 1;
             let len = self.buf.len();
             if !self.loaded().w.fits(len) {
-                self.write_buf(0..before)?;
-                let need = (len - before + SEAL_RESERVE) as u64;
+                if before > FRAME_LEN {
+                    self.seal_frame(before);
+                    self.write_buf(0..before)?;
+                }
+                let need = (len - before + FRAME_LEN + SEAL_RESERVE) as u64;
                 self.rotate(need)?;
-                self.buf.drain(..before);
+                self.buf.drain(FRAME_LEN..before);
                 let id = self.loaded().w.id;
-                record::stamp(&mut self.buf, id);
+                record::stamp(&mut self.buf[FRAME_LEN..], frame::inner_seed(id));
             }
         }
+        if self.buf.len() == FRAME_LEN {
+            return Ok(());
+        }
+        self.seal_frame(self.buf.len());
         self.write_buf(0..self.buf.len())
+    }
+
+    /// Fills the frame header at the start of `self.buf[..end]` for the current position.
+    fn seal_frame(&mut self, end: usize) {
+        let w = &self.loaded.as_ref().expect("checked by ready()").w;
+        let (id, pos, synced) = (w.id, w.pos, w.synced);
+        frame::seal_frame(&mut self.buf[..end], id, pos, synced);
     }
 }

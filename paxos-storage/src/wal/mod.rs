@@ -62,6 +62,7 @@
 mod append;
 mod checkpoint;
 mod fault;
+mod frame;
 mod fs;
 mod options;
 mod phase;
@@ -130,6 +131,8 @@ pub struct WalStorage {
     named_after: Vec<(u64, snapfile::SnapRef)>,
     /// Segment rotations of the current append: (seal and fdatasync, next segment in place).
     rotations: Vec<(std::time::Duration, std::time::Duration)>,
+    /// Torn tails (damage confined to unsynced writes) that recovery truncated.
+    torn_tails: u64,
 }
 
 impl WalStorage {
@@ -178,6 +181,7 @@ impl WalStorage {
             names_logged: 0,
             named_after: Vec::new(),
             rotations: Vec::new(),
+            torn_tails: 0,
         })
     }
 
@@ -195,6 +199,13 @@ impl WalStorage {
     /// Everything before it has been written (not necessarily synced).
     pub fn position(&self) -> Option<(u64, u64)> {
         self.loaded.as_ref().map(|l| (l.w.id, l.w.pos))
+    }
+
+    /// How many torn tails [`Storage::load`] found and erased (zeroed and synced): 0 or 1. A
+    /// torn tail is damage confined to the writes after the last fdatasync, left by a crash, or
+    /// the stale bytes of a recycled segment's previous life after the end of the log.
+    pub fn torn_tails_truncated(&self) -> u64 {
+        self.torn_tails
     }
 
     /// The file of segment `id` (it may not exist).

@@ -47,6 +47,8 @@ pub(crate) enum RecordKind {
     CheckpointPart = 7,
     /// A checkpoint file's last record: how many parts and entries came before it.
     CheckpointEnd = 8,
+    /// The header of a write's frame (`frame.rs`); the write's records follow it.
+    Frame = 9,
 }
 
 impl RecordKind {
@@ -60,6 +62,7 @@ impl RecordKind {
             6 => Self::BatchRef,
             7 => Self::CheckpointPart,
             8 => Self::CheckpointEnd,
+            9 => Self::Frame,
             _ => return None,
         })
     }
@@ -88,7 +91,8 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     Ok(())
 }
 
-fn crc(segment: u64, body: &[u8]) -> u32 {
+/// CRC32C of `body`, seeded with `segment` (as u64 LE).
+pub(crate) fn crc(segment: u64, body: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&segment.to_le_bytes()), body)
 }
 

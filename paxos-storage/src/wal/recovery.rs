@@ -3,6 +3,7 @@
 //! log, end the log at a torn or stale tail of the last segment, and position the writer there.
 
 use super::checkpoint::read_checkpoint;
+use super::frame;
 use super::fs::{self, io_err, CHECKPOINT_FILE};
 use super::record::{self, RecordKind};
 use super::segment::Writer;
@@ -90,27 +91,69 @@ impl WalStorage {
             let mut sealed = false;
             let mut bad = None;
             while off < data.len() {
-                match record::parse(&data, off, id) {
-                    Ok(rec) => {
-                        sealed = replay(
-                            self,
-                            &mut state,
-                            &mut named,
-                            (&path, off, id),
-                            rec.kind,
-                            rec.payload,
-                        )?;
-                        records += 1;
-                        replayed += rec.end as u64 - off as u64;
-                        off = rec.end;
-                        if sealed {
-                            break;
-                        }
-                    }
+                let rec = match record::parse(&data, off, id) {
+                    Ok(rec) => rec,
                     Err(reason) => {
                         bad = Some(reason);
                         break;
                     }
+                };
+                if rec.kind == RecordKind::Frame {
+                    let f = match frame::check(&data, off, rec.payload, id) {
+                        Ok(f) => f,
+                        Err(reason) => {
+                            bad = Some(reason);
+                            break;
+                        }
+                    };
+                    let mut o = f.body;
+                    while o < f.end {
+                        // The body's CRC matched, so a bad record inside it was written bad.
+                        let inner = record::parse(&data[..f.end], o, frame::inner_seed(id))
+                            .map_err(|reason| StorageError::Corrupt {
+                                path: path.clone(),
+                                offset: o as u64,
+                                reason: format!("{reason} inside a valid frame"),
+                            })?;
+                        if matches!(inner.kind, RecordKind::Frame | RecordKind::Seal) {
+                            return Err(StorageError::Corrupt {
+                                path,
+                                offset: o as u64,
+                                reason: format!("{:?} record inside a frame", inner.kind),
+                            });
+                        }
+                        replay(
+                            self,
+                            &mut state,
+                            &mut named,
+                            (&path, o, id),
+                            inner.kind,
+                            inner.payload,
+                        )?;
+                        records += 1;
+                        o = inner.end;
+                    }
+                } else {
+                    // A bare record: a seal, or a log written before frames existed.
+                    sealed = replay(
+                        self,
+                        &mut state,
+                        &mut named,
+                        (&path, off, id),
+                        rec.kind,
+                        rec.payload,
+                    )?;
+                    records += 1;
+                }
+                let end = if rec.kind == RecordKind::Frame {
+                    frame::valid_at(&data, off, id).map_or(rec.end, |f| f.end)
+                } else {
+                    rec.end
+                };
+                replayed += end as u64 - off as u64;
+                off = end;
+                if sealed {
+                    break;
                 }
             }
             if !last {
@@ -130,24 +173,34 @@ impl WalStorage {
             if let Some(reason) = bad {
                 let dirty_end = record::nonzero_end(&data, off);
                 if dirty_end > off {
-                    if let Some(valid) = record::find_valid_after(&data, off + 1, id) {
+                    if let Some(why) = written_after(&data, off, id) {
                         return Err(StorageError::Corrupt {
                             path,
                             offset: off as u64,
-                            reason: format!(
-                                "{reason}, but a valid record follows at offset {valid}: damage inside the written log"
-                            ),
+                            reason: format!("{reason}, but {why}: damage inside the written log"),
                         });
                     }
-                    // A torn write, or records of the file's previous life as another segment:
-                    // none of it validates for this segment, so appends simply overwrite it.
+                    // A torn write, or records of the file's previous life as another segment.
+                    // Whole frames of the torn window may be among them (valid for this segment,
+                    // at their own offsets): zero it all and sync, so that no later write that
+                    // ends exactly where one starts brings it back into the log.
+                    self.torn_tails += 1;
                     tracing::info!(
                         file = %path.display(),
                         offset = off,
                         bytes = dirty_end - off,
                         reason,
-                        "WAL: log ends here; the torn or stale bytes after it are ignored"
+                        "WAL: log ends here; the torn or stale bytes after it are erased"
                     );
+                    let file = self.fs.open_rw(&path)?;
+                    let zeros = vec![0u8; 1 << 20];
+                    let mut at = off;
+                    while at < dirty_end {
+                        let n = zeros.len().min(dirty_end - at);
+                        self.fs.write_at(&file, &path, &zeros[..n], at as u64)?;
+                        at += n;
+                    }
+                    self.fs.sync_data(&file, &path)?;
                 }
             }
             let capacity = (data.len() as u64).max(self.opts.segment_bytes);
@@ -170,6 +223,9 @@ impl WalStorage {
                     pos,
                     capacity,
                     dirty: false,
+                    // What recovery read may be only in the page cache (a killed process):
+                    // nothing counts as synced until this writer's first fdatasync.
+                    synced: 0,
                 }
             }
             // Crashed after sealing, before the next segment was put in place.
@@ -244,6 +300,40 @@ fn replay(
         RecordKind::Checkpoint | RecordKind::CheckpointPart | RecordKind::CheckpointEnd => {
             return Err(corrupt("checkpoint record inside a segment".into()))
         }
+        RecordKind::Frame => return Err(corrupt("nested frame header".into())),
     }
     Ok(false)
+}
+
+/// Whether anything after the damage at `bad` in the last segment proves that the damaged bytes
+/// had been synced: a valid frame whose `synced_before` is past `bad` (it was written after a
+/// sync that covered them), or a valid bare record other than a seal (a log without frames, where
+/// any valid record after a hole is refused). Says what it found.
+///
+/// Valid frames with `synced_before <= bad` are writes of the same unsynced window as the damaged
+/// one (a power cut may persist their pages in any order), so they end the log too.
+fn written_after(data: &[u8], bad: usize, segment: u64) -> Option<String> {
+    let mut i = bad + 1;
+    while let Some(v) = record::find_valid_after(data, i, segment) {
+        i = v + 1;
+        let Ok(rec) = record::parse(data, v, segment) else {
+            continue;
+        };
+        match rec.kind {
+            RecordKind::Frame => match frame::check(data, v, rec.payload, segment) {
+                Ok(f) if f.synced_before > bad as u64 => {
+                    return Some(format!(
+                        "a valid frame at offset {v} was written after offset {} was synced",
+                        f.synced_before
+                    ))
+                }
+                _ => {}
+            },
+            // Written in the same unsynced window as the frames before it (rotation syncs
+            // after the seal).
+            RecordKind::Seal => {}
+            _ => return Some(format!("a valid record follows at offset {v}")),
+        }
+    }
+    None
 }

@@ -22,6 +22,8 @@ pub(super) struct Writer {
     pub(super) capacity: u64,
     /// Whether bytes were written since the last fdatasync.
     pub(super) dirty: bool,
+    /// Every byte below this offset was fdatasynced by this writer (a frame's `synced_before`).
+    pub(super) synced: u64,
 }
 
 impl Writer {
@@ -78,6 +80,7 @@ impl WalStorage {
                 pos: 0,
                 capacity: len.max(self.opts.segment_bytes),
                 dirty: false,
+                synced: 0,
             });
         }
         let mut prepared = None;
@@ -109,6 +112,7 @@ impl WalStorage {
             pos: 0,
             capacity,
             dirty: false,
+            synced: 0,
         })
     }
 
