@@ -2,82 +2,21 @@
 //! reads its replies, garbage datagrams on the peer ports, and wrong configuration files. Each is
 //! refused or dropped and counted; the cluster keeps serving.
 
+mod common;
+
 use bytes::Bytes;
 use paxos_node::client::Client;
-use paxos_node::config::{
-    DurabilityChoice, Member, NodeFile, ProtocolSection, StorageChoice, StorageSection,
-    TransportChoice, TransportSection,
-};
+use paxos_node::config::NodeFile;
 use paxos_node::kv::KvResult;
 use paxos_node::node::NodeHandle;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 async fn cluster(dir: &std::path::Path, n: u32) -> (Vec<NodeFile>, Vec<NodeHandle>) {
-    let keys = dir.join("keys");
-    let ids: Vec<_> = (0..n).map(paxos_core::NodeId).collect();
-    paxos_transport::keygen::keygen(&keys, &ids).unwrap();
-    let members: Vec<Member> = (0..n)
-        .map(|id| Member {
-            id,
-            peer: free_udp(),
-            client: free_tcp(),
-        })
-        .collect();
-    let mut files = vec![];
-    let mut handles = vec![];
-    for id in 0..n {
-        let file = NodeFile {
-            id,
-            members: members.clone(),
-            protocol: ProtocolSection {
-                durability: DurabilityChoice::None,
-                ..ProtocolSection::default()
-            },
-            election: paxos_node::config::ElectionSection {
-                strategy: "psb".into(),
-                timeout_ms: 300,
-                heartbeat_ms: 30,
-            },
-            sessions: Default::default(),
-            clients: Default::default(),
-            storage: StorageSection {
-                backend: StorageChoice::Memory,
-                dir: None,
-                disk_timeout_s: 60,
-            },
-            transport: TransportSection {
-                kind: TransportChoice::Quic,
-                keys_dir: keys.clone(),
-                multicast_group: None,
-            },
-            metrics_addr: None,
-        };
-        handles.push(
-            paxos_node::launch(&file, paxos_node::kv::KvStore::new())
-                .await
-                .unwrap(),
-        );
-        files.push(file);
-    }
-    (files, handles)
+    common::in_process::quic_cluster(dir, n, Default::default()).await
 }
 
 async fn some_puts(addrs: &[SocketAddr], tag: &str) {

@@ -2,82 +2,22 @@
 //! the connection that uses it, idle connections that cannot lock a working client out, and a
 //! client that never reads its replies closed at its byte budget.
 
+mod common;
+
 use bytes::Bytes;
 use paxos_core::{ClientId, Timestamp};
 use paxos_node::client::Client;
-use paxos_node::config::{
-    ClientsSection, DurabilityChoice, Member, NodeFile, ProtocolSection, StorageChoice,
-    StorageSection, TransportChoice, TransportSection,
-};
+use paxos_node::config::ClientsSection;
 use paxos_node::kv::{KvCommand, KvResult};
 use paxos_node::node::NodeHandle;
 use paxos_node::protocol::{read_frame, write_frame, ClientRequest, ClientResponse};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 async fn cluster(dir: &std::path::Path, clients: ClientsSection) -> Vec<NodeHandle> {
-    let keys = dir.join("keys");
-    let ids: Vec<_> = (0..3).map(paxos_core::NodeId).collect();
-    paxos_transport::keygen::keygen(&keys, &ids).unwrap();
-    let members: Vec<Member> = (0..3)
-        .map(|id| Member {
-            id,
-            peer: free_udp(),
-            client: free_tcp(),
-        })
-        .collect();
-    let mut handles = vec![];
-    for id in 0..3 {
-        let file = NodeFile {
-            id,
-            members: members.clone(),
-            protocol: ProtocolSection {
-                durability: DurabilityChoice::None,
-                ..ProtocolSection::default()
-            },
-            election: paxos_node::config::ElectionSection {
-                strategy: "psb".into(),
-                timeout_ms: 300,
-                heartbeat_ms: 30,
-            },
-            sessions: Default::default(),
-            clients: clients.clone(),
-            storage: StorageSection {
-                backend: StorageChoice::Memory,
-                dir: None,
-                disk_timeout_s: 60,
-            },
-            transport: TransportSection {
-                kind: TransportChoice::Quic,
-                keys_dir: keys.clone(),
-                multicast_group: None,
-            },
-            metrics_addr: None,
-        };
-        handles.push(
-            paxos_node::launch(&file, paxos_node::kv::KvStore::new())
-                .await
-                .unwrap(),
-        );
-    }
-    handles
+    common::in_process::quic_cluster(dir, 3, clients).await.1
 }
 
 /// Waits until a put through every server succeeds (a view is installed).

@@ -2,6 +2,8 @@
 //! with every operation recorded, the linearizability check of its history, and `/proc` figures.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub(crate) mod in_process;
+
 use bytes::Bytes;
 use paxos_node::checker::{check_register, HistoryOp, RegisterOp};
 use paxos_node::client::Client;
