@@ -14,15 +14,16 @@ fn at(ms: u64) -> Time {
     Time::from_millis(ms)
 }
 
-fn drain(r: &mut Replica<NullStateMachine, PsbViewChange>) {
+fn drain(r: &mut R) {
     while r.poll_persist().is_some() {}
     while r.poll_message().is_some() {}
 }
 
-#[test]
-fn a_follower_whose_update_is_never_ordered_records_that_the_leader_was_heard() {
-    let mut c = Config::new(NodeId(0), 3);
-    c.durability = Durability::None;
+type R = Replica<NullStateMachine, PsbViewChange>;
+
+/// Server 0 of 3 configured by `c`, with a 1 s progress timer, made a follower of view 1 (led
+/// by server 1); `drain(replica, ms)` takes its outputs after each input.
+fn follower_of_view_1(c: Config, mut drain: impl FnMut(&mut R, u64)) -> R {
     let psb = PsbViewChange::new(
         NodeId(0),
         3,
@@ -33,8 +34,8 @@ fn a_follower_whose_update_is_never_ordered_records_that_the_leader_was_heard() 
         },
     );
     let mut r = Replica::new(c, NullStateMachine, psb, DurableState::default(), at(0)).unwrap();
-    drain(&mut r);
-    // Server 1 leads view 1: its view change, then its Prepare.
+    drain(&mut r, 0);
+    // Server 1 leads view 1: the view changes, then its Prepare.
     let vc = PsbMessage::ViewChange { attempted: View(1) };
     for from in [NodeId(1), NodeId(2)] {
         r.handle_message(
@@ -51,19 +52,28 @@ fn a_follower_whose_update_is_never_ordered_records_that_the_leader_was_heard() 
             local_aru: Seq(0),
         },
     );
-    drain(&mut r);
+    drain(&mut r, 1);
     assert_eq!(r.status().state, ServerState::RegNonLeader);
+    r
+}
+
+/// Client 7's first update, at server 0.
+fn update() -> ClientUpdate {
+    ClientUpdate {
+        client_id: ClientId(7),
+        server_id: NodeId(0),
+        timestamp: Timestamp(1),
+        payload: Bytes::from_static(b"x"),
+    }
+}
+
+#[test]
+fn a_follower_whose_update_is_never_ordered_records_that_the_leader_was_heard() {
+    let mut c = Config::new(NodeId(0), 3);
+    c.durability = Durability::None;
+    let mut r = follower_of_view_1(c, |r, _| drain(r));
     assert_eq!(r.last_suspicion(), None);
-    r.handle_client_update(
-        at(10),
-        ClientUpdate {
-            client_id: ClientId(7),
-            server_id: NodeId(0),
-            timestamp: Timestamp(1),
-            payload: Bytes::from_static(b"x"),
-        },
-    )
-    .unwrap();
+    r.handle_client_update(at(10), update()).unwrap();
     drain(&mut r);
     // The leader keeps sending (a stale Prepare stands for any valid message) but never orders it.
     let mut ms = 20;
@@ -104,18 +114,8 @@ fn stuck_follower(storage_stall: Duration) -> (u64, u64) {
     let mut c = Config::new(NodeId(0), 3);
     c.durability = Durability::Sync;
     c.storage_stall = storage_stall;
-    let psb = PsbViewChange::new(
-        NodeId(0),
-        3,
-        PsbConfig {
-            progress_timeout: Duration::from_millis(1_000),
-            max_progress_timeout: Duration::from_secs(60),
-            resend_interval: Duration::from_millis(100),
-        },
-    );
-    let mut r = Replica::new(c, NullStateMachine, psb, DurableState::default(), at(0)).unwrap();
     // Hands out every batch; reports them durable unless `stuck`. Returns the last one.
-    let step = |r: &mut Replica<NullStateMachine, PsbViewChange>, ms: u64, stuck: bool| {
+    let step = |r: &mut R, ms: u64, stuck: bool| {
         let mut last = None;
         while let Some(b) = r.poll_persist() {
             last = Some(b.id);
@@ -126,35 +126,10 @@ fn stuck_follower(storage_stall: Duration) -> (u64, u64) {
         while r.poll_message().is_some() {}
         last
     };
-    step(&mut r, 0, false);
-    let vc = PsbMessage::ViewChange { attempted: View(1) };
-    for from in [NodeId(1), NodeId(2)] {
-        r.handle_message(
-            at(0),
-            from,
-            Message::Election(Bytes::from(encode(&vc).unwrap())),
-        );
-    }
-    r.handle_message(
-        at(1),
-        NodeId(1),
-        Message::Prepare {
-            view: View(1),
-            local_aru: Seq(0),
-        },
-    );
-    step(&mut r, 1, false);
-    assert_eq!(r.status().state, ServerState::RegNonLeader);
-    r.handle_client_update(
-        at(10),
-        ClientUpdate {
-            client_id: ClientId(7),
-            server_id: NodeId(0),
-            timestamp: Timestamp(1),
-            payload: Bytes::from_static(b"x"),
-        },
-    )
-    .unwrap();
+    let mut r = follower_of_view_1(c, |r, ms| {
+        step(r, ms, false);
+    });
+    r.handle_client_update(at(10), update()).unwrap();
     let stuck = step(&mut r, 10, true).expect("the pending update is persisted");
     let mut ms = 20;
     let back = 5_000;
