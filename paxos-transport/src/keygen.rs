@@ -184,16 +184,7 @@ pub fn self_signed_node(
 /// Writes a new file (refusing to replace one) and sets its mode explicitly.
 fn write_file(path: &Path, content: &[u8], private: bool) -> Result<(), TransportError> {
     use std::io::Write;
-    let label = |e: std::io::Error| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            keys_err(format!(
-                "{} exists: refusing to overwrite key material",
-                path.display()
-            ))
-        } else {
-            keys_err(format!("{}: {e}", path.display()))
-        }
-    };
+    let label = |e| create_err(path, e);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -202,6 +193,39 @@ fn write_file(path: &Path, content: &[u8], private: bool) -> Result<(), Transpor
     set_mode(path, if private { 0o600 } else { 0o644 })?;
     f.write_all(content).map_err(label)?;
     f.sync_all().map_err(label)
+}
+
+/// The error of creating `path`, saying so when it exists.
+fn create_err(path: &Path, e: std::io::Error) -> TransportError {
+    if e.kind() == std::io::ErrorKind::AlreadyExists {
+        keys_err(format!(
+            "{} exists: refusing to overwrite key material",
+            path.display()
+        ))
+    } else {
+        keys_err(format!("{}: {e}", path.display()))
+    }
+}
+
+/// Writes `ca`'s certificate and key into `dir`.
+fn write_ca(dir: &Path, ca: &ClusterCa) -> Result<(), TransportError> {
+    write_file(&dir.join("ca.pem"), ca.cert_pem().as_bytes(), false)?;
+    write_file(&dir.join("ca.key"), ca.key.serialize_pem().as_bytes(), true)
+}
+
+/// Issues node `id`'s certificate from `ca` and writes it and its key into `dir`.
+fn write_node(dir: &Path, ca: &ClusterCa, id: NodeId) -> Result<(), TransportError> {
+    let (cert, key) = ca.issue_pem(id)?;
+    write_file(
+        &dir.join(format!("node-{}.pem", id.0)),
+        cert.as_bytes(),
+        false,
+    )?;
+    write_file(
+        &dir.join(format!("node-{}.key", id.0)),
+        key.as_bytes(),
+        true,
+    )
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), TransportError> {
@@ -234,36 +258,16 @@ pub fn keygen(dir: &Path, nodes: &[NodeId]) -> Result<(), TransportError> {
     check_nodes(nodes)?;
     std::fs::create_dir_all(dir).map_err(keys_err)?;
     let ca = ClusterCa::generate()?;
-    write_file(&dir.join("ca.pem"), ca.cert_pem().as_bytes(), false)?;
-    write_file(&dir.join("ca.key"), ca.key.serialize_pem().as_bytes(), true)?;
+    write_ca(dir, &ca)?;
     for &id in nodes {
-        let (cert, key) = ca.issue_pem(id)?;
-        write_file(
-            &dir.join(format!("node-{}.pem", id.0)),
-            cert.as_bytes(),
-            false,
-        )?;
-        write_file(
-            &dir.join(format!("node-{}.key", id.0)),
-            key.as_bytes(),
-            true,
-        )?;
+        write_node(dir, &ca, id)?;
     }
     write_cluster_key(&dir.join("cluster.key"), &rand::random())
 }
 
 /// Creates `dir` (refusing an existing one) with mode 0700.
 fn new_private_dir(dir: &Path) -> Result<(), TransportError> {
-    std::fs::create_dir(dir).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            keys_err(format!(
-                "{} exists: refusing to overwrite key material",
-                dir.display()
-            ))
-        } else {
-            keys_err(format!("{}: {e}", dir.display()))
-        }
-    })?;
+    std::fs::create_dir(dir).map_err(|e| create_err(dir, e))?;
     set_mode(dir, 0o700)
 }
 
@@ -279,28 +283,13 @@ pub fn keygen_bundles(out: &Path, nodes: &[NodeId], valid_days: u32) -> Result<(
     let ca = ClusterCa::generate()?.with_validity(valid_days);
     let ca_dir = out.join("ca");
     new_private_dir(&ca_dir)?;
-    write_file(&ca_dir.join("ca.pem"), ca.cert_pem().as_bytes(), false)?;
-    write_file(
-        &ca_dir.join("ca.key"),
-        ca.key.serialize_pem().as_bytes(),
-        true,
-    )?;
+    write_ca(&ca_dir, &ca)?;
     let cluster_key: [u8; 32] = rand::random();
     for &id in nodes {
         let dir = out.join(format!("node-{}", id.0));
         new_private_dir(&dir)?;
-        let (cert, key) = ca.issue_pem(id)?;
         write_file(&dir.join("ca.pem"), ca.cert_pem().as_bytes(), false)?;
-        write_file(
-            &dir.join(format!("node-{}.pem", id.0)),
-            cert.as_bytes(),
-            false,
-        )?;
-        write_file(
-            &dir.join(format!("node-{}.key", id.0)),
-            key.as_bytes(),
-            true,
-        )?;
+        write_node(&dir, &ca, id)?;
         write_cluster_key(&dir.join("cluster.key"), &cluster_key)?;
     }
     Ok(())
