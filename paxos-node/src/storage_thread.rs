@@ -32,7 +32,14 @@ pub(crate) fn run<L: Storage>(
     let epoch = Instant::now();
     // When the write in progress started (µs since `epoch`, plus one), 0 when none runs.
     let writing_since = Arc::new(AtomicU64::new(0));
-    let _watchdog = disk_timeout.map(|t| watchdog(t, epoch, writing_since.clone(), events.clone()));
+    if let Some(t) = disk_timeout {
+        if let Err(e) = watchdog(t, epoch, writing_since.clone(), events.clone()) {
+            // Asked for and not running: stop rather than run without it.
+            let why = format!("cannot start the disk watchdog: {e}");
+            let _ = events.blocking_send(Event::StorageFailed(why));
+            return;
+        }
+    }
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < 4096 {
@@ -94,7 +101,7 @@ fn watchdog(
     epoch: Instant,
     writing_since: Arc<AtomicU64>,
     events: mpsc::Sender<Event>,
-) -> Option<std::thread::JoinHandle<()>> {
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     let poll = (timeout / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
     std::thread::Builder::new()
         .name("disk-watchdog".into())
@@ -121,5 +128,4 @@ fn watchdog(
                 return;
             }
         })
-        .ok()
 }
