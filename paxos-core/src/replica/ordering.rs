@@ -312,6 +312,13 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             // The aru moves only over an ordered slot, one at a time (the `let` above).
             self.local_aru = seq;
             let clock = update.client_id == CLOCK_CLIENT;
+            if clock && update.server_id == self.me {
+                if let Some(l) = self.role.leading_mut() {
+                    if l.clock_unexecuted == Some(update.timestamp) {
+                        l.clock_unexecuted = None;
+                    }
+                }
+            }
             let verdict = self.execute(seq, &update, mode);
             self.log_bytes_since_snapshot = self
                 .log_bytes_since_snapshot

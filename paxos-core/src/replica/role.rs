@@ -9,7 +9,7 @@
 use crate::election::ServerState;
 use crate::fxmap::FxHashSet;
 use crate::history::NodeSet;
-use crate::types::{Seq, Time, UpdateId, View};
+use crate::types::{Seq, Time, Timestamp, UpdateId, View};
 use std::hash::{Hash, Hasher};
 
 /// The Prepare phase of a view this server leads [TR §5.4, Fig 7].
@@ -56,6 +56,9 @@ pub(super) struct Leading {
     pub(super) aru_at_last_resend: Seq,
     /// When this leader's last clock entry measured up to (see `sessions.rs`).
     pub(super) clock_mark: Time,
+    /// The timestamp of this leader's clock entry not yet executed here, if any: the next one
+    /// waits for it (see `sessions.rs`).
+    pub(super) clock_unexecuted: Option<Timestamp>,
 }
 
 /// The server's role [TR Fig 2], with its role-only state.
@@ -126,8 +129,10 @@ impl Role {
                 last_proposed,
                 aru_at_last_resend,
                 clock_mark,
+                clock_unexecuted,
             }) => {
                 (floor, max_constrained, last_proposed, aru_at_last_resend).hash(h);
+                clock_unexecuted.hash(h);
                 floor_wait_since.map(&rel).hash(h);
                 rel(*clock_mark).hash(h);
                 let mut b: Vec<_> = bound.iter().collect();

@@ -160,6 +160,8 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             if l.last_proposed < seq {
                 l.last_proposed = seq;
             }
+            // Its clock entry may be among the slots the snapshot covers: never executed here.
+            l.clock_unexecuted = None;
         }
         self.max_seen_seq = self.max_seen_seq.max(seq);
         self.truncate_history(seq);

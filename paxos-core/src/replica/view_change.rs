@@ -248,6 +248,7 @@ impl<S: StateMachine, E: LeaderElection> Replica<S, E> {
             last_proposed: self.local_aru,
             aru_at_last_resend: self.local_aru,
             clock_mark: self.now,
+            clock_unexecuted: None,
         });
         self.regular_view = self.last_installed;
         self.metrics.views_installed += 1;

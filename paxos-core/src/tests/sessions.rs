@@ -205,3 +205,50 @@ fn pending_updates_are_bounded() {
     r.handle_client_update(now, upd(1, other as u32, 1))
         .unwrap();
 }
+
+/// Persists every server's written batches and delivers what that releases: one fdatasync.
+fn sync_all(net: &mut Net) {
+    for i in 0..net.nodes.len() {
+        if let Some(last) = net.unsynced[i].last().map(|b| b.id) {
+            for b in std::mem::take(&mut net.unsynced[i]) {
+                net.durable[i].apply(&b);
+            }
+            let now = net.now;
+            net.node(i).handle_persisted(now, last);
+            net.drain(i);
+        }
+    }
+    net.deliver();
+}
+
+#[test]
+fn clock_entries_leave_room_for_clients_when_ordering_is_slower_than_the_clock() {
+    // A window of 2 and a disk that syncs every 40 ms: a slot takes longer to order than the
+    // clock interval (5 ms). Clock entries jump the queue; one per interval took every slot and
+    // the client's update never ran (sim: N = 7 seed 1082, every write slow).
+    let mut net = net(100, |c| {
+        c.window = 2;
+        c.accept_window = 2;
+        c.sessions = Some(SessionRules {
+            expire_after: Duration::from_secs(60),
+            clock_interval: Duration::from_millis(5),
+            ..rules(100)
+        });
+    });
+    let l = net.leader().expect("a leader");
+    let s = register(&mut net, l, 9);
+    net.auto_persist = false;
+    net.run(40); // the window fills with clock entries
+    net.submit(l, s, 1);
+    for _ in 0..10 {
+        net.run(40);
+        sync_all(&mut net);
+    }
+    assert_eq!(outcome(&net, l, s, 1), Some(ReplyOutcome::Applied));
+    let clocks = net.executed[l]
+        .iter()
+        .filter(|e| e.update.client_id == CLOCK_CLIENT)
+        .count();
+    assert!(clocks >= 2, "the clock still runs: {clocks} entries");
+    net.assert_agreement();
+}
