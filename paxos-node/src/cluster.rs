@@ -316,6 +316,7 @@ impl LocalCluster {
                     backend: options.storage,
                     dir: Some(dir.join(format!("data-{id}"))),
                     disk_timeout_s: 60,
+                    stall_ms: 250,
                 },
                 transport: TransportSection {
                     kind: options.transport,

@@ -267,10 +267,19 @@ pub struct StorageSection {
     /// (the disk watchdog); 0: wait forever. Default 60.
     #[serde(default = "default_disk_timeout_s")]
     pub disk_timeout_s: u64,
+    /// A sync write outstanding this many milliseconds holds this server's progress timer until
+    /// it returns (`paxos_core::Config::storage_stall`): a server waiting on its own disk does
+    /// not suspect a healthy leader. 0: off. Default 250.
+    #[serde(default = "default_stall_ms")]
+    pub stall_ms: u64,
 }
 
 fn default_disk_timeout_s() -> u64 {
     60
+}
+
+fn default_stall_ms() -> u64 {
+    250
 }
 
 /// `[transport]`
@@ -542,12 +551,14 @@ keys_dir = "/tmp/keys"
         assert_eq!(f.sessions, SessionsSection::default());
         assert_eq!(f.clients, ClientsSection::default());
         assert_eq!(f.storage.disk_timeout_s, default_disk_timeout_s());
+        assert_eq!(f.storage.stall_ms, default_stall_ms());
         let defaults = [
             toml::to_string(&ProtocolSection::default()).unwrap(),
             toml::to_string(&ElectionSection::default()).unwrap(),
             toml::to_string(&SessionsSection::default()).unwrap(),
             toml::to_string(&ClientsSection::default()).unwrap(),
             format!("disk_timeout_s = {}", default_disk_timeout_s()),
+            format!("stall_ms = {}", default_stall_ms()),
         ];
         let shown: Vec<String> = block
             .lines()

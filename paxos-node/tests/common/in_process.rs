@@ -60,6 +60,7 @@ pub(crate) async fn quic_cluster(
                 backend: StorageChoice::Memory,
                 dir: None,
                 disk_timeout_s: 60,
+                stall_ms: 250,
             },
             transport: TransportSection {
                 kind: TransportChoice::Quic,
