@@ -1,11 +1,19 @@
-//! Node counters and their Prometheus text exposition.
+//! Node counters, latency histograms and their exposition at `/metrics` (OpenMetrics text, through
+//! the `prometheus-client` crate).
 
-use std::fmt::Write as _;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-/// Live counters of one node (all atomics: read from any task).
-#[derive(Debug, Default)]
+/// Live counters of one node (atomics and histograms: written and read from any task).
+#[derive(Debug)]
 pub struct NodeMetrics {
     /// Updates executed.
     pub executed: AtomicU64,
@@ -33,8 +41,17 @@ pub struct NodeMetrics {
     pub syncs: AtomicU64,
     /// Sum of sync latencies, microseconds.
     pub sync_micros_total: AtomicU64,
-    /// Sync latency histogram bucket counts (upper bounds in [`SYNC_BUCKETS_MICROS`]).
-    pub sync_buckets: [AtomicU64; 8],
+    /// Storage write latency (one write: a group of batches and its fdatasync), seconds.
+    pub sync_seconds: Histogram,
+    /// Client update latency at this server: the request read from the connection to the reply
+    /// handed to it, seconds (updates this server answers; a forwarded update counts here).
+    pub client_update_seconds: Histogram,
+    /// Leader election time: leaving a regular view to installing the next one, seconds.
+    pub view_change_seconds: Histogram,
+    /// State transfer time: the first snapshot chunk pulled to the image installed, seconds.
+    pub state_transfer_seconds: Histogram,
+    /// When this server entered leader election, and when its current transfer started.
+    since: Mutex<Since>,
     /// Persist batches written.
     pub batches_written: AtomicU64,
     /// Updates (accepted proposals and pending records) handed to storage.
@@ -71,8 +88,62 @@ pub struct NodeMetrics {
     pub driver_rounds: AtomicU64,
 }
 
-/// Upper bounds of the sync latency buckets, in microseconds.
-pub const SYNC_BUCKETS_MICROS: [u64; 8] = [100, 200, 500, 1_000, 2_000, 5_000, 20_000, u64::MAX];
+/// The starts of the intervals the histograms time across driver rounds.
+#[derive(Debug, Default)]
+struct Since {
+    election: Option<Instant>,
+    transfer: Option<Instant>,
+}
+
+/// `count` buckets from 100 µs, doubling (the last one about 100 µs x 2^(count-1)).
+fn latency_buckets(count: u16) -> Histogram {
+    Histogram::new(exponential_buckets(1e-4, 2.0, count))
+}
+
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        let z = AtomicU64::default;
+        NodeMetrics {
+            executed: z(),
+            aru: z(),
+            view: z(),
+            snapshot_bytes_received: z(),
+            snapshot_bytes_sent: z(),
+            snapshot_builds_running: z(),
+            snapshot_writes_running: z(),
+            sessions: z(),
+            sessions_expired: z(),
+            is_leader: z(),
+            view_changes: z(),
+            syncs: z(),
+            sync_micros_total: z(),
+            // 100 µs .. 6.5 s: a healthy fdatasync to the disk watchdog's territory.
+            sync_seconds: latency_buckets(17),
+            client_update_seconds: latency_buckets(17),
+            // 100 µs .. 107 s: view changes back off, state transfers of GiBs take minutes.
+            view_change_seconds: latency_buckets(21),
+            state_transfer_seconds: latency_buckets(23),
+            since: Mutex::default(),
+            batches_written: z(),
+            batch_updates: z(),
+            dropped_overload: z(),
+            dropped_forged: z(),
+            bad_client_frames: z(),
+            replies_dropped: z(),
+            send_errors: z(),
+            clients_connected: z(),
+            clients_refused: z(),
+            clients_evicted: z(),
+            clients_idle_closed: z(),
+            clients_slow_closed: z(),
+            client_id_conflicts: z(),
+            in_view: z(),
+            receiving_snapshot: z(),
+            max_peer_aru: z(),
+            driver_rounds: z(),
+        }
+    }
+}
 
 impl NodeMetrics {
     /// Records one completed storage write.
@@ -82,14 +153,11 @@ impl NodeMetrics {
         self.sync_micros_total.fetch_add(us, Ordering::Relaxed);
         self.batches_written
             .fetch_add(batches as u64, Ordering::Relaxed);
-        let i = SYNC_BUCKETS_MICROS
-            .iter()
-            .position(|b| us <= *b)
-            .unwrap_or(SYNC_BUCKETS_MICROS.len() - 1);
-        self.sync_buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sync_seconds.observe(took.as_secs_f64());
     }
 
-    /// Copies what the replica reports after a driver round into the counters.
+    /// Copies what the replica reports after a driver round into the counters, and times view
+    /// changes and state transfers from the transitions it sees.
     pub(crate) fn observe_round(&self, st: &paxos_core::Status, m: &paxos_core::Metrics) {
         use paxos_core::ServerState;
         let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
@@ -104,14 +172,26 @@ impl NodeMetrics {
             &self.is_leader,
             u64::from(st.state == ServerState::RegLeader),
         );
-        set(
-            &self.in_view,
-            u64::from(st.state != ServerState::LeaderElection),
-        );
+        let electing = st.state == ServerState::LeaderElection;
+        set(&self.in_view, u64::from(!electing));
         set(&self.receiving_snapshot, u64::from(st.transfer.is_some()));
         let max_aru = st.peer_aru.iter().map(|s| s.0).max().unwrap_or(0);
         set(&self.max_peer_aru, max_aru.max(st.local_aru.0));
         self.driver_rounds.fetch_add(1, Ordering::Relaxed);
+        let mut since = self.since.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        time_interval(
+            &mut since.election,
+            electing,
+            now,
+            &self.view_change_seconds,
+        );
+        time_interval(
+            &mut since.transfer,
+            st.transfer.is_some(),
+            now,
+            &self.state_transfer_seconds,
+        );
     }
 
     /// Snapshot images being built or written now (0 between snapshots).
@@ -120,114 +200,124 @@ impl NodeMetrics {
             + self.snapshot_writes_running.load(Ordering::Relaxed)
     }
 
-    /// The counters in Prometheus text format, with extra labelled counters appended.
+    /// Every metric in OpenMetrics text format, labelled `node`, with extra `paxos_dropped_total`
+    /// reasons (the transport's counters) appended.
     pub fn render(&self, node: u32, extra: &[(&str, &str, u64)]) -> String {
-        let mut out = String::new();
+        let label = (Cow::Borrowed("node"), Cow::Owned(node.to_string()));
+        let mut reg = Registry::with_labels(std::iter::once(label));
         let g = |v: &AtomicU64| v.load(Ordering::Relaxed);
-        let mut line = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{node=\"{node}\"}} {v}"
-            );
-        };
-        line(
-            "paxos_updates_executed_total",
-            "counter",
-            "Updates executed.",
-            g(&self.executed),
-        );
-        line(
-            "paxos_local_aru",
-            "gauge",
-            "Every slot up to this one is executed here.",
-            g(&self.aru),
-        );
-        line("paxos_view", "gauge", "Installed view.", g(&self.view));
-        line(
-            "paxos_snapshot_bytes_received_total",
-            "counter",
-            "Snapshot image bytes received in state transfer (its rate is the catch-up rate).",
-            g(&self.snapshot_bytes_received),
-        );
-        line(
-            "paxos_snapshot_bytes_sent_total",
-            "counter",
-            "Snapshot image bytes sent to lagging peers.",
-            g(&self.snapshot_bytes_sent),
-        );
-        line(
-            "paxos_snapshot_busy",
-            "gauge",
-            "Snapshot images being built or written now (0 between snapshots).",
-            self.snapshot_busy(),
-        );
-        line(
-            "paxos_sessions",
-            "gauge",
-            "Client sessions in the exactly-once table.",
-            g(&self.sessions),
-        );
-        line(
-            "paxos_sessions_expired_total",
-            "counter",
-            "Client sessions expired (idle, or evicted by the session bounds).",
-            g(&self.sessions_expired),
-        );
-        line(
-            "paxos_is_leader",
-            "gauge",
-            "1 when this node leads the installed view.",
-            g(&self.is_leader),
-        );
-        line(
-            "paxos_view_changes_total",
-            "counter",
-            "Views installed since start.",
-            g(&self.view_changes),
-        );
-        line(
-            "paxos_storage_syncs_total",
-            "counter",
-            "Storage writes completed.",
-            g(&self.syncs),
-        );
-        line(
-            "paxos_storage_sync_micros_total",
-            "counter",
-            "Total storage write latency.",
-            g(&self.sync_micros_total),
-        );
-        line(
-            "paxos_storage_batches_total",
-            "counter",
-            "Persist batches written.",
-            g(&self.batches_written),
-        );
-        line(
-            "paxos_storage_batch_updates_total",
-            "counter",
-            "Records handed to storage.",
-            g(&self.batch_updates),
-        );
-        line(
-            "paxos_client_connections",
-            "gauge",
-            "Client connections open.",
-            g(&self.clients_connected),
-        );
-        line(
-            "paxos_replies_dropped_total",
-            "counter",
-            "Replies that could not be delivered.",
-            g(&self.replies_dropped),
-        );
-        line(
-            "paxos_send_errors_total",
-            "counter",
-            "Peer sends that failed.",
-            g(&self.send_errors),
-        );
-        let _ = writeln!(out, "# HELP paxos_dropped_total Inputs dropped, by reason.\n# TYPE paxos_dropped_total counter");
+        let gauge = |v: u64| ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+        // Counters are named without `_total`: the encoder appends it.
+        for (name, help, v) in [
+            (
+                "paxos_updates_executed",
+                "Updates executed",
+                g(&self.executed),
+            ),
+            (
+                "paxos_snapshot_bytes_received",
+                "Snapshot image bytes received in state transfer (its rate is the catch-up rate)",
+                g(&self.snapshot_bytes_received),
+            ),
+            (
+                "paxos_snapshot_bytes_sent",
+                "Snapshot image bytes sent to lagging peers",
+                g(&self.snapshot_bytes_sent),
+            ),
+            (
+                "paxos_sessions_expired",
+                "Client sessions expired (idle, or evicted by the session bounds)",
+                g(&self.sessions_expired),
+            ),
+            (
+                "paxos_view_changes",
+                "Views installed since start",
+                g(&self.view_changes),
+            ),
+            (
+                "paxos_storage_syncs",
+                "Storage writes completed",
+                g(&self.syncs),
+            ),
+            (
+                "paxos_storage_sync_micros",
+                "Total storage write latency",
+                g(&self.sync_micros_total),
+            ),
+            (
+                "paxos_storage_batches",
+                "Persist batches written",
+                g(&self.batches_written),
+            ),
+            (
+                "paxos_storage_batch_updates",
+                "Records handed to storage",
+                g(&self.batch_updates),
+            ),
+            (
+                "paxos_replies_dropped",
+                "Replies that could not be delivered",
+                g(&self.replies_dropped),
+            ),
+            (
+                "paxos_send_errors",
+                "Peer sends that failed",
+                g(&self.send_errors),
+            ),
+            (
+                "paxos_driver_rounds",
+                "Driver loop rounds completed",
+                g(&self.driver_rounds),
+            ),
+        ] {
+            reg.register(name, help, ConstCounter::new(v));
+        }
+        for (name, help, v) in [
+            (
+                "paxos_local_aru",
+                "Every slot up to this one is executed here",
+                g(&self.aru),
+            ),
+            ("paxos_view", "Installed view", g(&self.view)),
+            (
+                "paxos_snapshot_busy",
+                "Snapshot images being built or written now (0 between snapshots)",
+                self.snapshot_busy(),
+            ),
+            (
+                "paxos_sessions",
+                "Client sessions in the exactly-once table",
+                g(&self.sessions),
+            ),
+            (
+                "paxos_is_leader",
+                "1 when this node leads the installed view",
+                g(&self.is_leader),
+            ),
+            (
+                "paxos_in_view",
+                "1 when this node is a member of an installed view",
+                g(&self.in_view),
+            ),
+            (
+                "paxos_receiving_snapshot",
+                "1 while this node receives a snapshot",
+                g(&self.receiving_snapshot),
+            ),
+            (
+                "paxos_max_peer_aru",
+                "Highest aru any server announced",
+                g(&self.max_peer_aru),
+            ),
+            (
+                "paxos_client_connections",
+                "Client connections open",
+                g(&self.clients_connected),
+            ),
+        ] {
+            reg.register(name, help, gauge(v));
+        }
+        let dropped = Family::<Vec<(String, String)>, Counter>::default();
         for (reason, v) in [
             ("overload", g(&self.dropped_overload)),
             ("forged_sender", g(&self.dropped_forged)),
@@ -237,43 +327,58 @@ impl NodeMetrics {
             ("client_idle_timeout", g(&self.clients_idle_closed)),
             ("client_slow_reader", g(&self.clients_slow_closed)),
             ("client_id_in_use", g(&self.client_id_conflicts)),
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|(reason, _, v)| (*reason, *v)))
+        {
+            dropped
+                .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
+                .inc_by(v);
+        }
+        reg.register("paxos_dropped", "Inputs dropped, by reason", dropped);
+        for (name, help, h) in [
+            (
+                "paxos_storage_sync_seconds",
+                "Storage write latency (a group of batches and its fdatasync)",
+                &self.sync_seconds,
+            ),
+            (
+                "paxos_client_update_seconds",
+                "Client update latency at this server, request read to reply handed out",
+                &self.client_update_seconds,
+            ),
+            (
+                "paxos_view_change_seconds",
+                "Leader election: leaving a regular view to installing the next",
+                &self.view_change_seconds,
+            ),
+            (
+                "paxos_state_transfer_seconds",
+                "State transfer: first snapshot chunk pulled to the image installed",
+                &self.state_transfer_seconds,
+            ),
         ] {
-            let _ = writeln!(
-                out,
-                "paxos_dropped_total{{node=\"{node}\",reason=\"{reason}\"}} {v}"
-            );
+            reg.register(name, help, h.clone());
         }
-        for (reason, _, v) in extra {
-            let _ = writeln!(
-                out,
-                "paxos_dropped_total{{node=\"{node}\",reason=\"{reason}\"}} {v}"
-            );
+        let mut out = String::new();
+        // Writing into a String cannot fail; an encoder error would be a bug in a metric.
+        if let Err(e) = encode(&mut out, &reg) {
+            tracing::error!("encoding metrics: {e}");
         }
-        let _ = writeln!(out, "# HELP paxos_storage_sync_seconds Storage write latency.\n# TYPE paxos_storage_sync_seconds histogram");
-        let mut cumulative = 0;
-        for (i, b) in SYNC_BUCKETS_MICROS.iter().enumerate() {
-            cumulative += g(&self.sync_buckets[i]);
-            let le = if *b == u64::MAX {
-                "+Inf".to_owned()
-            } else {
-                format!("{}", *b as f64 / 1e6)
-            };
-            let _ = writeln!(
-                out,
-                "paxos_storage_sync_seconds_bucket{{node=\"{node}\",le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "paxos_storage_sync_seconds_sum{{node=\"{node}\"}} {}",
-            g(&self.sync_micros_total) as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "paxos_storage_sync_seconds_count{{node=\"{node}\"}} {}",
-            g(&self.syncs)
-        );
         out
+    }
+}
+
+/// Times an interval across driver rounds: it starts when `active` turns true and is recorded
+/// in `h` when it turns false again.
+fn time_interval(start: &mut Option<Instant>, active: bool, now: Instant, h: &Histogram) {
+    match (active, *start) {
+        (true, None) => *start = Some(now),
+        (false, Some(t)) => {
+            h.observe(now.saturating_duration_since(t).as_secs_f64());
+            *start = None;
+        }
+        _ => {}
     }
 }
 
@@ -306,11 +411,13 @@ pub async fn serve_metrics(
             let mut words = head.split_whitespace();
             let (method, target) = (words.next(), words.next().unwrap_or(""));
             let path = target.split('?').next();
+            let mut content_type = "text/plain; charset=utf-8";
             let (status, body) = match (method, path) {
                 (Some("GET"), Some("/metrics")) => {
                     let extra = extra();
                     let refs: Vec<(&str, &str, u64)> =
                         extra.iter().map(|(k, v)| (k.as_str(), "", *v)).collect();
+                    content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
                     ("200 OK", metrics.render(node, &refs))
                 }
                 (Some("GET"), Some("/healthz")) => {
@@ -325,7 +432,7 @@ pub async fn serve_metrics(
                 ),
             };
             let resp = format!(
-                "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = stream.write_all(resp.as_bytes()).await;
@@ -360,13 +467,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn render_has_histogram_and_reasons() {
+    fn render_has_histograms_counters_and_reasons() {
         let m = NodeMetrics::default();
         m.record_sync(Duration::from_micros(150), 3);
         m.record_sync(Duration::from_millis(30), 1);
+        m.client_update_seconds.observe(0.002);
         let text = m.render(2, &[("bad_hmac", "", 5)]);
-        assert!(text.contains("paxos_storage_sync_seconds_bucket{node=\"2\",le=\"0.0002\"} 1"));
-        assert!(text.contains("paxos_storage_sync_seconds_bucket{node=\"2\",le=\"+Inf\"} 2"));
-        assert!(text.contains("paxos_dropped_total{node=\"2\",reason=\"bad_hmac\"} 5"));
+        let has = |line: &str| text.lines().any(|l| l == line);
+        assert!(
+            has("paxos_storage_sync_seconds_bucket{node=\"2\",le=\"0.0002\"} 1"),
+            "{text}"
+        );
+        assert!(
+            has("paxos_storage_sync_seconds_bucket{node=\"2\",le=\"+Inf\"} 2"),
+            "{text}"
+        );
+        assert!(
+            has("paxos_storage_sync_seconds_count{node=\"2\"} 2"),
+            "{text}"
+        );
+        assert!(
+            has("paxos_client_update_seconds_count{node=\"2\"} 1"),
+            "{text}"
+        );
+        assert!(has("paxos_storage_syncs_total{node=\"2\"} 2"), "{text}");
+        assert!(has("paxos_storage_batches_total{node=\"2\"} 4"), "{text}");
+        assert!(
+            has("paxos_dropped_total{node=\"2\",reason=\"bad_hmac\"} 5"),
+            "{text}"
+        );
+        assert!(has("paxos_view{node=\"2\"} 0"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn view_changes_and_transfers_are_timed_from_their_transitions() {
+        let h = latency_buckets(4);
+        let mut start = None;
+        let t0 = Instant::now();
+        time_interval(&mut start, false, t0, &h);
+        time_interval(&mut start, true, t0, &h);
+        time_interval(&mut start, true, t0 + Duration::from_millis(1), &h);
+        time_interval(&mut start, false, t0 + Duration::from_millis(3), &h);
+        let mut reg = Registry::default();
+        reg.register("t_seconds", "t", h);
+        let mut out = String::new();
+        encode(&mut out, &reg).unwrap();
+        assert!(out.lines().any(|l| l == "t_seconds_count 1"), "{out}");
+        assert!(out.lines().any(|l| l == "t_seconds_sum 0.003"), "{out}");
     }
 }

@@ -13,7 +13,7 @@ use crate::metrics::NodeMetrics;
 use crate::protocol::{ClientRequest, ClientResponse};
 use paxos_core::{
     ClientId, ClientUpdate, Config, Destination, Envelope, LeaderElection, PersistBatch, Replica,
-    ReplyOutcome, ServerState, StateMachine, Time,
+    ReplyOutcome, ServerState, StateMachine, Time, Timestamp,
 };
 use paxos_storage::Storage;
 use paxos_transport::{Transport, TransportError};
@@ -292,6 +292,9 @@ where
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut conns: HashMap<u64, ConnHandle> = HashMap::new();
     let mut client_conn: HashMap<ClientId, u64> = HashMap::new();
+    // When each client's update in progress here was read (its latency histogram); an entry
+    // leaves with the reply or with the connection.
+    let mut submitted = Submitted::new();
     // A lone server installs its view as it is built: logged below like any other (a recovered
     // server in leader election is in no view, whatever view it last installed).
     let mut last_view = Some(replica.status())
@@ -319,13 +322,13 @@ where
             ev = events.recv() => {
                 let Some(ev) = ev else { return Ok(()) };
                 round_started = Some(Instant::now());
-                handle_event(ev, &mut replica, &mut conns, &mut client_conn, &election_name, &now, &metrics)?;
+                handle_event(ev, &mut replica, &mut conns, (&mut client_conn, &mut submitted), &election_name, &now, &metrics)?;
                 handled += 1;
                 // Take whatever else is ready: one round, one batch, one flush (aggregation).
                 while handled < 1024 {
                     match events.try_recv() {
                         Ok(ev) => {
-                            handle_event(ev, &mut replica, &mut conns, &mut client_conn, &election_name, &now, &metrics)?;
+                            handle_event(ev, &mut replica, &mut conns, (&mut client_conn, &mut submitted), &election_name, &now, &metrics)?;
                             handled += 1;
                         }
                         Err(_) => break,
@@ -393,6 +396,13 @@ where
             }
         }
         while let Some(reply) = replica.poll_client_reply() {
+            if let Some((ts, at)) = submitted.remove(&reply.client_id) {
+                if ts == reply.timestamp {
+                    metrics
+                        .client_update_seconds
+                        .observe(at.elapsed().as_secs_f64());
+                }
+            }
             let delivered = client_conn
                 .get(&reply.client_id)
                 .and_then(|c| conns.get(c))
@@ -457,11 +467,14 @@ where
     }
 }
 
+/// Per client, the timestamp of its update in progress here and when it was read.
+type Submitted = HashMap<ClientId, (Timestamp, Instant)>;
+
 fn handle_event<S: StateMachine, E: LeaderElection>(
     ev: Event,
     replica: &mut Replica<S, E>,
     conns: &mut HashMap<u64, ConnHandle>,
-    client_conn: &mut HashMap<ClientId, u64>,
+    (client_conn, submitted): (&mut HashMap<ClientId, u64>, &mut Submitted),
     election_name: &str,
     now: &impl Fn() -> Time,
     metrics: &NodeMetrics,
@@ -480,6 +493,7 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
         Event::Port(PortEvent::Gone(conn)) => {
             conns.remove(&conn);
             client_conn.retain(|_, c| *c != conn);
+            submitted.retain(|id, _| client_conn.contains_key(id));
         }
         Event::Port(PortEvent::Request(
             conn,
@@ -510,6 +524,7 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
                 }
             }
             client_conn.insert(client_id, conn);
+            submitted.insert(client_id, (timestamp, Instant::now()));
             let update = ClientUpdate {
                 client_id,
                 server_id: replica.id(),
@@ -517,6 +532,7 @@ fn handle_event<S: StateMachine, E: LeaderElection>(
                 payload,
             };
             if let Err(e) = replica.handle_client_update(now(), update) {
+                submitted.remove(&client_id);
                 crate::logging::refused(&REFUSED_UPDATE, "a client update", &e);
                 if let Some(tx) = conns.get(&conn) {
                     if !tx.send(

@@ -1,8 +1,11 @@
 //! `/healthz` and `/readyz` of real server processes: a lone server of a 3-server cluster is alive
-//! but not ready; once its peers run, every member becomes ready.
+//! but not ready; once its peers run, every member becomes ready, and `/metrics` times what it
+//! did (client updates, storage writes, the view change that made it ready).
 
 mod common;
 
+use bytes::Bytes;
+use paxos_node::client::Client;
 use paxos_node::cluster::{ClusterOptions, LocalCluster};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -65,6 +68,32 @@ async fn a_lone_server_is_alive_but_not_ready_and_a_full_cluster_becomes_ready()
         let (_, body) = until(*m, "/readyz", |c| c == 200).await;
         assert_eq!(body, "ok\n");
     }
+    let mut c = Client::new(cluster.client_addrs());
+    c.op_timeout = Duration::from_secs(20);
+    for i in 0..10 {
+        c.put(Bytes::from(format!("k{i}")), Bytes::from("v"))
+            .await
+            .unwrap();
+    }
+    let mut sums = [0.0; 3];
+    for m in &metrics {
+        let (code, body) = get(*m, "/metrics").await.unwrap();
+        assert_eq!(code, 200);
+        assert!(body.ends_with("# EOF\n"), "{body}");
+        for (i, name) in [
+            "paxos_client_update_seconds_count",
+            "paxos_view_change_seconds_count",
+            "paxos_storage_sync_seconds_count",
+        ]
+        .iter()
+        .enumerate()
+        {
+            sums[i] += sample(&body, name);
+        }
+    }
+    assert!(sums[0] >= 10.0, "client update latencies: {sums:?}");
+    assert!(sums[1] >= 1.0, "view changes timed: {sums:?}");
+    assert!(sums[2] >= 10.0, "storage writes timed: {sums:?}");
     let (code, _) = get(metrics[0], "/nothing").await.unwrap();
     assert_eq!(code, 404);
     let status = cluster.status(0).await.unwrap();
@@ -72,4 +101,13 @@ async fn a_lone_server_is_alive_but_not_ready_and_a_full_cluster_becomes_ready()
         status.role == "leader" || status.role == "follower",
         "{status:?}"
     );
+}
+
+/// The value of the sample `name{...}` in an exposition (0 when absent).
+fn sample(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{')))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0.0)
 }
