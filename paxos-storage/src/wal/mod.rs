@@ -66,6 +66,7 @@ mod frame;
 mod fs;
 mod options;
 mod phase;
+mod powercut;
 mod reaper;
 pub(crate) mod record;
 mod recovery;
@@ -76,6 +77,7 @@ mod storage;
 
 pub use fault::{FaultInjector, FileOp};
 pub use options::{Preallocation, WalOptions};
+pub use powercut::{CutReport, PowerCut, PAGE};
 
 use crate::{Storage, StorageError};
 use append::Syncer;
@@ -166,6 +168,7 @@ impl WalStorage {
             fs: Fs {
                 dir,
                 injector: None,
+                powercut: None,
                 reaper: reaper::Reaper::spawn(),
             },
             opts,
@@ -188,6 +191,12 @@ impl WalStorage {
     /// Installs a hook that may fail any later file operation (for tests; see [`FaultInjector`]).
     pub fn set_fault_injector(&mut self, injector: Arc<dyn FaultInjector>) {
         self.fs.injector = Some(injector);
+    }
+
+    /// Installs the power-cut model (a test facility; see [`PowerCut`]) in front of every later
+    /// file operation. Install it before [`Storage::load`] so that recovery's writes count too.
+    pub fn set_power_cut(&mut self, model: Arc<PowerCut>) {
+        self.fs.powercut = Some(model);
     }
 
     /// The directory this WAL lives in.
