@@ -43,8 +43,9 @@
 //! A damaged *last* record cannot be told apart from a torn write, so it is dropped: it was the
 //! tail of the last write, which the caller had not been told was durable unless its fdatasync
 //! returned. A power loss that persists the pages of an unsynced write out of order can also leave
-//! a hole followed by valid records; that is refused as corruption too (safe, but it needs an
-//! operator), since the log cannot tell it from damage to synced data.
+//! a hole followed by valid frames of the same unsynced window: each frame records how much of
+//! the segment was synced before it was written (`frame`), so such a hole is a torn tail too, and
+//! only a hole below a later frame's synced mark is refused ([`PowerCut`] tests this).
 //!
 //! # Modules
 //!
