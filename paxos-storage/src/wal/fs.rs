@@ -1,6 +1,7 @@
 //! File operations of the WAL, each with its error context and the fault-injection hook.
 
 use super::fault::{FaultInjector, FileOp};
+use super::powercut::{Gate, PowerCut};
 use super::reaper::Reaper;
 use super::Preallocation;
 use crate::StorageError;
@@ -48,6 +49,8 @@ pub(crate) fn io_err(path: &Path, source: io::Error) -> StorageError {
 pub(crate) struct Fs {
     pub(crate) dir: PathBuf,
     pub(crate) injector: Option<Arc<dyn FaultInjector>>,
+    /// The power-cut model, when a test installed one.
+    pub(crate) powercut: Option<Arc<PowerCut>>,
     /// Frees deleted files off the caller's thread (`None`: inline).
     pub(crate) reaper: Option<Reaper>,
 }
@@ -57,9 +60,43 @@ impl Fs {
         self.dir.join(name)
     }
 
-    fn check(&self, op: FileOp, path: &Path) -> Result<(), StorageError> {
-        match &self.injector {
-            Some(inj) => inj.before(op, path).map_err(|e| io_err(path, e)),
+    /// Runs the fault injector, then enters the power-cut model: the returned gate must be held
+    /// until the operation is done (and never while entering another one), so that a cut
+    /// happens between operations.
+    fn check(&self, op: FileOp, path: &Path) -> Result<Option<Gate<'_>>, StorageError> {
+        if let Some(inj) = &self.injector {
+            inj.before(op, path).map_err(|e| io_err(path, e))?;
+        }
+        self.gate(path)
+    }
+
+    fn gate(&self, path: &Path) -> Result<Option<Gate<'_>>, StorageError> {
+        match &self.powercut {
+            Some(pc) => pc.enter().map(Some).map_err(|e| io_err(path, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Tells the power-cut model about a write before it happens.
+    fn before_write(
+        &self,
+        file: &File,
+        path: &Path,
+        offset: u64,
+        len: usize,
+    ) -> Result<(), StorageError> {
+        match &self.powercut {
+            Some(pc) => pc
+                .before_write(file, offset, len)
+                .map_err(|e| io_err(path, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Tells the power-cut model that a sync of `file` returned.
+    fn synced(&self, file: &File, path: &Path) -> Result<(), StorageError> {
+        match &self.powercut {
+            Some(pc) => pc.synced(file).map_err(|e| io_err(path, e)),
             None => Ok(()),
         }
     }
@@ -71,40 +108,55 @@ impl Fs {
         buf: &[u8],
         offset: u64,
     ) -> Result<(), StorageError> {
-        self.check(FileOp::Write, path)?;
+        let _gate = self.check(FileOp::Write, path)?;
+        self.before_write(file, path, offset, buf.len())?;
         file.write_all_at(buf, offset).map_err(|e| io_err(path, e))
     }
 
     pub(crate) fn sync_data(&self, file: &File, path: &Path) -> Result<(), StorageError> {
-        self.check(FileOp::Sync, path)?;
-        file.sync_data().map_err(|e| io_err(path, e))
+        let _gate = self.check(FileOp::Sync, path)?;
+        file.sync_data().map_err(|e| io_err(path, e))?;
+        self.synced(file, path)
     }
 
     pub(crate) fn sync_all(&self, file: &File, path: &Path) -> Result<(), StorageError> {
-        self.check(FileOp::Sync, path)?;
-        file.sync_all().map_err(|e| io_err(path, e))
+        let _gate = self.check(FileOp::Sync, path)?;
+        file.sync_all().map_err(|e| io_err(path, e))?;
+        self.synced(file, path)
     }
 
     /// Makes creations, renames and deletions in the directory durable.
     pub(crate) fn sync_dir(&self) -> Result<(), StorageError> {
-        self.check(FileOp::SyncDir, &self.dir)?;
+        let _gate = self.check(FileOp::SyncDir, &self.dir)?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| io_err(&self.dir, e))
+            .map_err(|e| io_err(&self.dir, e))?;
+        if let Some(pc) = &self.powercut {
+            pc.dir_synced();
+        }
+        Ok(())
     }
 
     pub(crate) fn rename(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
-        self.check(FileOp::Rename, to)?;
-        fs::rename(from, to).map_err(|e| io_err(to, e))
+        let _gate = self.check(FileOp::Rename, to)?;
+        let existed = self.powercut.is_some() && to.exists();
+        fs::rename(from, to).map_err(|e| io_err(to, e))?;
+        if let Some(pc) = &self.powercut {
+            pc.renamed(from, to, existed);
+        }
+        Ok(())
     }
 
     /// Deletes `path` (a missing file is no error). Its blocks are freed on the reaper thread.
     pub(crate) fn remove(&self, path: &Path) -> Result<(), StorageError> {
-        self.check(FileOp::Remove, path)?;
+        let _gate = self.check(FileOp::Remove, path)?;
         let held = self.hold(path);
         match fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(path, e)),
             _ => {
+                if let Some(pc) = &self.powercut {
+                    pc.removed();
+                }
                 self.release(held);
                 Ok(())
             }
@@ -129,14 +181,19 @@ impl Fs {
 
     /// Creates (or truncates) `path` for writing.
     pub(crate) fn create(&self, path: &Path) -> Result<File, StorageError> {
-        self.check(FileOp::Create, path)?;
-        OpenOptions::new()
+        let _gate = self.check(FileOp::Create, path)?;
+        let existed = self.powercut.is_some() && path.exists();
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(path)
-            .map_err(|e| io_err(path, e))
+            .map_err(|e| io_err(path, e))?;
+        if let Some(pc) = &self.powercut {
+            pc.created(path, existed);
+        }
+        Ok(file)
     }
 
     /// Opens an existing file for reading and writing.
@@ -158,13 +215,15 @@ impl Fs {
     ) -> Result<PreparedSegment, StorageError> {
         let tmp = self.path(&format!("{}{TMP_SUFFIX}", segment_name(id)));
         let file = self.create(&tmp)?;
-        self.check(FileOp::Preallocate, &tmp)?;
+        drop(self.check(FileOp::Preallocate, &tmp)?);
         match how {
             Preallocation::Zeros => {
                 let chunk = vec![0u8; 1 << 20];
                 let mut off = 0u64;
                 while off < bytes {
                     let n = chunk.len().min((bytes - off) as usize);
+                    let _gate = self.gate(&tmp)?;
+                    self.before_write(&file, &tmp, off, n)?;
                     file.write_all_at(&chunk[..n], off)
                         .map_err(|e| io_err(&tmp, e))?;
                     off += n as u64;

@@ -43,8 +43,9 @@
 //! A damaged *last* record cannot be told apart from a torn write, so it is dropped: it was the
 //! tail of the last write, which the caller had not been told was durable unless its fdatasync
 //! returned. A power loss that persists the pages of an unsynced write out of order can also leave
-//! a hole followed by valid records; that is refused as corruption too (safe, but it needs an
-//! operator), since the log cannot tell it from damage to synced data.
+//! a hole followed by valid frames of the same unsynced window: each frame records how much of
+//! the segment was synced before it was written (`frame`), so such a hole is a torn tail too, and
+//! only a hole below a later frame's synced mark is refused ([`PowerCut`] tests this).
 //!
 //! # Modules
 //!
@@ -66,6 +67,7 @@ mod frame;
 mod fs;
 mod options;
 mod phase;
+mod powercut;
 mod reaper;
 pub(crate) mod record;
 mod recovery;
@@ -76,6 +78,7 @@ mod storage;
 
 pub use fault::{FaultInjector, FileOp};
 pub use options::{Preallocation, WalOptions};
+pub use powercut::{CutReport, PowerCut, PAGE};
 
 use crate::{Storage, StorageError};
 use append::Syncer;
@@ -166,6 +169,7 @@ impl WalStorage {
             fs: Fs {
                 dir,
                 injector: None,
+                powercut: None,
                 reaper: reaper::Reaper::spawn(),
             },
             opts,
@@ -188,6 +192,12 @@ impl WalStorage {
     /// Installs a hook that may fail any later file operation (for tests; see [`FaultInjector`]).
     pub fn set_fault_injector(&mut self, injector: Arc<dyn FaultInjector>) {
         self.fs.injector = Some(injector);
+    }
+
+    /// Installs the power-cut model (a test facility; see [`PowerCut`]) in front of every later
+    /// file operation. Install it before [`Storage::load`] so that recovery's writes count too.
+    pub fn set_power_cut(&mut self, model: Arc<PowerCut>) {
+        self.fs.powercut = Some(model);
     }
 
     /// The directory this WAL lives in.
