@@ -23,24 +23,12 @@ use std::time::{Duration, Instant};
 const CHILD_ENV: &str = "PAXOS_WAL_CRASH_CHILD";
 
 fn small_opts() -> WalOptions {
-    WalOptions {
-        segment_bytes: 128 << 10,
-        preallocation: Preallocation::Zeros,
-        checkpoint_bytes: 512 << 10,
-        max_free_segments: 2,
-        prefill_segments: 1,
-        overlap_sync_updates: 0,
-        defer_snapshots: true,
-    }
+    small_wal_opts(128 << 10, 512 << 10)
 }
 
-/// Batch `id` of the crash test: accepted proposal at slot `id`, pending update of client 0 with
-/// timestamp `id`, so the recovered state tells exactly which batches are present.
+/// Batch `id` of the crash test (see [`numbered_batch`]).
 fn crash_batch(id: u64) -> PersistBatch {
-    let mut b = fixed_batch(id, 1, 64 + (id % 300) as usize);
-    b.accepted[0].seq = Seq(id);
-    b.pending = vec![update(0, id, 16, 7)];
-    b
+    numbered_batch(id, 300)
 }
 
 fn present_ids(s: &DurableState) -> Vec<u64> {

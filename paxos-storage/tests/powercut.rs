@@ -8,8 +8,7 @@ mod common;
 
 use common::*;
 use paxos_core::durable::{DurableState, PersistBatch};
-use paxos_core::Seq;
-use paxos_storage::wal::{PowerCut, Preallocation, WalOptions, WalStorage};
+use paxos_storage::wal::{PowerCut, WalOptions, WalStorage};
 use paxos_storage::Storage;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
@@ -19,24 +18,12 @@ use std::time::{Duration, Instant};
 
 /// Small segments and checkpoints, so that the cuts land across rotations and checkpoints.
 fn small_opts() -> WalOptions {
-    WalOptions {
-        segment_bytes: 64 << 10,
-        preallocation: Preallocation::Zeros,
-        checkpoint_bytes: 256 << 10,
-        max_free_segments: 2,
-        prefill_segments: 1,
-        overlap_sync_updates: 0,
-        defer_snapshots: true,
-    }
+    small_wal_opts(64 << 10, 256 << 10)
 }
 
-/// Batch `id`: accepted proposal at slot `id` and a pending update of client 0 with timestamp
-/// `id`, so the recovered state tells exactly which batches are present.
+/// Batch `id` (see [`numbered_batch`]).
 fn batch(id: u64) -> PersistBatch {
-    let mut b = fixed_batch(id, 1, 64 + (id % 700) as usize);
-    b.accepted[0].seq = Seq(id);
-    b.pending = vec![update(0, id, 16, 7)];
-    b
+    numbered_batch(id, 700)
 }
 
 fn model(n: u64, incarnation: u64) -> DurableState {

@@ -159,3 +159,27 @@ pub fn fixed_batch(id: u64, n: usize, bytes: usize) -> PersistBatch {
         ..Default::default()
     }
 }
+
+/// WAL options with small segments and checkpoints (so that a test crosses rotations and
+/// checkpoints quickly), zero-filled preallocation and deferred snapshots.
+pub fn small_wal_opts(segment_bytes: u64, checkpoint_bytes: u64) -> paxos_storage::wal::WalOptions {
+    paxos_storage::wal::WalOptions {
+        segment_bytes,
+        preallocation: paxos_storage::wal::Preallocation::Zeros,
+        checkpoint_bytes,
+        max_free_segments: 2,
+        prefill_segments: 1,
+        overlap_sync_updates: 0,
+        defer_snapshots: true,
+    }
+}
+
+/// Batch `id` of the crash and power-cut tests: an accepted proposal at slot `id` (payload
+/// 64 + `id % spread` bytes) and a pending update of client 0 with timestamp `id`, so the
+/// recovered state tells exactly which batches are present.
+pub fn numbered_batch(id: u64, spread: u64) -> PersistBatch {
+    let mut b = fixed_batch(id, 1, 64 + (id % spread) as usize);
+    b.accepted[0].seq = Seq(id);
+    b.pending = vec![update(0, id, 16, 7)];
+    b
+}
