@@ -134,6 +134,8 @@ pub struct Counters {
     pub clock_jumps: u64,
     /// Slow-disk episodes.
     pub slow_disk_episodes: u64,
+    /// Slow-disk episodes of a shared disk: every server's writes slow at once.
+    pub shared_disk_episodes: u64,
     /// Liveness phases with a stable majority set (outside servers up and sending into it).
     pub majority_set_phases: u64,
 }
@@ -172,17 +174,19 @@ impl Counters {
         self.pauses += o.pauses;
         self.clock_jumps += o.clock_jumps;
         self.slow_disk_episodes += o.slow_disk_episodes;
+        self.shared_disk_episodes += o.shared_disk_episodes;
         self.majority_set_phases += o.majority_set_phases;
     }
 
     /// The counters of the scheduler and the process faults (issue #11); a run's trace hash
     /// leaves them out while they are zero.
-    pub const SCHEDULING: [&'static str; 6] = [
+    pub const SCHEDULING: [&'static str; 7] = [
         "multi_input_rounds",
         "max_round",
         "pauses",
         "clock_jumps",
         "slow_disk_episodes",
+        "shared_disk_episodes",
         "majority_set_phases",
     ];
 
@@ -220,6 +224,7 @@ impl Counters {
             ("pauses", self.pauses),
             ("clock_jumps", self.clock_jumps),
             ("slow_disk_episodes", self.slow_disk_episodes),
+            ("shared_disk_episodes", self.shared_disk_episodes),
             ("majority_set_phases", self.majority_set_phases),
         ]
     }

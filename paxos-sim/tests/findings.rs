@@ -127,7 +127,8 @@ fn ble_five_nodes_light_seed_1735_converges() {
 /// every such seed. These strategies assume a stable component (protocol doc §15.2–15.3); the
 /// tests pin the behaviour down so a change to it is noticed (docs/simulator.md, liveness).
 /// Without the leader watchdog (issue #12) the seeds that show it moved (14 and 59 converge now);
-/// it still shows on 23 (highest-id) and 12 (Ω) of 300 seeds at N = 3.
+/// it still shows on 16 (highest-id) and 20 (Ω) of 300 seeds at N = 3 (with shared-disk stalls;
+/// highest-id moved from seed 22 to 29 when they came in).
 fn stalls_in_a_majority_set(strategy: Strategy, nodes: usize, seed: u64) {
     let cfg = ElectionConfig::uniform(Duration::from_millis(300));
     let sim = Simulation::new(nodes, seed).sessions(false).election(
@@ -151,7 +152,7 @@ fn stalls_in_a_majority_set(strategy: Strategy, nodes: usize, seed: u64) {
 
 #[test]
 fn highest_id_stalls_behind_an_outside_server_of_a_majority_set() {
-    stalls_in_a_majority_set(Strategy::HighestIdAlive, 3, 22);
+    stalls_in_a_majority_set(Strategy::HighestIdAlive, 3, 29);
 }
 
 #[test]

@@ -241,14 +241,32 @@ impl World {
                 let i = self.random_node(false);
                 let factor = self.sched.rng.gen_range(10..=100);
                 let d = Duration::from_millis(self.sched.rng.gen_range(200..3000));
-                let s = &mut self.sched.nodes[i];
-                s.disk_factor = factor;
-                s.disk_id += 1;
-                let id = s.disk_id;
+                // A shared disk (one volume under every server, a noisy neighbour): the stall
+                // hits all of them at once, as a 1.6 s fdatasync did on both live servers of the
+                // real 1 GiB scenario (issue #13, Config::storage_stall).
+                let shared = self.sched.rng.gen_bool(0.3);
+                let hit = if shared {
+                    0..self.nodes.len()
+                } else {
+                    i..i + 1
+                };
+                for j in hit {
+                    let s = &mut self.sched.nodes[j];
+                    s.disk_factor = factor;
+                    s.disk_id += 1;
+                    let id = s.disk_id;
+                    let ev = SchedEv::SlowDiskEnd { node: j as u8, id };
+                    self.schedule(self.now + d, Ev::Sched(ev));
+                }
                 self.sched.counters.slow_disk_episodes += 1;
-                self.log(1, || format!("disk of n{i} {factor}x slower for {d:?}"));
-                let ev = SchedEv::SlowDiskEnd { node: i as u8, id };
-                self.schedule(self.now + d, Ev::Sched(ev));
+                if shared {
+                    self.sched.counters.shared_disk_episodes += 1;
+                    self.log(1, || {
+                        format!("every disk {factor}x slower for {d:?} (shared disk)")
+                    });
+                } else {
+                    self.log(1, || format!("disk of n{i} {factor}x slower for {d:?}"));
+                }
                 self.nemesis_next(self.sched.faults.slow_disk_interval, SchedEv::SlowDisk);
             }
             SchedEv::SlowDiskEnd { node, id } => {

@@ -322,6 +322,7 @@ pub(crate) struct SchedCounters {
     pub(crate) pauses: u64,
     pub(crate) clock_jumps: u64,
     pub(crate) slow_disk_episodes: u64,
+    pub(crate) shared_disk_episodes: u64,
     pub(crate) majority_set_phases: u64,
 }
 
@@ -544,6 +545,7 @@ impl World {
         c.pauses = s.pauses;
         c.clock_jumps = s.clock_jumps;
         c.slow_disk_episodes = s.slow_disk_episodes;
+        c.shared_disk_episodes = s.shared_disk_episodes;
         c.majority_set_phases = s.majority_set_phases;
     }
 }
