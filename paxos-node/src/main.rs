@@ -120,6 +120,10 @@ enum Command {
         /// reading that directory could mint every identity).
         #[arg(long)]
         flat: bool,
+        /// Client bundles to write, `client-<name>/` each (comma-separated names: a-z, 0-9, '-'):
+        /// the certificates clients present on the TLS client port.
+        #[arg(long, value_delimiter = ',')]
+        clients: Vec<String>,
     },
     /// Start a local 3-server cluster, run a workload, kill and restart the leader, and verify.
     Demo {
@@ -495,12 +499,18 @@ fn real_main() -> Result<()> {
             nodes,
             valid_days,
             flat,
+            clients,
         } => {
             let ids: Vec<paxos_core::NodeId> = (0..nodes).map(paxos_core::NodeId).collect();
+            if flat && !clients.is_empty() {
+                anyhow::bail!("--clients writes bundles: it does not go with --flat");
+            }
             if flat {
                 paxos_transport::keygen::keygen(&dir, &ids)
             } else {
-                paxos_transport::keygen::keygen_bundles(&dir, &ids, valid_days)
+                paxos_transport::keygen::keygen_bundles_with_clients(
+                    &dir, &ids, &clients, valid_days,
+                )
             }
             .with_context(|| format!("writing keys to {}", dir.display()))?;
             if flat {
@@ -511,6 +521,9 @@ fn real_main() -> Result<()> {
                      {0}/node-<id> (that server's keys_dir); certificates valid {valid_days} days",
                     dir.display()
                 );
+                for name in &clients {
+                    println!("wrote client bundle {}/client-{name}", dir.display());
+                }
             }
             Ok(())
         }

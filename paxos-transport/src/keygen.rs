@@ -9,6 +9,8 @@
 //! | `node-<id>/ca.pem` | the CA certificate the node trusts |
 //! | `node-<id>/node-<id>.pem`, `.key` | the node's certificate (DNS name `node-<id>.paxos`) and key |
 //! | `node-<id>/cluster.key` | the UDP transport's HMAC-SHA256 key (64 hex digits) |
+//! | `client-<name>/ca.pem` | the CA certificate a client trusts (to verify the servers) |
+//! | `client-<name>/client.pem`, `client.key` | the client's certificate (DNS name `client-<name>.paxos`, client authentication only) and key |
 //!
 //! A node's `keys_dir` is its bundle. [`keygen`] writes the same files flat into one directory,
 //! CA key included: for local test clusters only, since every node reading it could mint any
@@ -102,6 +104,41 @@ fn node_params(id: NodeId) -> Result<CertificateParams, TransportError> {
     Ok(params)
 }
 
+/// The DNS name a client certificate of `name` carries: `client-<name>.paxos`.
+pub fn client_cert_name(name: &str) -> String {
+    format!("client-{name}.paxos")
+}
+
+/// Checks a client name: 1 to 32 lowercase ASCII letters, digits or `-`, not starting with `-`
+/// (it becomes a directory name and part of a DNS name).
+pub fn check_client_name(name: &str) -> Result<(), TransportError> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(keys_err(format!(
+            "client name {name:?}: use 1 to 32 of a-z, 0-9 and '-', not starting with '-'"
+        )))
+    }
+}
+
+fn client_params(name: &str) -> Result<CertificateParams, TransportError> {
+    check_client_name(name)?;
+    let mut params = CertificateParams::new(vec![client_cert_name(name)]).map_err(keys_err)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, format!("client-{name}"));
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    // Client authentication only: a client certificate cannot stand in for a server.
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    Ok(params)
+}
+
 impl ClusterCa {
     /// A new CA with a fresh key.
     pub fn generate() -> Result<ClusterCa, TransportError> {
@@ -158,6 +195,19 @@ impl ClusterCa {
     pub fn issue_pem(&self, id: NodeId) -> Result<(String, String), TransportError> {
         let key = KeyPair::generate().map_err(keys_err)?;
         let mut params = node_params(id)?;
+        validity(&mut params, self.valid_days);
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .map_err(keys_err)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// Issues a client certificate for `name` (see [`check_client_name`]) as
+    /// `(certificate PEM, private key PEM)`: DNS name [`client_cert_name`], client
+    /// authentication only.
+    pub fn issue_client_pem(&self, name: &str) -> Result<(String, String), TransportError> {
+        let key = KeyPair::generate().map_err(keys_err)?;
+        let mut params = client_params(name)?;
         validity(&mut params, self.valid_days);
         let cert = params
             .signed_by(&key, &self.cert, &self.key)
@@ -275,7 +325,21 @@ fn new_private_dir(dir: &Path) -> Result<(), TransportError> {
 /// `out/ca/` holds the CA key and nothing else does; `out/node-<id>/` is node `id`'s `keys_dir`.
 /// Node certificates are valid for `valid_days` days.
 pub fn keygen_bundles(out: &Path, nodes: &[NodeId], valid_days: u32) -> Result<(), TransportError> {
+    keygen_bundles_with_clients(out, nodes, &[], valid_days)
+}
+
+/// [`keygen_bundles`], and one client bundle `out/client-<name>/` per name in `clients`
+/// (`ca.pem`, `client.pem`, `client.key`: what a client of the TLS client port needs).
+pub fn keygen_bundles_with_clients(
+    out: &Path,
+    nodes: &[NodeId],
+    clients: &[String],
+    valid_days: u32,
+) -> Result<(), TransportError> {
     check_nodes(nodes)?;
+    for name in clients {
+        check_client_name(name)?;
+    }
     if valid_days == 0 {
         return Err(keys_err("certificates must be valid for at least one day"));
     }
@@ -292,7 +356,41 @@ pub fn keygen_bundles(out: &Path, nodes: &[NodeId], valid_days: u32) -> Result<(
         write_node(&dir, &ca, id)?;
         write_cluster_key(&dir.join("cluster.key"), &cluster_key)?;
     }
+    for name in clients {
+        write_client_bundle(&out.join(format!("client-{name}")), &ca, name)?;
+    }
     Ok(())
+}
+
+/// Issues a client certificate for `name` from `ca` and writes the client bundle `dir` (created,
+/// refusing an existing one, mode 0700): `ca.pem`, `client.pem`, `client.key` (0600). With
+/// [`ClusterCa::load`] on the offline `ca/` directory this adds a client to a running cluster.
+pub fn write_client_bundle(dir: &Path, ca: &ClusterCa, name: &str) -> Result<(), TransportError> {
+    let (cert, key) = ca.issue_client_pem(name)?;
+    new_private_dir(dir)?;
+    write_file(&dir.join("ca.pem"), ca.cert_pem().as_bytes(), false)?;
+    write_file(&dir.join("client.pem"), cert.as_bytes(), false)?;
+    write_file(&dir.join("client.key"), key.as_bytes(), true)
+}
+
+/// A client's TLS identity as read from its bundle by [`load_client_tls`].
+pub type ClientTls = NodeTls;
+
+/// Reads a client bundle (`ca.pem`, `client.pem`, `client.key`) from `dir`.
+pub fn load_client_tls(dir: &Path) -> Result<ClientTls, TransportError> {
+    let read = |name: &str| {
+        std::fs::read(dir.join(name))
+            .map_err(|e| keys_err(format!("{}: {e}", dir.join(name).display())))
+    };
+    let ca = CertificateDer::from_pem_slice(&read("ca.pem")?).map_err(keys_err)?;
+    let chain = CertificateDer::pem_slice_iter(&read("client.pem")?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(keys_err)?;
+    if chain.is_empty() {
+        return Err(keys_err("client.pem holds no certificate"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read("client.key")?).map_err(keys_err)?;
+    Ok(NodeTls { ca, chain, key })
 }
 
 /// Reads node `id`'s TLS identity (`ca.pem`, `node-<id>.pem`, `node-<id>.key`) from `dir`.
@@ -403,6 +501,51 @@ mod tests {
         assert!(again.contains("refusing to overwrite"), "{again}");
         assert!(keygen_bundles(&out.path().join("x"), &[], 30).is_err());
         assert!(keygen_bundles(&out.path().join("y"), &[NodeId(0)], 0).is_err());
+    }
+
+    #[test]
+    fn client_bundles_name_their_client_and_refuse_overwrite() {
+        use std::os::unix::fs::PermissionsExt;
+        let out = tempfile::tempdir().unwrap();
+        let clients = vec!["alice".to_owned(), "bob-2".to_owned()];
+        keygen_bundles_with_clients(out.path(), &[NodeId(0)], &clients, 30).unwrap();
+        let dir = out.path().join("client-alice");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["ca.pem", "client.key", "client.pem"]);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("client.key")), 0o600);
+        let tls = load_client_tls(&dir).unwrap();
+        let cert = webpki::EndEntityCert::try_from(&tls.chain[0]).unwrap();
+        let dns: Vec<&str> = cert.valid_dns_names().collect();
+        assert_eq!(dns, ["client-alice.paxos"]);
+        // Client authentication only: not usable as a server certificate.
+        let anchors = [webpki::anchor_from_trusted_cert(&tls.ca)
+            .unwrap()
+            .to_owned()];
+        assert!(!cert_ok(
+            &tls.chain[0],
+            &anchors,
+            rustls::pki_types::UnixTime::now()
+        ));
+        // More clients later, from the offline CA, with the same refusal to overwrite.
+        let ca = ClusterCa::load(&out.path().join("ca")).unwrap();
+        write_client_bundle(&out.path().join("client-carol"), &ca, "carol").unwrap();
+        let again = write_client_bundle(&dir, &ca, "alice")
+            .unwrap_err()
+            .to_string();
+        assert!(again.contains("refusing to overwrite"), "{again}");
+        for bad in ["", "Alice", "-x", "a/b", &"x".repeat(33)] {
+            assert!(check_client_name(bad).is_err(), "{bad:?}");
+        }
+        let bad = vec!["../x".to_owned()];
+        assert!(
+            keygen_bundles_with_clients(&out.path().join("z"), &[NodeId(0)], &bad, 30).is_err()
+        );
     }
 
     #[test]
